@@ -1,0 +1,129 @@
+package trace
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Kind says why a trace record was emitted.
+type Kind uint8
+
+const (
+	// KindRule: a rule matched (logged before its target runs).
+	KindRule Kind = iota + 1
+	// KindReturn: the packet fell off the end of a user-defined chain.
+	KindReturn
+	// KindPolicy: the packet fell off the end of a built-in (base) chain and
+	// the chain's policy applies.
+	KindPolicy
+)
+
+// String returns "rule", "return" or "policy" (the words the kernel prints).
+func (k Kind) String() string {
+	switch k {
+	case KindRule:
+		return "rule"
+	case KindReturn:
+		return "return"
+	case KindPolicy:
+		return "policy"
+	}
+	return "unknown"
+}
+
+// IP protocol numbers used in Header.Proto.
+const (
+	ProtoICMP   uint8 = 1
+	ProtoTCP    uint8 = 6
+	ProtoUDP    uint8 = 17
+	ProtoICMPv6 uint8 = 58
+	ProtoSCTP   uint8 = 132
+)
+
+// TCP flag bits in Header.TCPFlags (the order of the TCP header).
+const (
+	TCPFin uint8 = 1 << iota
+	TCPSyn
+	TCPRst
+	TCPPsh
+	TCPAck
+	TCPUrg
+	TCPEce
+	TCPCwr
+)
+
+// Header is the packet as one trace record shows it. Fields a record does not
+// carry are zero. Strings are interned by the decoder that produced them.
+type Header struct {
+	In, Out         string // interface names ("" when unset)
+	PhysIn, PhysOut string // bridge ports (bridge netfilter)
+	Family          uint8  // 4 or 6
+	Proto           uint8  // IP protocol number (ProtoTCP, ...)
+	Src, Dst        netip.Addr
+	SPort, DPort    uint16
+	IPID            uint32 // IPv4 identification, or IPv6 flow label
+	TCPSeq          uint32
+	TCPFlags        uint8
+	ICMPType        uint8
+	ICMPCode        uint8
+	ICMPID, ICMPSeq uint16
+	Mark            uint32
+	Len             uint16
+}
+
+// Event is one trace record: one packet hitting a rule, returning from a user
+// chain, or reaching a base chain's policy.
+type Event struct {
+	// Seq is the kernel log sequence number (kmsg), 0 when the container has none.
+	Seq uint64
+	// Time is the kernel timestamp (time since boot) when the record has one.
+	Time time.Duration
+	// TraceID is the nftables trace id (HasID reports whether there is one).
+	TraceID uint32
+	HasID   bool
+
+	Table, Chain string
+	Kind         Kind
+	// Rule is the 1-based rule position within the chain (legacy), 0 if unknown.
+	// For KindReturn and KindPolicy the kernel reports N+1 (one past the last rule).
+	Rule int
+	// Handle is the nftables rule handle, 0 if unknown.
+	Handle uint64
+	// Verdict is the verdict the trace itself reports (nft only), upper case:
+	// ACCEPT, DROP, CONTINUE, JUMP, GOTO, RETURN, QUEUE, STOLEN; "" if none.
+	Verdict string
+	// Target is the chain a JUMP/GOTO verdict names (nft only).
+	Target string
+	// Text is the rule text when the trace carries it (xtables-monitor, nft).
+	Text string
+	// HasHeader reports whether Header was carried by this record (legacy
+	// records always carry it; nft rule records inherit it from the last
+	// "packet:" line of the same base chain traversal, which decoders fill in).
+	HasHeader bool
+	Header    Header
+}
+
+// Packet is one packet's ordered traversal of the netfilter hooks: what the
+// Grouper emits.
+type Packet struct {
+	TraceID uint32
+	HasID   bool
+	// First is the packet as first seen (before any NAT).
+	First Header
+	// Start and End are the kernel timestamps of the first and last hop.
+	Start, End time.Duration
+	Hops       []Hop
+}
+
+// Hop is one step of a Packet's path.
+type Hop struct {
+	Table, Chain string
+	Kind         Kind
+	Rule         int
+	Handle       uint64
+	Verdict      string
+	Target       string
+	Text         string
+	// Header is the packet as it was at this hop (addresses after earlier NAT).
+	Header Header
+}
