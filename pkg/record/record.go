@@ -148,3 +148,37 @@ type Bye struct {
 	Reason       string `json:"reason,omitempty"` // duration | count | signal | stdin | error
 	Error        string `json:"error,omitempty"`
 }
+
+// Summary aggregates a session (or an analyzed input): what the packets did.
+type Summary struct {
+	Type    string `json:"type"`
+	Node    string `json:"node,omitempty"`
+	Packets int    `json:"packets"`
+	// Verdicts counts packets by verdict.
+	Verdicts map[string]int `json:"verdicts"`
+	// Endpoints is the spread of new connections over each Service's endpoints.
+	Endpoints []EndpointShare `json:"endpoints"`
+	// SNAT counts packets whose source was rewritten (SNAT or MASQUERADE).
+	SNAT int `json:"snat"`
+	// Drops counts dropped and rejected packets by reason.
+	Drops []Count `json:"drops"`
+	Lost  uint64  `json:"lost"`
+}
+
+// EndpointShare is how many packets one endpoint of a Service received.
+type EndpointShare struct {
+	Service  string `json:"service,omitempty"`
+	Endpoint string `json:"endpoint"`
+	Pod      string `json:"pod,omitempty"`
+	Count    int    `json:"count"`
+	// Share is Count over the Service's packets; Expected is the share the
+	// rules give it (1/n for n endpoints), when known.
+	Share    float64 `json:"share"`
+	Expected float64 `json:"expected,omitempty"`
+}
+
+// Count is a reason and how many packets it applied to.
+type Count struct {
+	Reason string `json:"reason"`
+	Count  int    `json:"count"`
+}
