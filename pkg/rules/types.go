@@ -32,11 +32,11 @@ type ChainKind string
 
 const (
 	ChainUnknown          ChainKind = ""
-	ChainBuiltin          ChainKind = "builtin"           // PREROUTING, OUTPUT, ...
+	ChainBuiltin          ChainKind = "builtin"           // PREROUTING, OUTPUT, ... and other base chains (hooked)
 	ChainServices         ChainKind = "services"          // KUBE-SERVICES / services
 	ChainNodePorts        ChainKind = "nodeports"         // KUBE-NODEPORTS / nodeports
 	ChainService          ChainKind = "service"           // KUBE-SVC-* / service-*
-	ChainServiceLocal     ChainKind = "service-local"     // KUBE-SVL-*
+	ChainServiceLocal     ChainKind = "service-local"     // KUBE-SVL-* / local-*
 	ChainExternal         ChainKind = "external"          // KUBE-EXT-* / external-*
 	ChainFirewall         ChainKind = "lb-firewall"       // KUBE-FW-* / firewall-*
 	ChainEndpoint         ChainKind = "endpoint"          // KUBE-SEP-* / endpoint-*
@@ -60,6 +60,22 @@ type ChainInfo struct {
 	Service string
 	// Proto is "tcp", "udp" or "sctp" when known.
 	Proto string
-	// Endpoint is "ip:port" for endpoint chains.
+	// Endpoint is "ip:port" ("[ip6]:port" for IPv6) for endpoint chains.
 	Endpoint string
+	// Hook is the netfilter hook a base chain hangs off ("prerouting",
+	// "input", "forward", "output", "postrouting", "ingress", ...), empty for
+	// chains only reachable by jump/goto. Set by Index.Chain from the ruleset.
+	Hook string
 }
+
+// Family codes: 4 and 6 are what the rest of svctrace calls IPv4 and IPv6
+// (ip / ip6 tables, iptables / ip6tables). nft tables of the other families
+// are indexed under their NFPROTO numbers, which never collide with 4 or 6.
+const (
+	FamilyIPv4   uint8 = 4
+	FamilyIPv6   uint8 = 6
+	FamilyInet   uint8 = 1 // NFPROTO_INET: nft "inet" tables (both IPv4 and IPv6)
+	FamilyARP    uint8 = 3 // NFPROTO_ARP
+	FamilyNetdev uint8 = 5 // NFPROTO_NETDEV
+	FamilyBridge uint8 = 7 // NFPROTO_BRIDGE
+)
