@@ -1,0 +1,426 @@
+package explain
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/record"
+	"github.com/svctrace/kubectl-svctrace/pkg/rules"
+	"github.com/svctrace/kubectl-svctrace/pkg/trace"
+)
+
+// Hop verdicts beyond the packet verdicts of package record.
+const (
+	verdictJump       = "JUMP"
+	verdictGoto       = "GOTO"
+	verdictReturn     = "RETURN"
+	verdictContinue   = "CONTINUE"
+	verdictDNAT       = "DNAT"
+	verdictSNAT       = "SNAT"
+	verdictMasquerade = "MASQUERADE"
+)
+
+// Annotate builds the record of one packet. ix may be nil (no ruleset
+// snapshot): the bare path is still produced, rule text comes from the trace
+// where it carries it, and NAT is inferred from address changes.
+func Annotate(p *trace.Packet, ix *rules.Index) record.Packet {
+	fam := p.First.Family
+	rec := record.Packet{
+		Type:       record.TypePacket,
+		Family:     familyName(fam),
+		Proto:      ProtoName(p.First.Proto),
+		Src:        endpoint(p.First.Src, p.First.SPort, p.First.Proto),
+		Dst:        endpoint(p.First.Dst, p.First.DPort, p.First.Proto),
+		Flags:      TCPFlags(p.First.TCPFlags, p.First.Proto),
+		Hops:       make([]record.Hop, len(p.Hops)),
+		NAT:        []record.NAT{},
+		Verdict:    record.VerdictUnknown,
+		VerdictHop: -1,
+	}
+	if p.HasID {
+		rec.TraceID = fmt.Sprintf("%08x", p.TraceID)
+	}
+	a := annotator{ix: ix, fam: fam, rec: &rec, p: p}
+	for i := range p.Hops {
+		a.hop(i)
+	}
+	a.inferNAT()
+	for i := range rec.Hops {
+		rec.Hops[i].Meaning = a.meaning(i, a.rules[i])
+	}
+	a.decide()
+	rec.Explain = explainPacket(&rec, p, a.hooks)
+	return rec
+}
+
+// annotator carries the per-packet state of Annotate.
+type annotator struct {
+	ix    *rules.Index
+	fam   uint8
+	rec   *record.Packet
+	p     *trace.Packet
+	hooks []string // hook of each hop (PREROUTING, OUTPUT, ...; "" when unknown)
+	rules []*rules.Rule
+	hook  string
+}
+
+func (a *annotator) hop(i int) {
+	h := &a.p.Hops[i]
+	out := &a.rec.Hops[i]
+	*out = record.Hop{
+		Table:  h.Table,
+		Chain:  h.Chain,
+		Kind:   h.Kind.String(),
+		Rule:   h.Rule,
+		Handle: h.Handle,
+		In:     h.Header.In,
+		Out:    h.Header.Out,
+	}
+	if h.Header.Mark != 0 {
+		out.Mark = "0x" + strconv.FormatUint(uint64(h.Header.Mark), 16)
+	}
+	if i > 0 {
+		prev := &a.p.Hops[i-1].Header
+		if prev.Src != h.Header.Src || prev.SPort != h.Header.SPort {
+			out.Src = endpoint(h.Header.Src, h.Header.SPort, h.Header.Proto)
+		}
+		if prev.Dst != h.Header.Dst || prev.DPort != h.Header.DPort {
+			out.Dst = endpoint(h.Header.Dst, h.Header.DPort, h.Header.Proto)
+		}
+	}
+	if hk := hookOf(h.Chain); hk != "" {
+		a.hook = hk
+	}
+	a.hooks = append(a.hooks, a.hook)
+
+	r := a.lookup(h)
+	a.rules = append(a.rules, r)
+	if r != nil {
+		out.Text = r.Text
+		if out.Rule == 0 {
+			out.Rule = r.Pos
+		}
+	}
+	if h.Text != "" {
+		out.Text = h.Text
+	}
+	switch h.Kind {
+	case trace.KindReturn:
+		out.Verdict = verdictReturn
+	case trace.KindPolicy:
+		out.Verdict = h.Verdict
+		if out.Verdict == "" && a.ix != nil {
+			out.Verdict, _ = a.ix.Policy(a.fam, h.Table, h.Chain)
+		}
+		if out.Verdict == "" && i+1 < len(a.p.Hops) {
+			// The kernel went on with the packet: the policy accepted it.
+			out.Verdict = record.VerdictAccept
+		}
+	case trace.KindRule:
+		out.Verdict, out.Target = ruleVerdict(h, r)
+		if r == nil && out.Verdict == "" && i+1 < len(a.p.Hops) {
+			// Without the rule, the next record tells: a record in another
+			// user chain of the same table means this rule jumped there.
+			next := &a.p.Hops[i+1]
+			if next.Table == h.Table && next.Chain != h.Chain && hookOf(next.Chain) == "" {
+				out.Verdict, out.Target = verdictJump, next.Chain
+			}
+		}
+	}
+}
+
+// lookup finds the hop's rule in the snapshot, or parses the rule text the
+// trace carried.
+func (a *annotator) lookup(h *trace.Hop) *rules.Rule {
+	if h.Kind != trace.KindRule {
+		return nil
+	}
+	if a.ix != nil {
+		if h.Handle != 0 {
+			if r, ok := a.ix.RuleByHandle(a.fam, h.Table, h.Chain, h.Handle); ok {
+				return r
+			}
+		} else if h.Rule > 0 {
+			if r, ok := a.ix.Rule(a.fam, h.Table, h.Chain, h.Rule); ok {
+				return r
+			}
+		}
+	}
+	if h.Text != "" {
+		r := rules.ParseRuleText(h.Text)
+		return &r
+	}
+	return nil
+}
+
+// ruleVerdict says what a matched rule did: the trace's own verdict (nft)
+// refined by the rule's target.
+func ruleVerdict(h *trace.Hop, r *rules.Rule) (verdict, target string) {
+	verdict, target = h.Verdict, h.Target
+	if r == nil {
+		return verdict, target
+	}
+	t := strings.ToUpper(r.Target)
+	switch {
+	case r.Jump != "":
+		if r.Goto {
+			return verdictGoto, r.Jump
+		}
+		return verdictJump, r.Jump
+	case t == verdictDNAT:
+		return verdictDNAT, r.ToDestination
+	case t == verdictSNAT:
+		return verdictSNAT, r.ToSource
+	case t == verdictMasquerade:
+		return verdictMasquerade, ""
+	case t == record.VerdictReject:
+		// nftables reports a reject as a drop: the rule says which it was.
+		return record.VerdictReject, ""
+	case t == record.VerdictAccept, t == record.VerdictDrop, t == verdictReturn,
+		t == "QUEUE", t == "NFQUEUE":
+		return t, ""
+	}
+	if verdict == "" || verdict == verdictContinue {
+		return verdictContinue, ""
+	}
+	return verdict, target
+}
+
+// inferNAT records the translations the rules applied and those only the
+// packet's addresses show (no snapshot, or nft maps choosing the endpoint).
+func (a *annotator) inferNAT() {
+	rec := a.rec
+	hops := a.p.Hops
+	dnatSeen := false
+	for i := range rec.Hops {
+		h := &rec.Hops[i]
+		switch h.Verdict {
+		case verdictDNAT, verdictSNAT, verdictMasquerade:
+			n := record.NAT{Kind: h.Verdict, Table: h.Table, Chain: h.Chain, Rule: h.Rule, To: h.Target}
+			if h.Verdict == verdictDNAT {
+				dnatSeen = true
+				if n.To == "" || strings.Contains(n.To, " ") {
+					// nft "dnat to numgen ... map {...}": the next hop's
+					// header shows the endpoint chosen.
+					n.To = a.changedDst(i)
+					h.Target = n.To
+				}
+				if rec.Endpoint == "" {
+					rec.Endpoint = n.To
+				}
+			}
+			rec.NAT = append(rec.NAT, n)
+		}
+		if i == 0 {
+			continue
+		}
+		prev, cur := &hops[i-1].Header, &hops[i].Header
+		if !dnatSeen && (prev.Dst != cur.Dst || prev.DPort != cur.DPort) && cur.Dst.IsValid() && prev.Dst.IsValid() {
+			dnatSeen = true
+			to := endpoint(cur.Dst, cur.DPort, cur.Proto)
+			// The last nat-table rule before the change made it; with no
+			// nat rule traced, conntrack translated an existing connection.
+			n := record.NAT{Kind: verdictDNAT, To: to, Inferred: true}
+			if j := a.lastNATRule(i); j >= 0 {
+				n.Table, n.Chain, n.Rule = rec.Hops[j].Table, rec.Hops[j].Chain, rec.Hops[j].Rule
+				if rec.Hops[j].Verdict == "" {
+					rec.Hops[j].Verdict, rec.Hops[j].Target = verdictDNAT, to
+				}
+			}
+			rec.NAT = append(rec.NAT, n)
+			if rec.Endpoint == "" {
+				rec.Endpoint = to
+			}
+		}
+		if (prev.Src != cur.Src || prev.SPort != cur.SPort) && cur.Src.IsValid() && prev.Src.IsValid() && !a.hasSNAT() {
+			rec.NAT = append(rec.NAT, record.NAT{Kind: verdictSNAT, Table: hops[i-1].Table, Chain: hops[i-1].Chain,
+				To: endpoint(cur.Src, cur.SPort, cur.Proto), Inferred: true})
+		}
+	}
+}
+
+// lastNATRule returns the index of the last nat-table rule hop before hop i
+// in the same hook, or -1.
+func (a *annotator) lastNATRule(i int) int {
+	for j := i - 1; j >= 0 && a.hooks[j] == a.hooks[i-1]; j-- {
+		h := &a.rec.Hops[j]
+		if h.Table == "nat" && h.Kind == "rule" {
+			return j
+		}
+	}
+	return -1
+}
+
+func (a *annotator) hasSNAT() bool {
+	for _, n := range a.rec.NAT {
+		if n.Kind == verdictSNAT || n.Kind == verdictMasquerade {
+			return true
+		}
+	}
+	return false
+}
+
+// changedDst returns the first destination after hop i that differs from the
+// destination at hop i.
+func (a *annotator) changedDst(i int) string {
+	at := a.p.Hops[i].Header
+	for _, h := range a.p.Hops[i+1:] {
+		if h.Header.Dst.IsValid() && (h.Header.Dst != at.Dst || h.Header.DPort != at.DPort) {
+			return endpoint(h.Header.Dst, h.Header.DPort, h.Header.Proto)
+		}
+	}
+	return ""
+}
+
+// decide sets the packet's verdict, the hop that decided it, and the Service.
+func (a *annotator) decide() {
+	rec := a.rec
+	for i := range rec.Hops {
+		if rec.Service == "" {
+			rec.Service = a.service(i)
+		}
+	}
+	for i, h := range rec.Hops {
+		if h.Verdict == record.VerdictDrop || h.Verdict == record.VerdictReject {
+			rec.Verdict, rec.VerdictHop = h.Verdict, i
+			return
+		}
+	}
+	n := len(rec.Hops)
+	if n == 0 {
+		return
+	}
+	last := a.hooks[n-1]
+	if last == "PREROUTING" {
+		// Netfilter let the packet go but no later hook saw it: the routing
+		// decision (or something outside netfilter) discarded it.
+		rec.VerdictHop = n - 1
+		return
+	}
+	if last == "POSTROUTING" || last == "INPUT" {
+		// The packet reached its last hook: nothing in its path stopped it.
+		rec.Verdict, rec.VerdictHop = record.VerdictAccept, n-1
+		return
+	}
+	for i := n - 1; i >= 0; i-- {
+		switch rec.Hops[i].Verdict {
+		case record.VerdictAccept, verdictDNAT, verdictSNAT, verdictMasquerade:
+			rec.Verdict, rec.VerdictHop = record.VerdictAccept, i
+			return
+		}
+	}
+}
+
+// service names the Service a hop's chain (or its jump target, or a
+// no-endpoints rule's comment) belongs to.
+func (a *annotator) service(i int) string {
+	h := &a.rec.Hops[i]
+	if s := a.chainInfo(h.Table, h.Chain).Service; s != "" {
+		return s
+	}
+	if r := a.rules[i]; r != nil {
+		if s := serviceFromComment(r.Comment); s != "" && (h.Verdict == record.VerdictReject || h.Verdict == record.VerdictDrop) {
+			return s
+		}
+		if r.Jump != "" {
+			return a.chainInfo(h.Table, r.Jump).Service
+		}
+	}
+	return ""
+}
+
+func (a *annotator) chainInfo(table, chain string) rules.ChainInfo {
+	if a.ix != nil {
+		return a.ix.Chain(a.fam, table, chain)
+	}
+	return rules.ClassifyName(chain)
+}
+
+// serviceFromComment reads "ns/name:port has no endpoints" style comments.
+func serviceFromComment(c string) string {
+	for _, suffix := range []string{" has no local endpoints", " has no endpoints"} {
+		if s, ok := strings.CutSuffix(c, suffix); ok {
+			return s
+		}
+	}
+	return ""
+}
+
+// hookOf maps a base chain name to its netfilter hook. kube-proxy's nftables
+// base chains carry the hook in their name (nat-output, filter-prerouting-pre-dnat).
+func hookOf(chain string) string {
+	switch chain {
+	case "PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING":
+		return chain
+	}
+	lower := strings.ToLower(chain)
+	for _, hk := range []string{"postrouting", "prerouting", "input", "forward", "output"} {
+		if strings.HasPrefix(lower, "nat-"+hk) || strings.HasPrefix(lower, "filter-"+hk) {
+			return strings.ToUpper(hk)
+		}
+	}
+	return ""
+}
+
+// ProtoName names an IP protocol number the way the JSON contract does.
+func ProtoName(p uint8) string {
+	switch p {
+	case trace.ProtoTCP:
+		return "tcp"
+	case trace.ProtoUDP:
+		return "udp"
+	case trace.ProtoICMP:
+		return "icmp"
+	case trace.ProtoICMPv6:
+		return "icmpv6"
+	case trace.ProtoSCTP:
+		return "sctp"
+	}
+	return strconv.Itoa(int(p))
+}
+
+// TCPFlags renders TCP flags in the kernel's order and words ("ACK PSH").
+func TCPFlags(f uint8, proto uint8) string {
+	if proto != trace.ProtoTCP || f == 0 {
+		return ""
+	}
+	names := [...]struct {
+		bit  uint8
+		name string
+	}{
+		{trace.TCPCwr, "CWR"}, {trace.TCPEce, "ECE"}, {trace.TCPUrg, "URG"}, {trace.TCPAck, "ACK"},
+		{trace.TCPPsh, "PSH"}, {trace.TCPRst, "RST"}, {trace.TCPSyn, "SYN"}, {trace.TCPFin, "FIN"},
+	}
+	var b strings.Builder
+	for _, n := range names {
+		if f&n.bit != 0 {
+			if b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(n.name)
+		}
+	}
+	return b.String()
+}
+
+func familyName(f uint8) string {
+	if f == 6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// endpoint formats "ip:port" ("[ip]:port" for IPv6), or "ip" for protocols
+// without ports.
+func endpoint(ip netip.Addr, port uint16, proto uint8) string {
+	if !ip.IsValid() {
+		return ""
+	}
+	switch proto {
+	case trace.ProtoTCP, trace.ProtoUDP, trace.ProtoSCTP:
+		return netip.AddrPortFrom(ip, port).String()
+	}
+	return ip.String()
+}

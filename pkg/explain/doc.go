@@ -1,0 +1,6 @@
+// Package explain turns an engine Packet into a record.Packet: it annotates
+// each hop with the rule from a ruleset snapshot and what the rule means,
+// derives the NAT applied, the Service and endpoint, the verdict and which
+// hop decided it, and says in plain words why the packet ended as it did.
+// It also aggregates packets into a session summary.
+package explain

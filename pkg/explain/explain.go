@@ -1,0 +1,138 @@
+package explain
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/record"
+	"github.com/svctrace/kubectl-svctrace/pkg/trace"
+)
+
+// explainPacket writes the plain-words analysis of an annotated packet.
+func explainPacket(rec *record.Packet, p *trace.Packet, hooks []string) *record.Explain {
+	ex := &record.Explain{}
+	var parts []string
+	if rec.Service != "" {
+		parts = append(parts, "Service "+rec.Service)
+	}
+	var dnat, snat *record.NAT
+	for i := range rec.NAT {
+		switch n := &rec.NAT[i]; n.Kind {
+		case record.NATDNAT:
+			if dnat == nil {
+				dnat = n
+			}
+		case record.NATSNAT, record.NATMasquerade:
+			if snat == nil {
+				snat = n
+			}
+		}
+	}
+	if dnat != nil && dnat.Chain == "" {
+		parts = append(parts, fmt.Sprintf("translated %s -> %s by conntrack (an existing connection: the nat table sees only its first packet)", rec.Dst, orUnknown(dnat.To)))
+	} else if dnat != nil {
+		s := fmt.Sprintf("DNAT %s -> %s in %s", rec.Dst, orUnknown(dnat.To), dnat.Chain)
+		if why := choiceHop(rec); why != "" {
+			s += " (" + why + ")"
+		}
+		parts = append(parts, s)
+	}
+	src := hostOf(rec.Src)
+	switch {
+	case snat != nil:
+		why := masqReason(rec)
+		s := "source masqueraded at POSTROUTING"
+		if why != "" {
+			s += " (" + why + ")"
+		}
+		parts = append(parts, s)
+		if snat.To != "" {
+			ex.SourceSeenByEndpoint = hostOf(snat.To)
+		} else {
+			out := lastOut(rec)
+			ex.Notes = append(ex.Notes, fmt.Sprintf("the endpoint sees the node's address on %s, not the client's %s", ifaceOr(out, "the outgoing interface"), src))
+		}
+	case dnat != nil && dnat.Chain != "" && rec.Verdict == record.VerdictAccept:
+		ex.SourceSeenByEndpoint = src
+		parts = append(parts, "source kept: the endpoint sees the client's address "+src)
+	}
+	parts = append(parts, rec.Verdict)
+	ex.Summary = strings.Join(parts, "; ")
+
+	switch rec.Verdict {
+	case record.VerdictDrop, record.VerdictReject:
+		h := rec.Hops[rec.VerdictHop]
+		ex.Reason = fmt.Sprintf("%s:%s: %s", h.Table, h.Chain, h.Meaning)
+	case record.VerdictUnknown:
+		ex.Reason = stopReason(rec, p, hooks)
+	}
+	return ex
+}
+
+// choiceHop describes the statistic rule that chose the endpoint.
+func choiceHop(rec *record.Packet) string {
+	for _, h := range rec.Hops {
+		if h.Verdict == verdictJump && strings.HasPrefix(h.Meaning, "chose endpoint") {
+			if h.Rule == 0 {
+				return fmt.Sprintf("%s handle %d %s", h.Chain, h.Handle, h.Meaning)
+			}
+			return fmt.Sprintf("%s rule %d %s", h.Chain, h.Rule, h.Meaning)
+		}
+	}
+	return ""
+}
+
+// masqReason finds why the packet was marked for masquerade.
+func masqReason(rec *record.Packet) string {
+	for _, h := range rec.Hops {
+		if h.Verdict == verdictJump && strings.Contains(h.Meaning, "mark for masquerade") {
+			return strings.TrimSuffix(h.Meaning, ": mark for masquerade")
+		}
+	}
+	return ""
+}
+
+// stopReason explains a path that ends without a verdict.
+func stopReason(rec *record.Packet, p *trace.Packet, hooks []string) string {
+	if len(hooks) == 0 {
+		return "no hops were traced"
+	}
+	if hooks[len(hooks)-1] == "PREROUTING" {
+		last := p.Hops[len(p.Hops)-1].Header
+		dst := last.Dst
+		in := last.In
+		fam := ""
+		if last.Family == 6 {
+			fam = "-6 "
+		}
+		cmd := fmt.Sprintf("ip %sroute get from %s to %s iif %s", fam, last.Src, dst, ifaceOr(in, "IFACE"))
+		rp := "net.ipv4.conf.all.rp_filter"
+		if in != "" {
+			rp += " net.ipv4.conf." + in + ".rp_filter"
+		}
+		return fmt.Sprintf("the trace stops after PREROUTING: netfilter accepted the packet but neither INPUT nor FORWARD saw it, so the routing decision discarded it (no route, or the reverse-path filter); on the node run: %s; sysctl %s", cmd, rp)
+	}
+	return "the trace ends in " + hooks[len(hooks)-1] + " without a verdict (trace output lost, or the packet left netfilter's view)"
+}
+
+func lastOut(rec *record.Packet) string {
+	for i := len(rec.Hops) - 1; i >= 0; i-- {
+		if rec.Hops[i].Out != "" {
+			return rec.Hops[i].Out
+		}
+	}
+	return ""
+}
+
+// hostOf strips the port from "ip:port" / "[ip]:port".
+func hostOf(s string) string {
+	if strings.HasPrefix(s, "[") {
+		if i := strings.Index(s, "]"); i > 0 {
+			return s[1:i]
+		}
+	}
+	if strings.Count(s, ":") == 1 {
+		return s[:strings.IndexByte(s, ':')]
+	}
+	return s
+}

@@ -1,0 +1,130 @@
+package explain
+
+import (
+	"sort"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/record"
+)
+
+// Summarizer aggregates packet records into a session summary.
+type Summarizer struct {
+	node      string
+	packets   int
+	verdicts  map[string]int
+	snat      int
+	lost      uint64
+	drops     map[string]int
+	endpoints map[[2]string]*record.EndpointShare // (service, endpoint)
+	known     map[string][]string                 // service -> all its endpoints
+	pods      map[string]string                   // endpoint -> pod
+}
+
+// NewSummarizer returns an empty summary for node ("" offline).
+func NewSummarizer(node string) *Summarizer {
+	return &Summarizer{
+		node:      node,
+		verdicts:  map[string]int{},
+		drops:     map[string]int{},
+		endpoints: map[[2]string]*record.EndpointShare{},
+		known:     map[string][]string{},
+		pods:      map[string]string{},
+	}
+}
+
+// SetEndpoints tells the summary every endpoint of a Service (and its pod,
+// when known), so endpoints that got no packet are listed and expected
+// shares are known.
+func (s *Summarizer) SetEndpoints(service string, endpoints []string, pods map[string]string) {
+	s.known[service] = endpoints
+	for _, ep := range endpoints {
+		s.share(service, ep)
+		if pod := pods[ep]; pod != "" {
+			s.pods[ep] = pod
+		}
+	}
+}
+
+func (s *Summarizer) share(service, ep string) *record.EndpointShare {
+	k := [2]string{service, ep}
+	e := s.endpoints[k]
+	if e == nil {
+		e = &record.EndpointShare{Service: service, Endpoint: ep}
+		s.endpoints[k] = e
+	}
+	return e
+}
+
+// Add counts one packet.
+func (s *Summarizer) Add(p *record.Packet) {
+	s.packets++
+	s.verdicts[p.Verdict]++
+	for _, n := range p.NAT {
+		if n.Kind == record.NATSNAT || n.Kind == record.NATMasquerade {
+			s.snat++
+			break
+		}
+	}
+	if p.Endpoint != "" {
+		e := s.share(p.Service, p.Endpoint)
+		e.Count++
+		if p.EndpointPod != "" {
+			s.pods[p.Endpoint] = p.EndpointPod
+		}
+	}
+	if p.Verdict == record.VerdictDrop || p.Verdict == record.VerdictReject {
+		reason := p.Verdict
+		if p.Explain != nil && p.Explain.Reason != "" {
+			reason = p.Explain.Reason
+		}
+		s.drops[reason]++
+	}
+}
+
+// AddLost counts lost trace records.
+func (s *Summarizer) AddLost(n uint64) { s.lost += n }
+
+// Summary returns the summary so far, in a stable order.
+func (s *Summarizer) Summary() record.Summary {
+	sum := record.Summary{
+		Type:      record.TypeSummary,
+		Node:      s.node,
+		Packets:   s.packets,
+		Verdicts:  s.verdicts,
+		SNAT:      s.snat,
+		Lost:      s.lost,
+		Endpoints: []record.EndpointShare{},
+		Drops:     []record.Count{},
+	}
+	perService := map[string]int{}
+	for k, e := range s.endpoints {
+		perService[k[0]] += e.Count
+	}
+	for k, e := range s.endpoints {
+		share := *e
+		share.Pod = s.pods[share.Endpoint]
+		if total := perService[k[0]]; total > 0 {
+			share.Share = float64(share.Count) / float64(total)
+		}
+		if n := len(s.known[k[0]]); n > 0 {
+			share.Expected = 1 / float64(n)
+		}
+		sum.Endpoints = append(sum.Endpoints, share)
+	}
+	sort.Slice(sum.Endpoints, func(i, j int) bool {
+		a, b := sum.Endpoints[i], sum.Endpoints[j]
+		if a.Service != b.Service {
+			return a.Service < b.Service
+		}
+		return a.Endpoint < b.Endpoint
+	})
+	for r, n := range s.drops {
+		sum.Drops = append(sum.Drops, record.Count{Reason: r, Count: n})
+	}
+	sort.Slice(sum.Drops, func(i, j int) bool {
+		if sum.Drops[i].Count != sum.Drops[j].Count {
+			return sum.Drops[i].Count > sum.Drops[j].Count
+		}
+		return sum.Drops[i].Reason < sum.Drops[j].Reason
+	})
+	return sum
+}
