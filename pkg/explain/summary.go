@@ -64,7 +64,7 @@ func (s *Summarizer) Add(p *record.Packet) {
 			break
 		}
 	}
-	if p.Endpoint != "" {
+	if p.Endpoint != "" && newConnection(p) {
 		e := s.share(p.Service, p.Endpoint)
 		e.Count++
 		if p.EndpointPod != "" {
@@ -127,4 +127,15 @@ func (s *Summarizer) Summary() record.Summary {
 		return sum.Drops[i].Reason < sum.Drops[j].Reason
 	})
 	return sum
+}
+
+// newConnection reports whether the nat table chose p's endpoint (the first
+// packet of a connection), rather than conntrack replaying the choice.
+func newConnection(p *record.Packet) bool {
+	for _, n := range p.NAT {
+		if n.Kind == record.NATDNAT && n.Chain != "" {
+			return true
+		}
+	}
+	return false
 }

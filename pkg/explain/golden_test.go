@@ -1,0 +1,191 @@
+package explain
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/record"
+	"github.com/svctrace/kubectl-svctrace/pkg/rules"
+	"github.com/svctrace/kubectl-svctrace/pkg/trace"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+const captures = "../../test/testdata/captures"
+
+// goldenCase is one real capture and the ruleset snapshot taken with it.
+type goldenCase struct {
+	name, trace string
+	rules       []string
+}
+
+var goldenCases = []goldenCase{
+	{"node-to-svc.legacy", "node-to-svc.legacy.kmsg.txt", []string{"node-to-svc.legacy.rules.txt"}},
+	{"node-to-svc.legacy.norules", "node-to-svc.legacy.kmsg.txt", nil},
+	{"pod-to-svc.legacy", "pod-to-svc.legacy.kmsg.txt", []string{"pod-to-svc.legacy.rules.txt"}},
+	{"node-to-svc.nft.xtmon", "node-to-svc.nft.xtmon.txt", []string{"node-to-svc.nft.rules.txt"}},
+	{"node-to-svc.nft.nftmon", "node-to-svc.nft.nftmon.txt", nil},
+	{"node-to-svc.nftmode", "node-to-svc.nftmode.nftmon.txt", []string{"node-to-svc.nftmode.ruleset.txt"}},
+	{"seed-001.kernlog", "seed-001-kernlog.txt", nil},
+}
+
+// AnnotateCapture runs the engine over one capture: what analyze does.
+func annotateCapture(t testing.TB, c goldenCase) []record.Packet {
+	t.Helper()
+	var ix *rules.Index
+	if len(c.rules) > 0 {
+		ix = rules.NewIndex()
+		for _, r := range c.rules {
+			data, err := os.ReadFile(filepath.Join(captures, r))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ix.Add(data); err != nil {
+				t.Fatalf("index %s: %v", r, err)
+			}
+		}
+	}
+	f, err := os.Open(filepath.Join(captures, c.trace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []record.Packet
+	_, err = trace.ReadAll(f, trace.FormatAuto, trace.GroupOptions{
+		Ordered: true,
+		Ending:  Ending(ix),
+		Emit:    func(p *trace.Packet) { out = append(out, Annotate(p, ix)) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestGoldenCaptures(t *testing.T) {
+	for _, c := range goldenCases {
+		t.Run(c.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			for _, p := range annotateCapture(t, c) {
+				if err := enc.Encode(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			golden := filepath.Join("testdata", c.name+".ndjson")
+			if *update {
+				if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./pkg/explain -update)", err)
+			}
+			if diff := cmp.Diff(string(want), buf.String()); diff != "" {
+				t.Errorf("annotated packets differ from %s (-want +got):\n%s", golden, diff)
+			}
+		})
+	}
+}
+
+// chains lists the user chains a packet crossed in one table, in order, without repeats in a row.
+func chains(p record.Packet, table string) []string {
+	var out []string
+	for _, h := range p.Hops {
+		if h.Table == table && (len(out) == 0 || out[len(out)-1] != h.Chain) {
+			out = append(out, h.Chain)
+		}
+	}
+	return out
+}
+
+// TestKeyFacts checks by hand what the golden files must say.
+func TestKeyFacts(t *testing.T) {
+	byName := map[string][]record.Packet{}
+	for _, c := range goldenCases {
+		byName[c.name] = annotateCapture(t, c)
+	}
+
+	t.Run("node to ClusterIP, legacy, with rules", func(t *testing.T) {
+		p := byName["node-to-svc.legacy"][0]
+		wantNat := []string{"OUTPUT", "KUBE-SERVICES", "KUBE-SVC-XJWXQFJLXSXKRMSG", "KUBE-MARK-MASQ", "KUBE-SVC-XJWXQFJLXSXKRMSG",
+			"KUBE-SEP-TJXBIUI2E22QKLD4", "POSTROUTING", "KUBE-POSTROUTING"}
+		if diff := cmp.Diff(wantNat, chains(p, "nat")); diff != "" {
+			t.Errorf("nat chains (-want +got):\n%s", diff)
+		}
+		wantNAT := []record.NAT{
+			{Kind: "DNAT", Table: "nat", Chain: "KUBE-SEP-TJXBIUI2E22QKLD4", Rule: 2, To: "10.244.0.23:80"},
+			{Kind: "MASQUERADE", Table: "nat", Chain: "KUBE-POSTROUTING", Rule: 3},
+		}
+		if diff := cmp.Diff(wantNAT, p.NAT); diff != "" {
+			t.Errorf("nat (-want +got):\n%s", diff)
+		}
+		if p.Service != "default/myapp" || p.Endpoint != "10.244.0.23:80" || p.Verdict != "ACCEPT" {
+			t.Errorf("service %q endpoint %q verdict %q, want default/myapp 10.244.0.23:80 ACCEPT", p.Service, p.Endpoint, p.Verdict)
+		}
+		for _, h := range p.Hops {
+			if h.Kind == "rule" && h.Text == "" {
+				t.Errorf("rule hop %s:%s #%d has no rule text", h.Table, h.Chain, h.Rule)
+			}
+		}
+		if !strings.Contains(p.Explain.Summary, "source outside the cluster CIDR") {
+			t.Errorf("summary %q does not say why the source is masqueraded", p.Explain.Summary)
+		}
+	})
+
+	t.Run("xtables-monitor and nft monitor agree with the legacy path", func(t *testing.T) {
+		for _, name := range []string{"node-to-svc.nft.xtmon", "node-to-svc.nft.nftmon"} {
+			p := byName[name][0]
+			if p.Service != "default/myapp" && name == "node-to-svc.nft.xtmon" {
+				t.Errorf("%s: service %q", name, p.Service)
+			}
+			if p.Endpoint != "10.244.0.24:80" || p.Verdict != "ACCEPT" {
+				t.Errorf("%s: endpoint %q verdict %q, want 10.244.0.24:80 ACCEPT", name, p.Endpoint, p.Verdict)
+			}
+			if got := p.NAT[len(p.NAT)-1].Kind; got != "MASQUERADE" {
+				t.Errorf("%s: last NAT %q, want MASQUERADE", name, got)
+			}
+		}
+	})
+
+	t.Run("kube-proxy nftables mode: endpoint chosen by the numgen map", func(t *testing.T) {
+		p := byName["node-to-svc.nftmode"][0]
+		if p.Service != "default/myapp" || p.Endpoint != "10.244.0.24:80" {
+			t.Errorf("service %q endpoint %q, want default/myapp 10.244.0.24:80", p.Service, p.Endpoint)
+		}
+	})
+
+	t.Run("pod to ClusterIP keeps the pod's source", func(t *testing.T) {
+		p := byName["pod-to-svc.legacy"][0]
+		if p.Endpoint != "10.244.0.25:80" || p.Explain.SourceSeenByEndpoint != "10.244.0.26" {
+			t.Errorf("endpoint %q source seen %q, want 10.244.0.25:80 and 10.244.0.26", p.Endpoint, p.Explain.SourceSeenByEndpoint)
+		}
+	})
+
+	t.Run("seed 001: a packet that stops after nat PREROUTING is a routing drop", func(t *testing.T) {
+		var found bool
+		for _, p := range byName["seed-001.kernlog"] {
+			last := p.Hops[len(p.Hops)-1]
+			if last.Table != "nat" || last.Chain != "PREROUTING" || last.Kind != "policy" {
+				continue
+			}
+			found = true
+			if p.Verdict != "UNKNOWN" || !strings.Contains(p.Explain.Reason, "routing decision") ||
+				!strings.Contains(p.Explain.Reason, "ip route get from 192.168.235.13 to 10.0.1.12 iif enp5s0") {
+				t.Errorf("verdict %q reason %q", p.Verdict, p.Explain.Reason)
+			}
+		}
+		if !found {
+			t.Fatal("no packet ends at nat:PREROUTING policy")
+		}
+	})
+}
