@@ -1,0 +1,273 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/kubectl/pkg/util/templates"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/explain"
+	"github.com/svctrace/kubectl-svctrace/pkg/kube"
+	"github.com/svctrace/kubectl-svctrace/pkg/render"
+	"github.com/svctrace/kubectl-svctrace/pkg/version"
+)
+
+var (
+	traceLong = templates.LongDesc(`
+		Show the exact path a Service's packets take through a node's netfilter
+		rules: which kube-proxy chains they cross, which endpoint they are
+		DNATed to, whether they are masqueraded, and the verdict.
+
+		svctrace starts a short-lived privileged agent pod on the node (host
+		network), which adds raw-table TRACE rules matching only the Service's
+		addresses, streams each traced packet back, and removes its rules and
+		itself when the trace ends, on Ctrl-C, or when this command dies.`)
+
+	traceExample = templates.Examples(`
+		# Trace new connections to a Service until Ctrl-C
+		%[1]s svc/myapp
+
+		# Let the agent open one test connection and show its path
+		%[1]s svc/myapp --probe --count 1
+
+		# One named port of a Service in another namespace, on a chosen node
+		%[1]s svc/kube-dns -n kube-system --port dns --node worker-1
+
+		# Every node at once, as NDJSON
+		%[1]s svc/myapp --all-nodes -o json
+
+		# Run the agent in a namespace that allows privileged pods
+		%[1]s svc/myapp --agent-namespace kube-system`)
+)
+
+// TraceOptions are the flags and inputs of `kubectl svctrace [svc/]NAME`.
+type TraceOptions struct {
+	configFlags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+
+	Port              string
+	Node              string
+	AllNodes          bool
+	Probe             bool
+	Count             int
+	Timeout           time.Duration
+	PodRunningTimeout time.Duration
+	AllPackets        bool
+	Output            string
+	Image             string
+	AgentNamespace    string
+	Source            string
+	Quiet             bool
+
+	// Set by Complete.
+	arg        string
+	service    string
+	namespace  string
+	restConfig *rest.Config
+	client     kubernetes.Interface
+}
+
+// NewTraceOptions returns the options with their defaults.
+func NewTraceOptions(streams genericiooptions.IOStreams) *TraceOptions {
+	return &TraceOptions{
+		configFlags:       genericclioptions.NewConfigFlags(true),
+		IOStreams:         streams,
+		Timeout:           60 * time.Second,
+		PodRunningTimeout: 2 * time.Minute,
+		Output:            "text",
+		Image:             version.Image,
+		Source:            "auto",
+	}
+}
+
+// NewCmdSvctrace returns the root command: it traces a Service, and holds
+// the analyze, cleanup, version and (hidden) agent subcommands.
+func NewCmdSvctrace(streams genericiooptions.IOStreams) *cobra.Command {
+	o := NewTraceOptions(streams)
+	cmd := &cobra.Command{
+		Use:     "svctrace [svc/]NAME [flags]",
+		Short:   "Show the path a Service's packets take through a node's iptables/nftables rules",
+		Long:    traceLong,
+		Example: fmt.Sprintf(traceExample, "kubectl svctrace"),
+		Args:    cobra.MaximumNArgs(1),
+		// main prints errors, once.
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Annotations: map[string]string{
+			cobra.CommandDisplayNameAnnotation: "kubectl svctrace",
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := o.Complete(args); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(c.Context())
+		},
+	}
+	// Persistent: cleanup and completion use the same cluster flags.
+	o.configFlags.AddFlags(cmd.PersistentFlags())
+
+	f := cmd.Flags()
+	f.StringVar(&o.Port, "port", o.Port, "trace only this Service port, by name or number (default: all ports)")
+	f.StringVar(&o.Node, "node", o.Node, "trace on this node")
+	f.BoolVar(&o.AllNodes, "all-nodes", o.AllNodes, "trace on every Ready node (one agent per node)")
+	f.BoolVar(&o.Probe, "probe", o.Probe, "have the agent open one test connection to each traced address once it is ready")
+	f.IntVar(&o.Count, "count", o.Count, "stop after this many packets (0: no limit)")
+	f.DurationVar(&o.Timeout, "timeout", o.Timeout, "how long to trace once the agents are ready")
+	f.DurationVar(&o.PodRunningTimeout, "pod-running-timeout", o.PodRunningTimeout, "how long to wait for the agent pods to start (image pull included)")
+	f.BoolVar(&o.AllPackets, "all-packets", o.AllPackets, "trace every packet, not only connection-opening ones")
+	f.StringVarP(&o.Output, "output", "o", o.Output, "output format: text, wide or json (NDJSON records)")
+	f.StringVar(&o.Image, "image", o.Image, "agent image to run on the node")
+	f.StringVar(&o.AgentNamespace, "agent-namespace", o.AgentNamespace, "namespace for the agent pods; it must allow privileged pods (default: the Service's namespace)")
+	f.StringVar(&o.Source, "source", o.Source, "where the agent reads trace events: auto, kmsg, kern.log or nftrace")
+	f.BoolVarP(&o.Quiet, "quiet", "q", o.Quiet, "no progress or informational messages on stderr")
+
+	registerTraceCompletion(cmd, o.configFlags)
+
+	cmd.AddCommand(
+		NewCmdAnalyze(streams),
+		NewCmdCleanup(streams, o.configFlags),
+		NewCmdVersion(streams),
+		NewCmdAgent(streams),
+	)
+	return cmd
+}
+
+// Complete reads the argument and builds the clients. No API calls.
+func (o *TraceOptions) Complete(args []string) error {
+	if len(args) == 1 {
+		o.arg = args[0]
+	}
+	ns, _, err := o.configFlags.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return fmt.Errorf("read the namespace from your kubeconfig: %w", err)
+	}
+	o.namespace = ns
+	if o.AgentNamespace == "" {
+		o.AgentNamespace = ns
+	}
+	o.restConfig, err = o.configFlags.ToRESTConfig()
+	if err != nil {
+		return fmt.Errorf("load the cluster configuration (check --kubeconfig, $KUBECONFIG or --context): %w", err)
+	}
+	o.client, err = kubernetes.NewForConfig(o.restConfig)
+	if err != nil {
+		return fmt.Errorf("create the Kubernetes client: %w", err)
+	}
+	return nil
+}
+
+// Validate checks the flags. It is pure.
+func (o *TraceOptions) Validate() error {
+	if o.arg == "" {
+		return errors.New("give the Service to trace: kubectl svctrace svc/NAME (list them with `kubectl get svc`)")
+	}
+	name, err := kube.ParseServiceArg(o.arg)
+	if err != nil {
+		return err
+	}
+	o.service = name
+	switch o.Output {
+	case "text", "wide", "json":
+	default:
+		return fmt.Errorf("--output %q: use text, wide or json", o.Output)
+	}
+	switch o.Source {
+	case "auto", "kmsg", "kern.log", "nftrace":
+	default:
+		return fmt.Errorf("--source %q: use auto, kmsg, kern.log or nftrace", o.Source)
+	}
+	if o.Node != "" && o.AllNodes {
+		return errors.New("--node and --all-nodes cannot be used together: pick one")
+	}
+	if o.Count < 0 {
+		return fmt.Errorf("--count %d: use 0 (no limit) or more", o.Count)
+	}
+	if o.Timeout <= 0 {
+		return fmt.Errorf("--timeout %s: a trace needs a time limit above zero (e.g. 60s, 10m)", o.Timeout)
+	}
+	if o.PodRunningTimeout <= 0 {
+		return fmt.Errorf("--pod-running-timeout %s: use a duration above zero (e.g. 2m)", o.PodRunningTimeout)
+	}
+	if o.Image == "" {
+		return errors.New("--image is empty: give the agent image (see `kubectl svctrace version`)")
+	}
+	if o.AgentNamespace == "" {
+		return errors.New("--agent-namespace is empty: give a namespace that allows privileged pods")
+	}
+	return nil
+}
+
+// Run resolves the Service, picks the nodes and runs the trace.
+func (o *TraceOptions) Run(ctx context.Context) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	target, err := kube.Resolve(ctx, o.client, kube.ResolveOptions{Namespace: o.namespace, Name: o.service, Port: o.Port})
+	if err != nil {
+		return err
+	}
+	choice, err := kube.ChooseNodes(target, kube.NodeOptions{Node: o.Node, AllNodes: o.AllNodes, Probe: o.Probe})
+	if err != nil {
+		return err
+	}
+	info := o.ErrOut
+	if o.Quiet {
+		info = io.Discard
+	}
+	for _, n := range target.Notes {
+		fmt.Fprintln(info, "Note: "+n)
+	}
+	fmt.Fprintf(info, "Starting the svctrace agent for %s %s\n", target.DisplayName(), choice.Reason)
+
+	var out kube.Sink
+	if o.Output == "json" {
+		out = render.NewJSON(o.Out)
+	} else {
+		out = render.NewText(o.Out, render.TextOptions{Color: render.IsTerminal(o.Out), Wide: o.Output == "wide"})
+	}
+	tr := &kube.Tracer{
+		Client:   o.client,
+		IO:       kube.NewPodIO(o.restConfig, o.client),
+		Out:      out,
+		ErrOut:   o.ErrOut,
+		Quiet:    o.Quiet,
+		Terminal: isTerminal(o.ErrOut),
+	}
+	if o.Output != "json" {
+		tr.Summarizer = explain.NewSummarizer("")
+	}
+	return tr.Run(ctx, kube.TraceConfig{
+		Target:    target,
+		Nodes:     choice.Nodes,
+		Namespace: o.AgentNamespace,
+		Image:     o.Image,
+		Agent: kube.AgentOptions{
+			Duration:   o.Timeout,
+			MaxPackets: o.Count,
+			Probe:      o.Probe,
+			AllPackets: o.AllPackets,
+			Source:     o.Source,
+		},
+		Count:        o.Count,
+		StartTimeout: o.PodRunningTimeout,
+	})
+}
+
+// isTerminal reports whether w is a terminal (for the status line).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd())) && os.Getenv("TERM") != "dumb"
+}

@@ -1,0 +1,117 @@
+package kube
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestChooseNodes(t *testing.T) {
+	three := []NodeInfo{{Name: "a", Ready: true}, {Name: "b", Ready: true}, {Name: "c", Ready: false}}
+	epOnB := []Endpoint{{IP: "10.244.1.2", Node: "b", Ready: true}, {IP: "10.244.2.2", Node: "c", Ready: true}}
+
+	tests := []struct {
+		name      string
+		target    Target
+		opts      NodeOptions
+		want      []string
+		wantWhy   string // substring of the reason
+		wantError string // substring of the error
+	}{
+		{
+			name:    "single Ready node by default",
+			target:  Target{Nodes: []NodeInfo{{Name: "svctrace-node", Ready: true}}},
+			want:    []string{"svctrace-node"},
+			wantWhy: "the cluster's only Ready node",
+		},
+		{
+			name:    "one Ready node among NotReady ones is the only choice",
+			target:  Target{Nodes: []NodeInfo{{Name: "a", Ready: false}, {Name: "b", Ready: true}}},
+			want:    []string{"b"},
+			wantWhy: "only Ready node",
+		},
+		{
+			name:      "several nodes without a choice ask for one",
+			target:    Target{Nodes: three, Dst: []string{"10.96.0.1:80"}},
+			wantError: "the cluster has 2 Ready nodes and a Service's packets are rewritten on the node where they enter (the client pod's node, or the node that receives NodePort/LoadBalancer traffic): pick it with --node (a, b), trace every node with --all-nodes, or let the agent send a test connection with --probe",
+		},
+		{
+			name:    "--node",
+			target:  Target{Nodes: three},
+			opts:    NodeOptions{Node: "b"},
+			want:    []string{"b"},
+			wantWhy: "(--node)",
+		},
+		{
+			name:      "--node that is NotReady",
+			target:    Target{Nodes: three},
+			opts:      NodeOptions{Node: "c"},
+			wantError: `node "c" is NotReady, so the agent pod cannot run there: fix the node or pick a Ready one with --node (a, b)`,
+		},
+		{
+			name:      "--node that does not exist",
+			target:    Target{Nodes: three},
+			opts:      NodeOptions{Node: "zz"},
+			wantError: "node \"zz\" not found: list nodes with `kubectl get nodes`",
+		},
+		{
+			name:      "--node with --all-nodes",
+			target:    Target{Nodes: three},
+			opts:      NodeOptions{Node: "a", AllNodes: true},
+			wantError: "cannot be used together",
+		},
+		{
+			name:    "--all-nodes skips NotReady nodes",
+			target:  Target{Nodes: three},
+			opts:    NodeOptions{AllNodes: true},
+			want:    []string{"a", "b"},
+			wantWhy: "on all 2 Ready nodes (--all-nodes); skipping NotReady c",
+		},
+		{
+			name:    "--probe prefers a Ready node with an endpoint",
+			target:  Target{Nodes: three, Endpoints: epOnB},
+			opts:    NodeOptions{Probe: true},
+			want:    []string{"b"},
+			wantWhy: "it hosts an endpoint",
+		},
+		{
+			name:    "--probe without endpoints takes the first Ready node",
+			target:  Target{Nodes: three},
+			opts:    NodeOptions{Probe: true},
+			want:    []string{"a"},
+			wantWhy: "no Ready node hosts an endpoint",
+		},
+		{
+			name:    "externalTrafficPolicy Local goes where the endpoints are",
+			target:  Target{Nodes: three, Endpoints: epOnB, ExternalLocal: true, Dst: []string{"10.96.0.1:80"}},
+			want:    []string{"b"},
+			wantWhy: "externalTrafficPolicy is Local",
+		},
+		{
+			name:      "no Ready node",
+			target:    Target{Nodes: []NodeInfo{{Name: "c"}}},
+			wantError: "no node is Ready (NotReady: c)",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ChooseNodes(&tc.target, tc.opts)
+			if tc.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantError) {
+					t.Fatalf("ChooseNodes() error = %v, want it to contain %q", err, tc.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ChooseNodes() error = %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got.Nodes); diff != "" {
+				t.Errorf("ChooseNodes() nodes mismatch (-want +got):\n%s", diff)
+			}
+			if !strings.Contains(got.Reason, tc.wantWhy) {
+				t.Errorf("ChooseNodes() reason = %q, want it to contain %q", got.Reason, tc.wantWhy)
+			}
+		})
+	}
+}

@@ -1,0 +1,747 @@
+package kube
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/record"
+)
+
+// Sink receives a live trace's records as they arrive; render.Text and
+// render.JSON are Sinks.
+type Sink interface {
+	Packet(*record.Packet) error
+	Lost(*record.Lost) error
+	Warning(*record.Warning) error
+	Summary(*record.Summary) error
+}
+
+// Tracer runs live trace sessions: one agent pod per node.
+type Tracer struct {
+	Client kubernetes.Interface
+	IO     PodIO
+	// Out receives the records (stdout).
+	Out Sink
+	// ErrOut receives progress and the plugin's own messages (stderr).
+	ErrOut io.Writer
+	// Quiet silences ErrOut except for warnings that change the result.
+	Quiet bool
+	// Terminal says ErrOut is a terminal: progress is a live status line.
+	Terminal bool
+	// Summarizer, when set, counts the packets, and its summary is written
+	// to Out at the end (explain.NewSummarizer fits).
+	Summarizer Summarizer
+}
+
+// Summarizer aggregates a session's packets into a summary record.
+type Summarizer interface {
+	SetEndpoints(service string, endpoints []string, pods map[string]string)
+	Add(*record.Packet)
+	AddLost(uint64)
+	Summary() record.Summary
+}
+
+// TraceConfig is one trace session.
+type TraceConfig struct {
+	Target *Target
+	Nodes  []string
+	// Namespace is where the agent pods run.
+	Namespace string
+	Image     string
+	Agent     AgentOptions
+	// Count stops the session after that many packets (0: until the
+	// agents' duration ends or the context is canceled).
+	Count int
+	// StartTimeout bounds the time from creating the pods to every agent
+	// being ready (image pull included).
+	StartTimeout time.Duration
+}
+
+// Timing values; variables so tests can shorten them.
+var (
+	// stopGrace is how long agents get to clean up and say bye after their
+	// stdin closes, before their pods are deleted anyway.
+	stopGrace = 10 * time.Second
+	// finishGrace is how long after its duration an agent may take to end.
+	finishGrace = 15 * time.Second
+	// deleteTimeout bounds waiting for the pods to be gone.
+	deleteTimeout = 30 * time.Second
+	// pollInterval is how often deletion is checked.
+	pollInterval = 250 * time.Millisecond
+	// deadlineMargin is added to the pods' activeDeadlineSeconds beyond
+	// start timeout + duration, so the last-resort deadline never cuts a
+	// healthy session short.
+	deadlineMargin = 60 * time.Second
+)
+
+// agent is the client side of one agent pod.
+type agent struct {
+	node      string
+	pod       string
+	stdin     *io.PipeWriter
+	started   bool // the container started: its output is being read
+	ready     *record.Ready
+	bye       *record.Bye
+	ended     bool
+	tail      []string // last lines that were not records (agent logs)
+	packets   int
+	lastState string
+}
+
+func (a *agent) keep(line string) {
+	const max = 8
+	if len(a.tail) == max {
+		copy(a.tail, a.tail[1:])
+		a.tail = a.tail[:max-1]
+	}
+	a.tail = append(a.tail, line)
+}
+
+// event is what the per-agent goroutines tell the session loop.
+type event struct {
+	agent *agent
+	kind  eventKind
+	state string // evState
+	rec   any    // evRecord
+	line  string // evLog
+	err   error  // evFailed, evEnd
+}
+
+type eventKind int
+
+const (
+	evState   eventKind = iota // the pod's start-up progress changed
+	evStarted                  // the container started; output follows
+	evFailed                   // the pod cannot start
+	evRecord                   // a record from the agent
+	evLog                      // a line that is not a record
+	evEnd                      // the output stream ended
+)
+
+// Run traces cfg.Target on cfg.Nodes until the agents finish, cfg.Count
+// packets were seen, or ctx is canceled (Ctrl-C: not an error). The agent
+// pods are always deleted before Run returns, on every path.
+func (tr *Tracer) Run(ctx context.Context, cfg TraceConfig) (err error) {
+	start := time.Now()
+	t := cfg.Target
+	session := newSessionID()
+	st := &status{w: tr.ErrOut, on: tr.Terminal && !tr.Quiet}
+
+	var agents []*agent
+	defer func() {
+		st.clear()
+		if derr := tr.deletePods(cfg.Namespace, agents); derr != nil {
+			err = errors.Join(err, derr)
+		}
+	}()
+
+	deadline := cfg.StartTimeout + cfg.Agent.Duration + deadlineMargin
+	for _, node := range cfg.Nodes {
+		pod := AgentPod(PodOptions{
+			Namespace:      cfg.Namespace,
+			Node:           node,
+			Session:        session,
+			Image:          cfg.Image,
+			Purpose:        PurposeTrace,
+			Args:           AgentArgs(t, node, cfg.Agent),
+			Target:         t.DisplayName(),
+			ActiveDeadline: deadline,
+			Stdin:          true,
+		})
+		if _, err := tr.Client.CoreV1().Pods(cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			return createError(err, cfg.Namespace, node)
+		}
+		agents = append(agents, &agent{node: node, pod: pod.Name})
+	}
+
+	// The streams get their own context: after Ctrl-C the agents still
+	// send their last packets and bye records, which are worth reading.
+	streamCtx, cancelStreams := context.WithCancel(context.Background())
+	defer cancelStreams()
+	events := make(chan event, 64)
+	var wg sync.WaitGroup
+	for _, a := range agents {
+		pr, pw := io.Pipe()
+		a.stdin = pw
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr.follow(streamCtx, cfg.Namespace, a, pr, events)
+		}()
+	}
+	// Unblock the followers if the loop returns early, then wait for them.
+	defer func() {
+		cancelStreams()
+		for _, a := range agents {
+			a.stdin.Close()
+		}
+		go func() {
+			for range events {
+			}
+		}()
+		wg.Wait()
+		close(events)
+	}()
+
+	s := &loop{tr: tr, cfg: cfg, agents: agents, st: st, start: start}
+	if tr.Summarizer != nil {
+		for name, eps := range t.EndpointsByService {
+			pods := map[string]string{}
+			for _, ep := range eps {
+				pods[ep] = t.PodByIP[hostOf(ep)]
+			}
+			tr.Summarizer.SetEndpoints(name, eps, pods)
+		}
+	}
+	if len(cfg.Nodes) == 1 {
+		st.set(fmt.Sprintf("Waiting for agent pod %s/%s on node %s: creating", cfg.Namespace, agents[0].pod, agents[0].node))
+	} else {
+		st.set(fmt.Sprintf("Waiting for %d agent pods in namespace %s: creating", len(agents), cfg.Namespace))
+	}
+	return s.run(ctx, events)
+}
+
+// loop is the session's single-threaded state.
+type loop struct {
+	tr      *Tracer
+	cfg     TraceConfig
+	agents  []*agent
+	st      *status
+	start   time.Time
+	packets int
+	ready   int
+	errs    []error
+	stopped bool
+}
+
+func (s *loop) run(ctx context.Context, events <-chan event) error {
+	startTimer := time.NewTimer(s.cfg.StartTimeout)
+	defer startTimer.Stop()
+	var finish <-chan time.Time // armed once every agent is ready
+	var grace <-chan time.Time  // armed when stopping
+	interrupted := false
+	done := ctx.Done()
+
+	for s.running() {
+		select {
+		case ev := <-events:
+			s.handle(ev)
+			if s.ready == len(s.agents) && finish == nil && !s.stopped {
+				s.announce()
+				ft := time.NewTimer(s.cfg.Agent.Duration + finishGrace)
+				defer ft.Stop()
+				finish = ft.C
+				startTimer.Stop()
+			}
+		case <-startTimer.C:
+			if s.ready < len(s.agents) {
+				s.fail(s.startTimeoutError())
+			}
+		case <-finish:
+			s.warn(fmt.Sprintf("the agents did not finish %s after their %s duration; stopping them", finishGrace, s.cfg.Agent.Duration))
+			s.stop()
+		case <-done:
+			done = nil
+			interrupted = true
+			s.stop()
+		case <-grace:
+			// Agents that did not say bye in time are deleted (SIGTERM:
+			// they still clean up) by Run's deferred deletion.
+			s.st.clear()
+			return s.result(interrupted)
+		}
+		if s.stopped && grace == nil {
+			gt := time.NewTimer(stopGrace)
+			defer gt.Stop()
+			grace = gt.C
+		}
+	}
+	s.st.clear()
+	return s.result(interrupted)
+}
+
+// running is true while some agent's output is still open. Once stopping,
+// agents whose container never started are not waited for.
+func (s *loop) running() bool {
+	for _, a := range s.agents {
+		if !a.ended && (a.started || !s.stopped) {
+			return true
+		}
+	}
+	return false
+}
+
+// stop asks every agent to finish: closing its stdin makes it remove its
+// rules, flush, send bye and exit.
+func (s *loop) stop() {
+	if s.stopped {
+		return
+	}
+	s.stopped = true
+	for _, a := range s.agents {
+		a.stdin.Close()
+	}
+}
+
+func (s *loop) fail(err error) {
+	s.errs = append(s.errs, err)
+	s.stop()
+}
+
+func (s *loop) result(interrupted bool) error {
+	if s.tr.Summarizer != nil && (s.packets > 0 || (s.ready > 0 && len(s.errs) == 0)) {
+		sum := s.tr.Summarizer.Summary()
+		if err := s.tr.Out.Summary(&sum); err != nil {
+			s.errs = append(s.errs, fmt.Errorf("write summary: %w", err))
+		}
+	}
+	if len(s.errs) == 0 {
+		why := "the agents finished"
+		switch {
+		case interrupted:
+			why = "interrupted"
+		case s.cfg.Count > 0 && s.packets >= s.cfg.Count:
+			why = fmt.Sprintf("--count %d reached", s.cfg.Count)
+		}
+		s.info(fmt.Sprintf("Stopped (%s) after %d packet(s); removing the agent pods", why, s.packets))
+	}
+	return errors.Join(s.errs...)
+}
+
+func (s *loop) handle(ev event) {
+	a := ev.agent
+	switch ev.kind {
+	case evState:
+		a.lastState = ev.state
+		s.showProgress()
+	case evStarted:
+		a.started = true
+		a.lastState = "starting agent"
+		s.showProgress()
+	case evFailed:
+		a.ended = true
+		s.fail(ev.err)
+	case evLog:
+		a.keep(ev.line)
+	case evRecord:
+		s.record(a, ev.rec)
+	case evEnd:
+		a.ended = true
+		if a.bye == nil && !s.stopped {
+			// The agent went away without its last record: say why.
+			s.fail(s.tr.diagnose(s.cfg.Namespace, a, ev.err))
+		} else if a.bye == nil && ev.err != nil && !errors.Is(ev.err, context.Canceled) {
+			s.errs = append(s.errs, fmt.Errorf("agent on node %s: output stream broke: %w", a.node, ev.err))
+		}
+	}
+}
+
+func (s *loop) record(a *agent, rec any) {
+	switch r := rec.(type) {
+	case *record.Ready:
+		if a.ready != nil {
+			return
+		}
+		a.ready = r
+		s.ready++
+		warn, err := checkVersion(r.Version, s.cfg.Image)
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		if warn != "" {
+			s.warn(warn)
+		}
+		s.showProgress()
+	case *record.Packet:
+		if s.cfg.Count > 0 && s.packets >= s.cfg.Count {
+			return
+		}
+		annotate(r, s.cfg.Target, a.node)
+		s.packets++
+		a.packets++
+		if s.tr.Summarizer != nil {
+			s.tr.Summarizer.Add(r)
+		}
+		s.st.clear()
+		if err := s.tr.Out.Packet(r); err != nil {
+			s.fail(fmt.Errorf("write packet: %w", err))
+			return
+		}
+		if s.cfg.Count > 0 && s.packets >= s.cfg.Count {
+			s.stop()
+		}
+	case *record.Lost:
+		if r.Node == "" {
+			r.Node = a.node
+		}
+		if s.tr.Summarizer != nil {
+			s.tr.Summarizer.AddLost(r.Count)
+		}
+		s.st.clear()
+		if err := s.tr.Out.Lost(r); err != nil {
+			s.fail(fmt.Errorf("write lost record: %w", err))
+		}
+	case *record.Warning:
+		if r.Node == "" {
+			r.Node = a.node
+		}
+		s.st.clear()
+		if err := s.tr.Out.Warning(r); err != nil {
+			s.fail(fmt.Errorf("write warning: %w", err))
+		}
+	case *record.Bye:
+		a.bye = r
+		if r.Error != "" {
+			s.fail(fmt.Errorf("agent on node %s: %s", a.node, r.Error))
+		}
+	}
+}
+
+// announce says, once every agent is ready, what is being traced.
+func (s *loop) announce() {
+	s.st.clear()
+	t := s.cfg.Target
+	what := strings.Join(t.Dst, ", ")
+	if len(t.NodePorts) > 0 {
+		if what != "" {
+			what += " and "
+		}
+		what += "NodePort " + joinInt32(t.NodePorts)
+	}
+	var nodes []string
+	for _, a := range s.agents {
+		r := a.ready
+		nodes = append(nodes, fmt.Sprintf("%s (%s, kube-proxy %s, %s)", a.node, r.Backend, r.Mode, r.Source))
+	}
+	next := "send traffic now; Ctrl-C to stop"
+	if s.cfg.Agent.Probe {
+		next = "sending a test connection; Ctrl-C to stop"
+	}
+	s.info(fmt.Sprintf("Tracing %s %s/%s on %s; ready in %.1fs: %s",
+		t.DisplayName(), what, strings.ToUpper(t.Proto), strings.Join(nodes, ", "), time.Since(s.start).Seconds(), next))
+}
+
+func (s *loop) showProgress() {
+	if s.stopped || s.ready == len(s.agents) {
+		return
+	}
+	if len(s.agents) == 1 {
+		a := s.agents[0]
+		s.st.set(fmt.Sprintf("Waiting for agent pod %s/%s on node %s: %s...", s.cfg.Namespace, a.pod, a.node, orText(a.lastState, "creating")))
+		return
+	}
+	counts := map[string]int{}
+	var order []string
+	for _, a := range s.agents {
+		state := orText(a.lastState, "creating")
+		if a.ready != nil {
+			state = "ready"
+		}
+		if counts[state] == 0 {
+			order = append(order, state)
+		}
+		counts[state]++
+	}
+	parts := make([]string, len(order))
+	for i, k := range order {
+		parts[i] = fmt.Sprintf("%d %s", counts[k], k)
+	}
+	s.st.set(fmt.Sprintf("Waiting for %d agent pods in namespace %s: %s...", len(s.agents), s.cfg.Namespace, strings.Join(parts, ", ")))
+}
+
+func (s *loop) startTimeoutError() error {
+	var slow []string
+	for _, a := range s.agents {
+		if a.ready == nil {
+			d := fmt.Sprintf("%s (%s)", a.node, orText(a.lastState, "not created"))
+			if len(a.tail) > 0 {
+				d += ": last output: " + a.tail[len(a.tail)-1]
+			}
+			slow = append(slow, d)
+		}
+	}
+	return fmt.Errorf("the agent did not become ready within %s on %s: check the pod with `kubectl describe pod -n %s -l %s`, or allow more time with --pod-running-timeout",
+		s.cfg.StartTimeout, strings.Join(slow, "; "), s.cfg.Namespace, LabelManagedBy+"="+ManagedByValue)
+}
+
+func (s *loop) info(msg string) {
+	if s.tr.Quiet {
+		return
+	}
+	s.st.clear()
+	fmt.Fprintln(s.tr.ErrOut, msg)
+}
+
+// warn is shown even with -q: it may change how to read the result.
+func (s *loop) warn(msg string) {
+	s.st.clear()
+	fmt.Fprintln(s.tr.ErrOut, "Warning: "+msg)
+}
+
+func orText(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// follow runs one agent's client side: wait for the container, hold its
+// stdin, and turn its output into events. It ends when the output ends.
+func (tr *Tracer) follow(ctx context.Context, ns string, a *agent, stdin *io.PipeReader, events chan<- event) {
+	send := func(ev event) {
+		ev.agent = a
+		select {
+		case events <- ev:
+		case <-ctx.Done():
+		}
+	}
+	if err := tr.waitStarted(ctx, ns, a, func(state string) { send(event{kind: evState, state: state}) }); err != nil {
+		send(event{kind: evFailed, err: err})
+		return
+	}
+	send(event{kind: evStarted})
+
+	go func() {
+		// A failed attach only loses the lost-client signal: the pod's
+		// activeDeadlineSeconds is still the last resort.
+		if err := tr.IO.HoldStdin(ctx, ns, a.pod, stdin); err != nil && ctx.Err() == nil {
+			send(event{kind: evLog, line: "attach: " + err.Error()})
+		}
+	}()
+
+	out, err := tr.IO.Output(ctx, ns, a.pod)
+	if err != nil {
+		send(event{kind: evEnd, err: err})
+		return
+	}
+	defer out.Close()
+	sc := bufio.NewScanner(out)
+	// A packet with hundreds of hops is a long line.
+	sc.Buffer(make([]byte, 0, 64*1024), 16<<20)
+	for sc.Scan() {
+		rec, ok, derr := decodeRecord(sc.Bytes())
+		switch {
+		case derr != nil:
+			send(event{kind: evLog, line: derr.Error()})
+		case ok:
+			send(event{kind: evRecord, rec: rec})
+		default:
+			if line := strings.TrimSpace(sc.Text()); line != "" {
+				send(event{kind: evLog, line: line})
+			}
+		}
+	}
+	send(event{kind: evEnd, err: sc.Err()})
+}
+
+// waitStarted polls the pod until its container started (or ended), and
+// reports progress. Polling, not a watch: a handful of GETs per session
+// is cheap, needs only "get pods", and behaves the same on every server.
+func (tr *Tracer) waitStarted(ctx context.Context, ns string, a *agent, progress func(string)) error {
+	last := ""
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		pod, err := tr.Client.CoreV1().Pods(ns).Get(ctx, a.pod, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return fmt.Errorf("agent pod %s/%s on node %s was deleted before it started (by someone else, or `kubectl svctrace cleanup`)", ns, a.pod, a.node)
+		case err != nil:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return apiError(err, "get", "pods", ns)
+		}
+		started, state, err := podStarted(pod)
+		if err != nil {
+			return err
+		}
+		if started {
+			return nil
+		}
+		if state != last {
+			last = state
+			progress(state)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// podStarted says whether the agent container has started (its output can
+// be read), the start-up state in words, or why it never will. Pure.
+func podStarted(pod *corev1.Pod) (bool, string, error) {
+	where := fmt.Sprintf("agent pod %s/%s on node %s", pod.Namespace, pod.Name, pod.Spec.NodeName)
+	var cs *corev1.ContainerStatus
+	for i := range pod.Status.ContainerStatuses {
+		if pod.Status.ContainerStatuses[i].Name == AgentContainer {
+			cs = &pod.Status.ContainerStatuses[i]
+		}
+	}
+	switch pod.Status.Phase {
+	case corev1.PodRunning, corev1.PodSucceeded:
+		return true, "running", nil
+	case corev1.PodFailed:
+		if cs != nil && cs.State.Terminated != nil {
+			return true, "ended", nil // its output says why
+		}
+		return false, "", fmt.Errorf("%s failed before its container started (%s: %s): check the node with `kubectl describe node %s`",
+			where, orText(pod.Status.Reason, "unknown reason"), pod.Status.Message, pod.Spec.NodeName)
+	}
+	if cs == nil || cs.State.Waiting == nil {
+		if cs != nil && (cs.State.Running != nil || cs.State.Terminated != nil) {
+			return true, "running", nil
+		}
+		return false, "scheduling", nil
+	}
+	w := cs.State.Waiting
+	switch w.Reason {
+	case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull":
+		return false, "", fmt.Errorf("%s cannot get its image %q (%s: %s): make the image available to the node (push it to a registry the node can pull from, or load it into the node's container runtime) or pass another one with --image",
+			where, cs.Image, w.Reason, w.Message)
+	case "CreateContainerConfigError", "CreateContainerError", "RunContainerError", "PreCreateHookError", "PreStartHookError":
+		return false, "", fmt.Errorf("%s could not start its container (%s: %s)", where, w.Reason, w.Message)
+	case "ContainerCreating", "PodInitializing", "":
+		return false, "pulling the image (if needed) and creating the container", nil
+	}
+	return false, strings.ToLower(w.Reason), nil
+}
+
+// diagnose explains an agent whose output ended without a bye record.
+func (tr *Tracer) diagnose(ns string, a *agent, streamErr error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	detail := ""
+	if len(a.tail) > 0 {
+		detail = "; its last output: " + strings.Join(a.tail, " | ")
+	}
+	pod, err := tr.Client.CoreV1().Pods(ns).Get(ctx, a.pod, metav1.GetOptions{})
+	if err == nil {
+		for _, cs := range pod.Status.ContainerStatuses {
+			if term := cs.State.Terminated; term != nil {
+				msg := strings.TrimSpace(term.Message)
+				if msg != "" && detail == "" {
+					detail = "; its last output: " + msg
+				}
+				return fmt.Errorf("the agent on node %s exited (code %d, %s) before finishing its session%s", a.node, term.ExitCode, term.Reason, detail)
+			}
+		}
+		if pod.Status.Reason == "DeadlineExceeded" {
+			return fmt.Errorf("the agent pod on node %s reached its activeDeadlineSeconds and was stopped%s", a.node, detail)
+		}
+	}
+	if streamErr != nil {
+		return fmt.Errorf("lost the agent's output on node %s: %w%s", a.node, streamErr, detail)
+	}
+	return fmt.Errorf("the agent's output on node %s ended before it finished its session%s", a.node, detail)
+}
+
+// createError explains why an agent pod could not be created.
+func createError(err error, ns, node string) error {
+	switch {
+	case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "PodSecurity"):
+		return fmt.Errorf("namespace %q does not allow the agent's privileged pod (Pod Security admission): run it in a namespace that does with --agent-namespace (e.g. kube-system), or allow it with `kubectl label namespace %s pod-security.kubernetes.io/enforce=privileged`: %w", ns, ns, err)
+	case apierrors.IsNotFound(err):
+		return fmt.Errorf("agent namespace %q not found: pass an existing one with --agent-namespace: %w", ns, err)
+	case apierrors.IsAlreadyExists(err):
+		return fmt.Errorf("create agent pod on node %q: a pod of that name exists; remove leftovers with `kubectl svctrace cleanup`: %w", node, err)
+	}
+	return apiError(err, "create", "pods", ns)
+}
+
+// deletePods deletes the agent pods and waits until they are gone, so that
+// when the command returns, the agents have removed their TRACE rules. It
+// uses its own context: the caller's may already be canceled (Ctrl-C).
+func (tr *Tracer) deletePods(ns string, agents []*agent) error {
+	if len(agents) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
+	defer cancel()
+	return deleteAndWait(ctx, tr.Client, ns, podNames(agents))
+}
+
+func podNames(agents []*agent) []string {
+	names := make([]string, len(agents))
+	for i, a := range agents {
+		names[i] = a.pod
+	}
+	return names
+}
+
+// deleteAndWait deletes pods by name and polls until they are gone.
+func deleteAndWait(ctx context.Context, client kubernetes.Interface, ns string, names []string) error {
+	var errs []error
+	pending := map[string]bool{}
+	for _, name := range names {
+		err := client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{})
+		switch {
+		case err == nil:
+			pending[name] = true
+		case apierrors.IsNotFound(err):
+		default:
+			errs = append(errs, fmt.Errorf("delete agent pod %s/%s (delete it with `kubectl delete pod -n %s %s` or `kubectl svctrace cleanup`): %w", ns, name, ns, name, apiError(err, "delete", "pods", ns)))
+		}
+	}
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for len(pending) > 0 {
+		for name := range pending {
+			_, err := client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				delete(pending, name)
+			}
+		}
+		if len(pending) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			var left []string
+			for name := range pending {
+				left = append(left, name)
+			}
+			errs = append(errs, fmt.Errorf("agent pod(s) %s in namespace %s still terminating: their agents remove the TRACE rules when they stop; check with `kubectl get pods -n %s -l %s`", strings.Join(left, ", "), ns, ns, ManagedSelector))
+			return errors.Join(errs...)
+		case <-tick.C:
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// status is a one-line progress display on a terminal (nothing otherwise).
+type status struct {
+	w     io.Writer
+	on    bool
+	shown bool
+}
+
+func (s *status) set(line string) {
+	if !s.on {
+		return
+	}
+	fmt.Fprintf(s.w, "\r\x1b[K%s", line)
+	s.shown = true
+}
+
+func (s *status) clear() {
+	if s.on && s.shown {
+		fmt.Fprint(s.w, "\r\x1b[K")
+		s.shown = false
+	}
+}

@@ -1,0 +1,597 @@
+package kube
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/record"
+)
+
+// script is what a fake agent writes on its output.
+type script struct {
+	before []string // written at once
+	// waitStdin: then wait until the client closes stdin (--stdin-watch).
+	waitStdin bool
+	after     []string // written after stdin closed
+}
+
+// fakeIO plays the agents' side of the pod streams.
+type fakeIO struct {
+	scripts map[string]script // by pod name
+	mu      sync.Mutex
+	closed  map[string]chan struct{}
+}
+
+func newFakeIO(scripts map[string]script) *fakeIO {
+	return &fakeIO{scripts: scripts, closed: map[string]chan struct{}{}}
+}
+
+func (f *fakeIO) stdinClosed(pod string) chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.closed[pod]
+	if !ok {
+		c = make(chan struct{})
+		f.closed[pod] = c
+	}
+	return c
+}
+
+// wasClosed reports whether the client closed the pod's stdin.
+func (f *fakeIO) wasClosed(pod string) bool {
+	select {
+	case <-f.stdinClosed(pod):
+		return true
+	default:
+		return false
+	}
+}
+
+func (f *fakeIO) Output(ctx context.Context, ns, pod string) (io.ReadCloser, error) {
+	s, ok := f.scripts[pod]
+	if !ok {
+		return nil, fmt.Errorf("no script for pod %s", pod)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		write := func(lines []string) bool {
+			for _, l := range lines {
+				if _, err := io.WriteString(pw, l+"\n"); err != nil {
+					return false
+				}
+			}
+			return true
+		}
+		if !write(s.before) {
+			return
+		}
+		if s.waitStdin {
+			select {
+			case <-f.stdinClosed(pod):
+			case <-ctx.Done():
+				pw.CloseWithError(ctx.Err())
+				return
+			}
+		}
+		write(s.after)
+		pw.Close()
+	}()
+	return pr, nil
+}
+
+func (f *fakeIO) HoldStdin(ctx context.Context, ns, pod string, stdin io.Reader) error {
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, stdin)
+		f.mu.Lock()
+		c, ok := f.closed[pod]
+		if !ok {
+			c = make(chan struct{})
+			f.closed[pod] = c
+		}
+		f.mu.Unlock()
+		close(c)
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// fakeSink collects what the tracer renders.
+type fakeSink struct {
+	packets   []record.Packet
+	lost      []record.Lost
+	warnings  []record.Warning
+	summaries []record.Summary
+}
+
+func (s *fakeSink) Packet(p *record.Packet) error   { s.packets = append(s.packets, *p); return nil }
+func (s *fakeSink) Lost(l *record.Lost) error       { s.lost = append(s.lost, *l); return nil }
+func (s *fakeSink) Warning(w *record.Warning) error { s.warnings = append(s.warnings, *w); return nil }
+func (s *fakeSink) Summary(r *record.Summary) error {
+	s.summaries = append(s.summaries, *r)
+	return nil
+}
+
+// fakeSummarizer records what the tracer tells it.
+type fakeSummarizer struct {
+	endpoints map[string][]string
+	packets   int
+	lost      uint64
+}
+
+func (f *fakeSummarizer) SetEndpoints(svc string, eps []string, _ map[string]string) {
+	f.endpoints[svc] = eps
+}
+func (f *fakeSummarizer) Add(*record.Packet) { f.packets++ }
+func (f *fakeSummarizer) AddLost(n uint64)   { f.lost += n }
+func (f *fakeSummarizer) Summary() record.Summary {
+	return record.Summary{Type: record.TypeSummary, Packets: f.packets, Lost: f.lost}
+}
+
+// syncBuffer is a stderr that tests can watch while the tracer writes it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func jsonLine(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+func readyLine(node, ver string) string {
+	return jsonLine(record.Ready{Type: record.TypeReady, Node: node, Session: "test1", Version: ver, Backend: "nft", Mode: "iptables", Source: "nftrace"})
+}
+
+func packetLine(src string) string {
+	return jsonLine(record.Packet{Type: record.TypePacket, Family: "ipv4", Proto: "tcp", Src: src, Dst: "10.96.173.227:80",
+		Endpoint: "10.244.0.24:80", Verdict: record.VerdictAccept, VerdictHop: -1,
+		Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2}}})
+}
+
+func byeLine(reason, errMsg string) string {
+	return jsonLine(record.Bye{Type: record.TypeBye, Session: "test1", Reason: reason, RulesRemoved: 2, Error: errMsg})
+}
+
+// setup fixes the session id and shortens the tracer's waits.
+func setup(t *testing.T) {
+	t.Helper()
+	oldID, oldPoll, oldStop, oldFinish := newSessionID, pollInterval, stopGrace, finishGrace
+	newSessionID = func() string { return "test1" }
+	pollInterval, stopGrace, finishGrace = 2*time.Millisecond, 3*time.Second, 3*time.Second
+	t.Cleanup(func() {
+		newSessionID, pollInterval, stopGrace, finishGrace = oldID, oldPoll, oldStop, oldFinish
+	})
+	stampVersion(t, "v0.1.0", "svctrace-agent:v0.1.0")
+}
+
+// kubelet makes the fake API server report created pods with status(pod).
+func kubelet(client *fake.Clientset, status func(*corev1.Pod) corev1.PodStatus) {
+	client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pod := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod)
+		pod.Status = status(pod)
+		return false, nil, nil
+	})
+}
+
+func running(*corev1.Pod) corev1.PodStatus {
+	return corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{
+		Name: AgentContainer, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}},
+	}}}
+}
+
+func waiting(reason, msg string) func(*corev1.Pod) corev1.PodStatus {
+	return func(p *corev1.Pod) corev1.PodStatus {
+		return corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{
+			Name: AgentContainer, Image: p.Spec.Containers[0].Image,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}},
+		}}}
+	}
+}
+
+func myappTarget() *Target {
+	return &Target{
+		Namespace: "default", Name: "myapp", Proto: "tcp",
+		Dst:      []string{"10.96.173.227:80"},
+		Services: []string{"default/myapp/tcp"},
+		PodByIP:  myappPods,
+		ServiceByAddr: map[string]string{
+			"10.96.173.227:80": "default/myapp",
+		},
+		EndpointsByService: map[string][]string{"default/myapp": {"10.244.0.23:80", "10.244.0.24:80", "10.244.0.25:80"}},
+	}
+}
+
+func traceConfig(nodes ...string) TraceConfig {
+	return TraceConfig{
+		Target: myappTarget(), Nodes: nodes, Namespace: "default", Image: "svctrace-agent:v0.1.0",
+		Agent:        AgentOptions{Duration: 5 * time.Second},
+		StartTimeout: 5 * time.Second,
+	}
+}
+
+// remainingPods lists the svctrace pods left in the fake cluster.
+func remainingPods(t *testing.T, client *fake.Clientset) []string {
+	t.Helper()
+	list, err := client.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{LabelSelector: ManagedSelector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range list.Items {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
+func TestTracerRun(t *testing.T) {
+	const pod1, pod2 = "svctrace-test1-n1", "svctrace-test1-n2"
+	tests := []struct {
+		name    string
+		nodes   []string
+		scripts map[string]script
+		status  func(*corev1.Pod) corev1.PodStatus
+		mutate  func(*TraceConfig)
+		client  string // a stamp on the plugin version, "" = v0.1.0
+		// want
+		wantPackets []record.Packet
+		wantLost    []record.Lost
+		wantWarn    []record.Warning
+		wantErr     string   // substring, "" = success
+		wantStderr  []string // substrings
+		wantClosed  []string // pods whose stdin the client closed
+	}{
+		{
+			name:  "agent traces until its duration ends",
+			nodes: []string{"n1"},
+			scripts: map[string]script{pod1: {before: []string{
+				"svctrace agent: starting", readyLine("n1", "v0.1.0"), packetLine("10.199.0.2:40000"),
+				jsonLine(record.Lost{Type: record.TypeLost, Count: 3, Where: "kmsg"}),
+				jsonLine(record.Warning{Type: record.TypeWarning, Message: "kube-proxy rewrote its rules"}),
+				packetLine("10.199.0.2:40001"), byeLine("duration", ""),
+			}}},
+			wantPackets: []record.Packet{
+				{Type: "packet", Node: "n1", Family: "ipv4", Proto: "tcp", Src: "10.199.0.2:40000", Dst: "10.96.173.227:80",
+					Service: "default/myapp", Endpoint: "10.244.0.24:80", EndpointPod: "default/myapp-b", Verdict: "ACCEPT", VerdictHop: -1,
+					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2}}},
+				{Type: "packet", Node: "n1", Family: "ipv4", Proto: "tcp", Src: "10.199.0.2:40001", Dst: "10.96.173.227:80",
+					Service: "default/myapp", Endpoint: "10.244.0.24:80", EndpointPod: "default/myapp-b", Verdict: "ACCEPT", VerdictHop: -1,
+					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2}}},
+			},
+			wantLost: []record.Lost{{Type: "lost", Node: "n1", Count: 3, Where: "kmsg"}},
+			wantWarn: []record.Warning{{Type: "warning", Node: "n1", Message: "kube-proxy rewrote its rules"}},
+			wantStderr: []string{
+				"Tracing default/myapp 10.96.173.227:80/TCP on n1 (nft, kube-proxy iptables, nftrace)",
+				"Stopped (the agents finished) after 2 packet(s)",
+			},
+		},
+		{
+			name:  "--count stops the agent through its stdin",
+			nodes: []string{"n1"},
+			mutate: func(c *TraceConfig) {
+				c.Count = 1
+				c.Agent.MaxPackets = 1
+			},
+			scripts: map[string]script{pod1: {
+				before:    []string{readyLine("n1", "v0.1.0"), packetLine("10.199.0.2:40000"), packetLine("10.199.0.2:40001")},
+				waitStdin: true,
+				after:     []string{byeLine("stdin", "")},
+			}},
+			wantPackets: []record.Packet{{Type: "packet", Node: "n1", Family: "ipv4", Proto: "tcp", Src: "10.199.0.2:40000", Dst: "10.96.173.227:80",
+				Service: "default/myapp", Endpoint: "10.244.0.24:80", EndpointPod: "default/myapp-b", Verdict: "ACCEPT", VerdictHop: -1,
+				Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2}}}},
+			wantStderr: []string{"Stopped (--count 1 reached) after 1 packet(s)"},
+			wantClosed: []string{pod1},
+		},
+		{
+			name:  "packets from every node are merged and labelled",
+			nodes: []string{"n1", "n2"},
+			scripts: map[string]script{
+				pod1: {before: []string{readyLine("", "v0.1.0"), packetLine("10.244.1.5:1000"), byeLine("duration", "")}},
+				pod2: {before: []string{readyLine("", "v0.1.0"), packetLine("10.244.2.5:2000"), byeLine("duration", "")}},
+			},
+			wantPackets: []record.Packet{
+				{Type: "packet", Node: "n1", Family: "ipv4", Proto: "tcp", Src: "10.244.1.5:1000", Dst: "10.96.173.227:80",
+					Service: "default/myapp", Endpoint: "10.244.0.24:80", EndpointPod: "default/myapp-b", Verdict: "ACCEPT", VerdictHop: -1,
+					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2}}},
+				{Type: "packet", Node: "n2", Family: "ipv4", Proto: "tcp", Src: "10.244.2.5:2000", Dst: "10.96.173.227:80",
+					Service: "default/myapp", Endpoint: "10.244.0.24:80", EndpointPod: "default/myapp-b", Verdict: "ACCEPT", VerdictHop: -1,
+					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2}}},
+			},
+			wantStderr: []string{"on n1 (nft, kube-proxy iptables, nftrace), n2 (nft, kube-proxy iptables, nftrace)"},
+		},
+		{
+			name:  "--count across nodes stops every agent",
+			nodes: []string{"n1", "n2"},
+			scripts: map[string]script{
+				pod1: {before: []string{readyLine("", "v0.1.0")}, waitStdin: true, after: []string{byeLine("stdin", "")}},
+				pod2: {before: []string{readyLine("", "v0.1.0"), packetLine("10.244.2.5:2000")}, waitStdin: true, after: []string{byeLine("stdin", "")}},
+			},
+			mutate: func(c *TraceConfig) { c.Count = 1 },
+			wantPackets: []record.Packet{{Type: "packet", Node: "n2", Family: "ipv4", Proto: "tcp", Src: "10.244.2.5:2000", Dst: "10.96.173.227:80",
+				Service: "default/myapp", Endpoint: "10.244.0.24:80", EndpointPod: "default/myapp-b", Verdict: "ACCEPT", VerdictHop: -1,
+				Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2}}}},
+			wantStderr: []string{"Stopped (--count 1 reached) after 1 packet(s)"},
+			wantClosed: []string{pod1, pod2},
+		},
+		{
+			name:  "an agent error in its bye record fails the command",
+			nodes: []string{"n1"},
+			scripts: map[string]script{pod1: {before: []string{
+				byeLine("error", "kube-proxy runs in ipvs mode, which TRACE cannot follow: svctrace supports the iptables and nftables modes"),
+			}}},
+			wantErr: "agent on node n1: kube-proxy runs in ipvs mode, which TRACE cannot follow",
+		},
+		{
+			name:  "an agent that dies without a bye is explained with its last output",
+			nodes: []string{"n1"},
+			scripts: map[string]script{pod1: {before: []string{
+				readyLine("n1", "v0.1.0"), "panic: runtime error: index out of range",
+			}}},
+			wantErr: "the agent's output on node n1 ended before it finished its session; its last output: panic: runtime error: index out of range",
+		},
+		{
+			name:   "an agent of another major version is refused",
+			nodes:  []string{"n1"},
+			client: "v1.0.0",
+			scripts: map[string]script{pod1: {
+				before: []string{readyLine("n1", "v0.9.0")}, waitStdin: true, after: []string{byeLine("stdin", "")},
+			}},
+			wantErr:    "the agent image svctrace-agent:v0.1.0 runs svctrace v0.9.0 but this plugin is v1.0.0",
+			wantClosed: []string{pod1},
+		},
+		{
+			name:  "a minor version difference only warns",
+			nodes: []string{"n1"},
+			scripts: map[string]script{pod1: {
+				before: []string{readyLine("n1", "v0.2.0"), byeLine("duration", "")},
+			}},
+			wantStderr: []string{"Warning: the agent image svctrace-agent:v0.1.0 runs svctrace v0.2.0 but this plugin is v0.1.0"},
+		},
+		{
+			name:    "an image that cannot be pulled says --image",
+			nodes:   []string{"n1"},
+			status:  waiting("ImagePullBackOff", `Back-off pulling image "svctrace-agent:v0.1.0"`),
+			wantErr: `agent pod default/svctrace-test1-n1 on node n1 cannot get its image "svctrace-agent:v0.1.0" (ImagePullBackOff: Back-off pulling image "svctrace-agent:v0.1.0"): make the image available to the node (push it to a registry the node can pull from, or load it into the node's container runtime) or pass another one with --image`,
+		},
+		{
+			name:    "a pod that never starts hits the start timeout",
+			nodes:   []string{"n1"},
+			status:  waiting("ContainerCreating", ""),
+			mutate:  func(c *TraceConfig) { c.StartTimeout = 100 * time.Millisecond },
+			wantErr: "the agent did not become ready within 100ms on n1 (pulling the image (if needed) and creating the container)",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			setup(t)
+			if tc.client != "" {
+				stampVersion(t, tc.client, "svctrace-agent:v0.1.0")
+			}
+			client := fake.NewClientset(namespace("default"))
+			status := tc.status
+			if status == nil {
+				status = running
+			}
+			kubelet(client, status)
+			pio := newFakeIO(tc.scripts)
+			sink := &fakeSink{}
+			sum := &fakeSummarizer{endpoints: map[string][]string{}}
+			stderr := &syncBuffer{}
+			tr := &Tracer{Client: client, IO: pio, Out: sink, ErrOut: stderr, Summarizer: sum}
+			cfg := traceConfig(tc.nodes...)
+			if tc.mutate != nil {
+				tc.mutate(&cfg)
+			}
+
+			err := tr.Run(context.Background(), cfg)
+
+			if tc.wantErr == "" && err != nil {
+				t.Fatalf("Run() error = %v\nstderr:\n%s", err, stderr)
+			}
+			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("Run() error = %v, want it to contain %q", err, tc.wantErr)
+			}
+			// Agents on different nodes race: order by node.
+			sort.SliceStable(sink.packets, func(i, j int) bool { return sink.packets[i].Node < sink.packets[j].Node })
+			if diff := cmp.Diff(tc.wantPackets, sink.packets); diff != "" {
+				t.Errorf("packets mismatch (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantLost, sink.lost); diff != "" {
+				t.Errorf("lost records mismatch (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantWarn, sink.warnings); diff != "" {
+				t.Errorf("warnings mismatch (-want +got):\n%s", diff)
+			}
+			for _, s := range tc.wantStderr {
+				if !strings.Contains(stderr.String(), s) {
+					t.Errorf("stderr does not contain %q:\n%s", s, stderr)
+				}
+			}
+			for _, pod := range tc.wantClosed {
+				if !pio.wasClosed(pod) {
+					t.Errorf("stdin of %s was not closed: the agent would not have been told to stop", pod)
+				}
+			}
+			// Always: no pod left behind, on success and on every error.
+			if left := remainingPods(t, client); len(left) > 0 {
+				t.Errorf("pods left behind: %v", left)
+			}
+			if tc.wantErr == "" {
+				if diff := cmp.Diff(myappTarget().EndpointsByService, sum.endpoints); diff != "" {
+					t.Errorf("summary endpoints mismatch (-want +got):\n%s", diff)
+				}
+				if len(sink.summaries) != 1 || sink.summaries[0].Packets != len(tc.wantPackets) {
+					t.Errorf("summaries = %+v, want one counting %d packets", sink.summaries, len(tc.wantPackets))
+				}
+			}
+		})
+	}
+}
+
+func TestTracerInterrupt(t *testing.T) {
+	setup(t)
+	client := fake.NewClientset(namespace("default"))
+	kubelet(client, running)
+	pod := "svctrace-test1-n1"
+	pio := newFakeIO(map[string]script{pod: {
+		before:    []string{readyLine("n1", "v0.1.0")},
+		waitStdin: true,
+		// The agent flushes what it grouped before its bye.
+		after: []string{packetLine("10.199.0.2:40000"), byeLine("stdin", "")},
+	}})
+	sink := &fakeSink{}
+	stderr := &syncBuffer{}
+	tr := &Tracer{Client: client, IO: pio, Out: sink, ErrOut: stderr}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		// Ctrl-C once the agent is ready.
+		for !strings.Contains(stderr.String(), "Tracing ") {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+
+	if err := tr.Run(ctx, traceConfig("n1")); err != nil {
+		t.Fatalf("Run() after Ctrl-C error = %v, want nil", err)
+	}
+	if !pio.wasClosed(pod) {
+		t.Error("stdin was not closed on Ctrl-C")
+	}
+	if len(sink.packets) != 1 {
+		t.Errorf("got %d packets, want the 1 the agent flushed after Ctrl-C", len(sink.packets))
+	}
+	if !strings.Contains(stderr.String(), "Stopped (interrupted) after 1 packet(s)") {
+		t.Errorf("stderr does not say it was interrupted:\n%s", stderr)
+	}
+	if left := remainingPods(t, client); len(left) > 0 {
+		t.Errorf("pods left behind: %v", left)
+	}
+}
+
+func TestTracerCreateErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		err     error
+		wantErr string
+	}{
+		{
+			name: "Pod Security admission",
+			err: apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "svctrace-test1-n1",
+				errors.New(`violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true, hostPID=true), privileged (container "agent" must not set securityContext.privileged=true)`)),
+			wantErr: "namespace \"default\" does not allow the agent's privileged pod (Pod Security admission): run it in a namespace that does with --agent-namespace (e.g. kube-system), or allow it with `kubectl label namespace default pod-security.kubernetes.io/enforce=privileged`",
+		},
+		{
+			name:    "RBAC",
+			err:     apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "", errors.New(`User "dev" cannot create resource "pods" in API group "" in the namespace "default"`)),
+			wantErr: `not allowed to create pods in namespace "default": ask your cluster admin for RBAC permission to "create" "pods"`,
+		},
+		{
+			name:    "missing agent namespace",
+			err:     apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "default"),
+			wantErr: `agent namespace "default" not found: pass an existing one with --agent-namespace`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			setup(t)
+			client := fake.NewClientset()
+			client.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, tc.err
+			})
+			tr := &Tracer{Client: client, IO: newFakeIO(nil), Out: &fakeSink{}, ErrOut: io.Discard}
+			err := tr.Run(context.Background(), traceConfig("n1"))
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Run() error = %v, want it to contain %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestPodStarted(t *testing.T) {
+	base := func(phase corev1.PodPhase, state corev1.ContainerState) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"}, Spec: corev1.PodSpec{NodeName: "n1"}}
+		p.Status.Phase = phase
+		if state != (corev1.ContainerState{}) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: AgentContainer, Image: "img", State: state}}
+		}
+		return p
+	}
+	wait := func(reason string) corev1.ContainerState {
+		return corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: "m"}}
+	}
+	failedNoContainer := base(corev1.PodFailed, corev1.ContainerState{})
+	failedNoContainer.Status.Reason, failedNoContainer.Status.Message = "OutOfcpu", "Node didn't have enough resource"
+	tests := []struct {
+		name      string
+		pod       *corev1.Pod
+		want      bool
+		wantState string
+		wantErr   string
+	}{
+		{name: "no status yet", pod: base(corev1.PodPending, corev1.ContainerState{}), wantState: "scheduling"},
+		{name: "creating", pod: base(corev1.PodPending, wait("ContainerCreating")), wantState: "pulling the image (if needed) and creating the container"},
+		{name: "running", pod: base(corev1.PodRunning, corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}), want: true, wantState: "running"},
+		{name: "already done", pod: base(corev1.PodSucceeded, corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{}}), want: true, wantState: "running"},
+		{name: "failed after running: its output says why", pod: base(corev1.PodFailed, corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1}}), want: true, wantState: "ended"},
+		{name: "rejected by the kubelet", pod: failedNoContainer, wantErr: "agent pod ns/p on node n1 failed before its container started (OutOfcpu: Node didn't have enough resource)"},
+		{name: "image pull", pod: base(corev1.PodPending, wait("ErrImagePull")), wantErr: `cannot get its image "img" (ErrImagePull: m)`},
+		{name: "config error", pod: base(corev1.PodPending, wait("CreateContainerConfigError")), wantErr: "could not start its container (CreateContainerConfigError: m)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, state, err := podStarted(tc.pod)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("podStarted() error = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want || state != tc.wantState {
+				t.Errorf("podStarted() = %v, %q; want %v, %q", got, state, tc.want, tc.wantState)
+			}
+		})
+	}
+}
