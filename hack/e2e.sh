@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# End-to-end tests: the built kubectl-svctrace against a real cluster (`make e2e`).
+#
+# With $KUBECONFIG set: one run of test/e2e against that cluster (tests needing a shell on
+# the node or an outside client skip themselves).
+# Without: for each kube-proxy backend (nft, legacy) bring the local cluster up
+# (hack/local-cluster.sh up --proxy-backend B), apply the demo apps, run test/e2e with
+#   SVCTRACE_BIN=<built binary> KUBECONFIG=_output/local-cluster/kubeconfig SVCTRACE_BACKEND=B
+#   SVCTRACE_EXEC="<repo>/hack/local-cluster.sh exec --"
+#   SVCTRACE_EXEC_EXTERNAL="<repo>/hack/local-cluster.sh exec-external --"
+# and finally take the cluster down, also after a failure (SVCTRACE_KEEP_CLUSTER=1 keeps it).
+# Extra `go test` flags: E2E_FLAGS (e.g. E2E_FLAGS='-run TestTrafficFlows').
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+export PATH="/usr/local/go/bin:${PATH}"
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+
+CLUSTER="${REPO}/hack/local-cluster.sh"
+LOGS="${REPO}/_output/local-cluster/logs"
+BIN="${REPO}/_output/bin/kubectl-svctrace"
+
+TIMINGS=()
+FAILED=()
+CLUSTER_STARTED=0
+
+# phase NAME CMD...: runs CMD, records how long it took, and remembers a failure by name.
+phase() {
+  local name="$1" start=$SECONDS rc=0
+  shift
+  echo "=== e2e: ${name}" >&2
+  "$@" || rc=$?
+  TIMINGS+=("$(printf '%-32s %4ds %s' "$name" $((SECONDS - start)) "$([[ $rc == 0 ]] && echo ok || echo "FAILED (exit ${rc})")")")
+  if ((rc != 0)); then FAILED+=("$name"); fi
+  return "$rc"
+}
+
+summary() {
+  local t
+  echo "=== e2e: phases" >&2
+  for t in "${TIMINGS[@]}"; do echo "  $t" >&2; done
+}
+
+print_logs() {
+  local f
+  [[ -d "$LOGS" ]] || return 0
+  for f in "$LOGS"/*.log; do
+    [[ -f "$f" ]] || continue
+    echo "----- last 40 lines of ${f}" >&2
+    tail -n 40 "$f" >&2
+  done
+  echo "(full component logs: ${LOGS}/*.log)" >&2
+  touch "${LOGS}/.tails-printed" # .ci/run then does not print them again
+}
+
+finish() {
+  local rc=$?
+  if ((rc != 0 || ${#FAILED[@]} > 0)) && ((CLUSTER_STARTED)); then
+    print_logs
+  fi
+  if ((CLUSTER_STARTED)); then
+    if [[ "${SVCTRACE_KEEP_CLUSTER:-0}" == 1 ]]; then
+      echo "=== e2e: SVCTRACE_KEEP_CLUSTER=1: the cluster stays up (hack/local-cluster.sh down to stop it)" >&2
+    else
+      phase "cluster down" "$CLUSTER" down || rc=1
+    fi
+  fi
+  summary
+  if ((${#FAILED[@]} > 0)); then
+    echo "=== e2e: FAILED: ${FAILED[*]}" >&2
+    rc=1
+  fi
+  exit "$rc"
+}
+trap finish EXIT
+
+run_tests() {
+  local flags=(-tags e2e -count=1 -timeout 40m)
+  if [[ "${CI:-}" == true ]]; then flags+=(-v); fi
+  # shellcheck disable=SC2086 # E2E_FLAGS is a list of flags
+  SVCTRACE_BIN="$BIN" go test "${flags[@]}" ${E2E_FLAGS:-} ./test/e2e/...
+}
+
+phase "build" make --no-print-directory build
+
+if [[ -n "${KUBECONFIG:-}" ]]; then
+  phase "e2e against \$KUBECONFIG" run_tests || true
+  exit 0 # finish reports failures
+fi
+
+[[ "$(id -u)" == 0 ]] || { echo "e2e: the local cluster needs root: run as root or set KUBECONFIG" >&2; exit 1; }
+for backend in nft legacy; do
+  CLUSTER_STARTED=1
+  phase "cluster up (${backend})" "$CLUSTER" up --proxy-backend "$backend"
+  phase "demo apps (${backend})" "$CLUSTER" demo-apps >/dev/null
+  KUBECONFIG="${REPO}/_output/local-cluster/kubeconfig" \
+    SVCTRACE_BACKEND="$backend" \
+    SVCTRACE_EXEC="${CLUSTER} exec --" \
+    SVCTRACE_EXEC_EXTERNAL="${CLUSTER} exec-external --" \
+    phase "e2e tests (${backend})" run_tests || true
+done
