@@ -1,0 +1,497 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/record"
+)
+
+// hopKey is what a test asserts of a hop.
+type hopKey struct {
+	Table, Chain, Kind, Verdict, Target string
+}
+
+func hopKeys(p record.Packet) []hopKey {
+	out := make([]hopKey, 0, len(p.Hops))
+	for _, h := range p.Hops {
+		out = append(out, hopKey{h.Table, h.Chain, h.Kind, h.Verdict, h.Target})
+	}
+	return out
+}
+
+// natPath is the part of a Service packet's path kube-proxy decides: the
+// nat hops from the Service portal to the endpoint's DNAT, and MASQUERADE.
+func natPath(p record.Packet) []hopKey {
+	var out []hopKey
+	for _, k := range hopKeys(p) {
+		if k.Table == "nat" && k.Kind == "rule" {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func TestAgentTracesClusterIP(t *testing.T) {
+	for _, b := range []Backend{BackendLegacy, BackendNft} {
+		for _, fam := range []uint8{4, 6} {
+			t.Run(fmt.Sprintf("%s/IPv%d", b, fam), func(t *testing.T) {
+				requireAgentBin(t)
+				if b == BackendLegacy {
+					enableNfLogAllNetns(t)
+				}
+				tp := newTopo(t, b)
+				svc, ep := tp.svc4(), netip.AddrPortFrom(tp.epIP4(), 8080)
+				if fam == 6 {
+					svc, ep = tp.svc6(), netip.AddrPortFrom(tp.epIP6(), 8080)
+				}
+				before := tp.node.ruleset(t)
+				a := startAgent(t, tp.node, "--dst", svc.String(), "--probe", "--max-packets", "1", "--duration", "30s", "--node", "n1", "--service", "default/myapp/tcp")
+				ready := a.waitReady(10 * time.Second)
+				wantSource := map[Backend]string{BackendLegacy: "kmsg", BackendNft: "nftrace"}[b]
+				if ready["backend"] != string(b) || ready["mode"] != "iptables" || ready["source"] != wantSource {
+					t.Errorf("ready = %v, want backend %s, mode iptables, source %s", ready, b, wantSource)
+				}
+				if code := a.wait(30 * time.Second); code != 0 {
+					t.Fatalf("agent exit code %d, want 0\nstderr:\n%s", code, a.stderr.String())
+				}
+				pkts := recordsOf[record.Packet](a, record.TypePacket)
+				if len(pkts) != 1 {
+					t.Fatalf("got %d packets, want 1 (--max-packets 1)\nstderr:\n%s", len(pkts), a.stderr.String())
+				}
+				p := pkts[0]
+				nat := []hopKey{
+					{"nat", "OUTPUT", "rule", "JUMP", "KUBE-SERVICES"},
+					{"nat", "KUBE-SERVICES", "rule", "JUMP", tp.svcChain()},
+					{"nat", tp.svcChain(), "rule", "JUMP", "KUBE-MARK-MASQ"},
+					{"nat", "KUBE-MARK-MASQ", "rule", "CONTINUE", ""},
+					{"nat", tp.svcChain(), "rule", "JUMP", tp.sepChain(ep)},
+					{"nat", tp.sepChain(ep), "rule", "DNAT", ep.String()},
+					{"nat", "POSTROUTING", "rule", "JUMP", "KUBE-POSTROUTING"},
+					{"nat", "KUBE-POSTROUTING", "rule", "CONTINUE", ""},
+					{"nat", "KUBE-POSTROUTING", "rule", "MASQUERADE", ""},
+				}
+				if diff := cmp.Diff(nat, natPath(p)); diff != "" {
+					t.Errorf("nat path (-want +got):\n%s\nall hops: %v", diff, hopKeys(p))
+				}
+				if p.Dst != svc.String() || p.Endpoint != ep.String() || p.Service != "default/myapp" || p.Verdict != record.VerdictAccept || p.Node != "n1" {
+					t.Errorf("packet dst %s endpoint %s service %q verdict %s node %q; want %s, %s, default/myapp, ACCEPT, n1", p.Dst, p.Endpoint, p.Service, p.Verdict, p.Node, svc, ep)
+				}
+				wantNAT := []record.NAT{
+					{Kind: record.NATDNAT, Chain: tp.sepChain(ep), Table: "nat", Rule: 2, To: ep.String()},
+					{Kind: record.NATMasquerade, Chain: "KUBE-POSTROUTING", Table: "nat", Rule: 3},
+				}
+				if diff := cmp.Diff(wantNAT, p.NAT); diff != "" {
+					t.Errorf("NAT (-want +got):\n%s", diff)
+				}
+				// The rule text comes from the snapshot, exactly as
+				// iptables -S prints it.
+				bits := "/32"
+				if fam == 6 {
+					bits = "/128"
+				}
+				wantText := fmt.Sprintf("-A KUBE-SERVICES -d %s%s -p tcp -m comment --comment \"default/myapp cluster IP\" -m tcp --dport 80 -j %s", svc.Addr(), bits, tp.svcChain())
+				found := false
+				for _, h := range p.Hops {
+					if h.Chain == "KUBE-SERVICES" && h.Table == "nat" && h.Kind == "rule" {
+						found = true
+						if h.Text != wantText {
+							t.Errorf("KUBE-SERVICES hop text\n got %q\nwant %q", h.Text, wantText)
+						}
+					}
+				}
+				if !found {
+					t.Error("no nat KUBE-SERVICES hop")
+				}
+				bye := a.bye()
+				if bye.Reason != "count" || bye.RulesRemoved != 2 || bye.Packets != 1 || bye.Lost != 0 {
+					t.Errorf("bye = %+v, want reason count, 2 rules removed, 1 packet, 0 lost", bye)
+				}
+				if diff := cmp.Diff(before, tp.node.ruleset(t)); diff != "" {
+					t.Errorf("ruleset after the session differs from before (-before +after):\n%s", diff)
+				}
+			})
+		}
+	}
+}
+
+func TestAgentTracesNodePortFromOutside(t *testing.T) {
+	for _, b := range []Backend{BackendLegacy, BackendNft} {
+		t.Run(string(b), func(t *testing.T) {
+			requireAgentBin(t)
+			if b == BackendLegacy {
+				enableNfLogAllNetns(t)
+			}
+			tp := newTopo(t, b)
+			before := tp.node.ruleset(t)
+			a := startAgent(t, tp.node, "--nodeport", fmt.Sprint(testNodePort), "--max-packets", "1", "--duration", "30s")
+			a.waitReady(10 * time.Second)
+			// An outside client (the endpoint's namespace) connects to
+			// the node's NodePort: kube-proxy DNATs it back to the
+			// endpoint and masquerades it.
+			if err := tp.dialFromEndpoint(t, netip.AddrPortFrom(tp.nodeIP4(), testNodePort)); err != nil {
+				t.Fatalf("connect to the NodePort: %v", err)
+			}
+			if code := a.wait(30 * time.Second); code != 0 {
+				t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+			}
+			pkts := recordsOf[record.Packet](a, record.TypePacket)
+			if len(pkts) != 1 {
+				t.Fatalf("got %d packets, want 1\nstderr:\n%s", len(pkts), a.stderr.String())
+			}
+			ep := netip.AddrPortFrom(tp.epIP4(), 8080)
+			want := []hopKey{
+				{"nat", "PREROUTING", "rule", "JUMP", "KUBE-SERVICES"},
+				{"nat", "KUBE-SERVICES", "rule", "JUMP", "KUBE-NODEPORTS"},
+				{"nat", "KUBE-NODEPORTS", "rule", "JUMP", tp.extChain()},
+				{"nat", tp.extChain(), "rule", "JUMP", "KUBE-MARK-MASQ"},
+				{"nat", "KUBE-MARK-MASQ", "rule", "CONTINUE", ""},
+				{"nat", tp.extChain(), "rule", "JUMP", tp.svcChain()},
+				{"nat", tp.svcChain(), "rule", "JUMP", tp.sepChain(ep)},
+				// The client is the endpoint itself (hairpin): the
+				// endpoint chain's own masquerade rule matches too.
+				{"nat", tp.sepChain(ep), "rule", "JUMP", "KUBE-MARK-MASQ"},
+				{"nat", "KUBE-MARK-MASQ", "rule", "CONTINUE", ""},
+				{"nat", tp.sepChain(ep), "rule", "DNAT", ep.String()},
+				{"nat", "POSTROUTING", "rule", "JUMP", "KUBE-POSTROUTING"},
+				{"nat", "KUBE-POSTROUTING", "rule", "CONTINUE", ""},
+				{"nat", "KUBE-POSTROUTING", "rule", "MASQUERADE", ""},
+			}
+			if diff := cmp.Diff(want, natPath(pkts[0])); diff != "" {
+				t.Errorf("nat path (-want +got):\n%s\nall hops: %v", diff, hopKeys(pkts[0]))
+			}
+			if pkts[0].Endpoint != ep.String() {
+				t.Errorf("endpoint %q, want %s", pkts[0].Endpoint, ep)
+			}
+			if got := tp.node.ruleset(t); got != before {
+				t.Errorf("ruleset after the session differs from before:\n%s", cmp.Diff(before, got))
+			}
+		})
+	}
+}
+
+// TestAgentStops ends sessions every way the plugin or the node can, and
+// checks each one leaves the rules exactly as they were.
+func TestAgentStops(t *testing.T) {
+	type stopCase struct {
+		name       string
+		args       []string
+		stop       func(a *agentProc)
+		wantReason string
+	}
+	cases := []stopCase{
+		{name: "SIGTERM", stop: func(a *agentProc) { a.signal(syscall.SIGTERM) }, wantReason: "signal"},
+		{name: "SIGINT", stop: func(a *agentProc) { a.signal(syscall.SIGINT) }, wantReason: "signal"},
+		{name: "stdin EOF", args: []string{"--stdin-watch"}, stop: func(a *agentProc) { a.stdin.Close() }, wantReason: "stdin"},
+		{name: "duration", args: []string{"--duration", "2s"}, stop: func(*agentProc) {}, wantReason: "duration"},
+	}
+	for _, b := range []Backend{BackendLegacy, BackendNft} {
+		for _, c := range cases {
+			t.Run(string(b)+"/"+c.name, func(t *testing.T) {
+				requireAgentBin(t)
+				if b == BackendLegacy {
+					enableNfLogAllNetns(t)
+				}
+				tp := newTopo(t, b)
+				before := tp.node.ruleset(t)
+				args := append([]string{"--dst", tp.svc4().String() + "," + tp.svc6().String(), "--nodeport", fmt.Sprint(testNodePort)}, c.args...)
+				if !slices.Contains(c.args, "--duration") {
+					args = append(args, "--duration", "60s")
+				}
+				a := startAgent(t, tp.node, args...)
+				a.waitReady(10 * time.Second)
+				if n := len(svctraceRules(t, tp.node)); n != 8 {
+					t.Fatalf("%d svctrace rules while tracing, want 8 (2 chains x (v4 dst, v6 dst, v4 and v6 NodePort))", n)
+				}
+				if err := tp.dial(t, "tcp", tp.svc4()); err != nil {
+					t.Fatalf("connect to the Service: %v", err)
+				}
+				waitRecord(a, record.TypePacket, 10*time.Second, func(record.Packet) bool { return true })
+				c.stop(a)
+				if code := a.wait(20 * time.Second); code != 0 {
+					t.Fatalf("exit code %d, want 0\nstderr:\n%s", code, a.stderr.String())
+				}
+				bye := a.bye()
+				if bye.Reason != c.wantReason || bye.RulesRemoved != 8 {
+					t.Errorf("bye = %+v, want reason %s and 8 rules removed", bye, c.wantReason)
+				}
+				if diff := cmp.Diff(before, tp.node.ruleset(t)); diff != "" {
+					t.Errorf("ruleset after the session differs from before (-before +after):\n%s", diff)
+				}
+			})
+		}
+	}
+}
+
+// TestAgentSurvivesRawRestore restores the raw table under a running session
+// the two ways kube-proxy-like tools do: --noflush (adds, keeps ours) and a
+// full restore (drops ours: the session must notice and insert them again).
+func TestAgentSurvivesRawRestore(t *testing.T) {
+	for _, b := range []Backend{BackendLegacy, BackendNft} {
+		t.Run(string(b), func(t *testing.T) {
+			requireAgentBin(t)
+			if b == BackendLegacy {
+				enableNfLogAllNetns(t)
+			}
+			tp := newTopo(t, b)
+			before := tp.node.ruleset(t)
+			a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--duration", "60s", "--watch-interval", "200ms")
+			a.waitReady(10 * time.Second)
+			restore := b.Binary(4) + "-restore"
+
+			// A --noflush restore that adds a rule of its own.
+			other := "-A PREROUTING -d 192.0.2.99/32 -m comment --comment other-tool -j NOTRACK"
+			tp.node.mustRestore(t, "*raw\n"+other+"\nCOMMIT\n", restore, "-w", "--noflush")
+			if n := len(svctraceRules(t, tp.node)); n != 2 {
+				t.Fatalf("after a --noflush restore: %d svctrace rules, want 2", n)
+			}
+
+			// A full restore of the raw table without our rules.
+			tp.node.mustRestore(t, "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n", restore, "-w")
+			w := waitRecord(a, record.TypeWarning, 10*time.Second, func(w record.Warning) bool {
+				return strings.Contains(w.Message, "inserted them again")
+			})
+			t.Logf("warning: %s", w.Message)
+			if n := len(svctraceRules(t, tp.node)); n != 2 {
+				t.Fatalf("after the session re-inserted its rules: %d svctrace rules, want 2", n)
+			}
+			// And it still traces.
+			if err := tp.dial(t, "tcp", tp.svc4()); err != nil {
+				t.Fatal(err)
+			}
+			waitRecord(a, record.TypePacket, 10*time.Second, func(p record.Packet) bool { return p.Endpoint != "" })
+			a.signal(syscall.SIGTERM)
+			if code := a.wait(20 * time.Second); code != 0 {
+				t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+			}
+			if bye := a.bye(); bye.RulesRemoved != 2 {
+				t.Errorf("bye = %+v, want 2 rules removed", bye)
+			}
+			// The full restore removed the other tool's rules too; what
+			// is left must be what was there before.
+			if diff := cmp.Diff(before, tp.node.ruleset(t)); diff != "" {
+				t.Errorf("ruleset after the session differs from before (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestAgentSweepsKilledSession: a SIGKILLed agent cannot clean up; the next
+// session (or `agent --cleanup`) must remove its rules and what it created.
+func TestAgentSweepsKilledSession(t *testing.T) {
+	for _, b := range []Backend{BackendLegacy, BackendNft} {
+		for _, how := range []string{"next session", "agent --cleanup"} {
+			t.Run(string(b)+"/"+how, func(t *testing.T) {
+				requireAgentBin(t)
+				if b == BackendLegacy {
+					enableNfLogAllNetns(t)
+				}
+				tp := newTopo(t, b)
+				before := tp.node.ruleset(t)
+				// Two sessions running at once, then both killed: every
+				// rule of both must go.
+				var killed []*agentProc
+				for i := 0; i < 2; i++ {
+					a := startAgent(t, tp.node, "--dst", tp.svc4().String()+","+tp.svc6().String(), "--duration", "60s")
+					a.waitReady(10 * time.Second)
+					killed = append(killed, a)
+				}
+				for _, a := range killed {
+					a.signal(syscall.SIGKILL)
+					if code := a.wait(10 * time.Second); code != -int(syscall.SIGKILL) {
+						t.Fatalf("exit code %d, want killed", code)
+					}
+				}
+				if n := len(svctraceRules(t, tp.node)); n != 8 {
+					t.Fatalf("%d svctrace rules left by the killed sessions, want 8", n)
+				}
+				switch how {
+				case "next session":
+					a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--duration", "1s")
+					a.waitReady(10 * time.Second)
+					if n := len(svctraceRules(t, tp.node)); n != 2 {
+						t.Errorf("%d svctrace rules while the new session runs, want its own 2", n)
+					}
+					if code := a.wait(20 * time.Second); code != 0 {
+						t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+					}
+					if !strings.Contains(a.stderr.String(), "removed 8 TRACE rule(s) left by dead svctrace sessions") {
+						t.Errorf("stderr does not report the sweep:\n%s", a.stderr.String())
+					}
+				case "agent --cleanup":
+					a := startAgent(t, tp.node, "--cleanup")
+					if code := a.wait(20 * time.Second); code != 0 {
+						t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+					}
+					if bye := a.bye(); bye.RulesRemoved != 8 || bye.Reason != "cleanup" {
+						t.Errorf("bye = %+v, want 8 rules removed, reason cleanup", bye)
+					}
+				}
+				if diff := cmp.Diff(before, tp.node.ruleset(t)); diff != "" {
+					t.Errorf("ruleset differs from before the killed sessions (-before +after):\n%s", diff)
+				}
+			})
+		}
+	}
+}
+
+// TestAgentLeavesLiveSessionAlone: a second session must not sweep the rules
+// of one that still runs.
+func TestAgentLeavesLiveSessionAlone(t *testing.T) {
+	requireAgentBin(t)
+	tp := newTopo(t, BackendNft)
+	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--duration", "60s")
+	a.waitReady(10 * time.Second)
+	b := startAgent(t, tp.node, "--dst", tp.svc6().String(), "--duration", "60s")
+	b.waitReady(10 * time.Second)
+	if n := len(svctraceRules(t, tp.node)); n != 4 {
+		t.Fatalf("%d svctrace rules with two live sessions, want 4", n)
+	}
+	b.signal(syscall.SIGTERM)
+	b.wait(20 * time.Second)
+	if n := len(svctraceRules(t, tp.node)); n != 2 {
+		t.Fatalf("%d svctrace rules after the second session ended, want the first's 2", n)
+	}
+	a.signal(syscall.SIGTERM)
+	a.wait(20 * time.Second)
+	if n := len(svctraceRules(t, tp.node)); n != 0 {
+		t.Fatalf("%d svctrace rules after both ended, want 0", n)
+	}
+}
+
+// TestAgentBindsLogger: a namespace whose IPv4 logger is unbound gets it
+// bound for the session and unbound after.
+func TestAgentBindsLogger(t *testing.T) {
+	requireAgentBin(t)
+	enableNfLogAllNetns(t)
+	tp := newTopo(t, BackendLegacy)
+	tp.node.mustRun(t, "sh", "-c", "echo NONE > /proc/sys/net/netfilter/nf_log/2")
+	logger := func() string {
+		return strings.TrimSpace(tp.node.mustRun(t, "cat", "/proc/sys/net/netfilter/nf_log/2"))
+	}
+	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--probe", "--max-packets", "1", "--duration", "30s")
+	a.waitReady(10 * time.Second)
+	if got := logger(); got != "nf_log_ipv4" {
+		t.Errorf("logger while tracing = %q, want nf_log_ipv4", got)
+	}
+	if code := a.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+	}
+	if n := len(recordsOf[record.Packet](a, record.TypePacket)); n != 1 {
+		t.Errorf("%d packets, want 1: the bound logger must carry the trace", n)
+	}
+	if got := logger(); got != "NONE" {
+		t.Errorf("logger after the session = %q, want NONE again", got)
+	}
+}
+
+// TestAgentRefusesNodeWithoutKubeProxy: nothing to trace must be an error
+// that says why, not a silent empty trace.
+func TestAgentRefusesNodeWithoutKubeProxy(t *testing.T) {
+	requireAgentBin(t)
+	ns := newNetns(t, "bare")
+	before := ns.ruleset(t)
+	a := startAgent(t, ns, "--dst", "198.18.200.10:80")
+	if code := a.wait(20 * time.Second); code == 0 {
+		t.Fatal("exit code 0 on a node without kube-proxy rules, want a failure")
+	}
+	if !strings.Contains(a.stderr.String(), "no kube-proxy rules on this node") || !strings.Contains(a.stderr.String(), "eBPF") {
+		t.Errorf("stderr does not explain:\n%s", a.stderr.String())
+	}
+	if bye := a.bye(); bye.Reason != "error" || !strings.Contains(bye.Error, "no kube-proxy rules") {
+		t.Errorf("bye = %+v, want reason error and the explanation", bye)
+	}
+	if got := ns.ruleset(t); got != before {
+		t.Errorf("ruleset changed:\n%s", cmp.Diff(before, got))
+	}
+}
+
+// TestAgentNftablesMode: kube-proxy in nftables mode keeps its rules in
+// `table ip kube-proxy`; an iptables-nft raw TRACE rule follows the packet
+// into it.
+func TestAgentNftablesMode(t *testing.T) {
+	requireAgentBin(t)
+	tp := newTopo(t, BackendNft)
+	// Replace the iptables-mode rules with a kube-proxy nftables-mode
+	// table of the same shape as v1.36's.
+	for _, fam := range []uint8{4, 6} {
+		for _, table := range []string{"nat", "filter", "mangle"} {
+			tp.node.mustRun(t, "nft", "delete", "table", nftFamily(fam), table)
+		}
+	}
+	svc, ep := tp.svc4(), netip.AddrPortFrom(tp.epIP4(), 8080)
+	chain := "service-6QYGQ5L4-default/myapp/tcp/"
+	epChain := "endpoint-AAAAAAAA-default/myapp/tcp/__" + ep.Addr().String() + "/8080"
+	ruleset := fmt.Sprintf(`table ip kube-proxy {
+	map service-ips {
+		type ipv4_addr . inet_proto . inet_service : verdict
+		elements = { %s . tcp . %d : goto %s }
+	}
+	chain nat-output {
+		type nat hook output priority -100; policy accept;
+		jump services
+	}
+	chain nat-postrouting {
+		type nat hook postrouting priority 100; policy accept;
+		jump masquerading
+	}
+	chain services {
+		ip daddr . meta l4proto . th dport vmap @service-ips
+	}
+	chain mark-for-masquerade {
+		meta mark set meta mark | 0x00004000
+	}
+	chain masquerading {
+		meta mark & 0x00004000 == 0x00000000 return
+		meta mark set meta mark ^ 0x00004000
+		masquerade fully-random
+	}
+	chain %s {
+		ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+		numgen random mod 1 vmap { 0 : goto %s }
+	}
+	chain %s {
+		meta l4proto tcp dnat to %s
+	}
+}
+`, svc.Addr(), svc.Port(), chain, chain, epChain, epChain, ep)
+	tp.node.mustRestore(t, ruleset, "nft", "-f", "-")
+	before := tp.node.ruleset(t)
+	a := startAgent(t, tp.node, "--dst", svc.String(), "--probe", "--max-packets", "1", "--duration", "30s")
+	ready := a.waitReady(10 * time.Second)
+	if ready["mode"] != "nftables" || ready["backend"] != "nft" || ready["source"] != "nftrace" {
+		t.Errorf("ready = %v, want mode nftables, backend nft, source nftrace", ready)
+	}
+	if code := a.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+	}
+	pkts := recordsOf[record.Packet](a, record.TypePacket)
+	if len(pkts) != 1 {
+		t.Fatalf("%d packets, want 1\nstderr:\n%s", len(pkts), a.stderr.String())
+	}
+	var chains []string
+	for _, h := range pkts[0].Hops {
+		if h.Table == "kube-proxy" && h.Kind == "rule" {
+			chains = append(chains, h.Chain)
+		}
+	}
+	want := []string{"nat-output", "services", chain, "mark-for-masquerade", chain, epChain, "nat-postrouting", "masquerading", "masquerading"}
+	if diff := cmp.Diff(want, chains); diff != "" {
+		t.Errorf("kube-proxy table rule hops (-want +got):\n%s\nall: %v", diff, hopKeys(pkts[0]))
+	}
+	for _, h := range pkts[0].Hops {
+		if h.Chain == epChain && h.Text == "" {
+			t.Errorf("endpoint hop has no rule text: the snapshot of table ip kube-proxy should give it")
+		}
+	}
+	if got := tp.node.ruleset(t); got != before {
+		t.Errorf("ruleset after the session differs:\n%s", cmp.Diff(before, got))
+	}
+}
