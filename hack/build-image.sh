@@ -14,7 +14,8 @@
 #
 # Output per image under _output/image/: NAME/ (OCI layout, tagged), NAME.tar (the layout as a
 # tar, what `ctr images import` takes), NAME.ref (the image reference) and NAME.hash (a hash of the
-# assembled root file system and config: the image is rebuilt only when that changes).
+# inputs: the binary or sources, the Debian package database, this script; the image is rebuilt
+# only when it changes).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -150,29 +151,39 @@ stage_pause() {
   stage_busybox "$1" sh sleep
 }
 
-# build NAME REF ENTRYPOINT_JSON...: assembles the root file system, hashes it with the config,
-# and runs umoci only when the hash differs from the last build.
+# inputs_NAME prints what the image is made of, cheaply: the image is rebuilt when it changes.
+# The Debian package database stands for every host file taken (binaries, libraries, busybox).
+inputs_agent() {
+  sha256sum "${SVCTRACE_BIN:-${REPO}/_output/bin/kubectl-svctrace}" | cut -d' ' -f1
+}
+inputs_workload() {
+  sha256sum "${REPO}"/hack/workload/*.go "${REPO}/go.mod"
+  go env GOVERSION
+}
+inputs_pause() { :; }
+
+# build NAME REF CONFIG_FLAG...: assembles the root file system and runs umoci, unless the
+# inputs (and this script) are unchanged since the last build.
 build() {
   local name="$1" ref="$2"
   shift 2
   local tag="${ref##*:}" stage layout hash
-  stage="$(mktemp -d "${OUT}/.stage-${name}.XXXXXX")"
-  STAGE="$stage" # removed by the EXIT trap, also when a step fails
-  mkdir -p "${stage}/rootfs"
-  "stage_${name}" "${stage}/rootfs"
-
+  layout="${OUT}/${name}"
   hash="$( {
     printf '%s\n' "$ref" "$@"
-    tar -C "${stage}/rootfs" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - .
+    sha256sum "${BASH_SOURCE[0]}" /var/lib/dpkg/status
+    "inputs_${name}"
   } | sha256sum | cut -c1-64)"
-  layout="${OUT}/${name}"
   if [[ -f "${OUT}/${name}.hash" && "$(cat "${OUT}/${name}.hash")" == "$hash" && -f "${OUT}/${name}.tar" && -d "$layout" ]]; then
-    log "${ref} up to date (${OUT}/${name})"
-    rm -rf "$stage"
+    log "${ref} up to date (${layout})"
     return 0
   fi
 
   log "building ${ref}"
+  stage="$(mktemp -d "${OUT}/.stage-${name}.XXXXXX")"
+  STAGE="$stage" # removed by the EXIT trap, also when a step fails
+  mkdir -p "${stage}/rootfs"
+  "stage_${name}" "${stage}/rootfs"
   rm -rf "$layout" "${OUT}/${name}.tar" "${OUT}/${name}.hash"
   umoci init --layout "$layout" >/dev/null
   umoci new --image "${layout}:${tag}" >/dev/null
@@ -223,4 +234,4 @@ main() {
   done
 }
 
-main "$@"
+main "$@"; exit

@@ -156,7 +156,8 @@ pid_of() {
 running() { pid_of "$1" >/dev/null; }
 
 # start NAME NETNS PATH_PREFIX BINARY ARGS...: runs BINARY in NETNS detached from this shell
-# (setsid: no terminal signals), output appended to logs/NAME.log, pid in pids/NAME.pid.
+# (setsid: no terminal signals), output appended to logs/NAME.log, pid in pids/NAME.pid. It must
+# not inherit the lock's descriptor (9), or the lock would live as long as the component.
 # nsenter --net only calls setns and exec, so the pid is the component's own pid. nsenter and
 # not `ip netns exec`: the latter remounts /sys and kubelet/runc then find no cgroup mounts.
 start() {
@@ -168,28 +169,37 @@ start() {
   printf '%s\n' "$bin" >"${PIDS}/${name}.cmd"
   printf '\n===== %s start: %s %s\n' "$(date -Is)" "$bin" "$*" >>"${LOGS}/${name}.log"
   PATH="${path_prefix:+${path_prefix}:}${PATH}" setsid nsenter --net="/var/run/netns/${ns}" -- "$bin" "$@" \
-    >>"${LOGS}/${name}.log" 2>&1 </dev/null &
+    >>"${LOGS}/${name}.log" 2>&1 </dev/null 9>&- &
   echo $! >"${PIDS}/${name}.pid"
   log "started ${name} (pid $!)"
 }
 
-# stop NAME: SIGTERM, then SIGKILL after 20 s.
+# stop NAME...: SIGTERM to all of them at once, then SIGKILL to those still running after 20 s.
 stop() {
-  local name="$1" pid i
-  if pid="$(pid_of "$name")"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 200; i++)); do
-      [[ -d "/proc/${pid}" ]] || break
-      sleep 0.1
-    done
-    if [[ -d "/proc/${pid}" ]]; then
-      log "${name} (pid ${pid}) ignored SIGTERM for 20s: killing"
-      kill -KILL "$pid" 2>/dev/null || true
-      sleep 0.2
+  local name pid i alive pids=() names=()
+  for name in "$@"; do
+    if pid="$(pid_of "$name")"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+      names+=("$name")
     fi
-    log "stopped ${name}"
-  fi
-  rm -f "${PIDS}/${name}.pid" "${PIDS}/${name}.cmd"
+  done
+  for ((i = 0; i < 200; i++)); do
+    alive=0
+    for pid in "${pids[@]}"; do
+      if [[ -d "/proc/${pid}" ]]; then alive=1; fi
+    done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for i in "${!pids[@]}"; do
+    if [[ -d "/proc/${pids[$i]}" ]]; then
+      log "${names[$i]} (pid ${pids[$i]}) ignored SIGTERM for 20s: killing it"
+      kill -KILL "${pids[$i]}" 2>/dev/null || true
+    fi
+  done
+  for name in "${names[@]}"; do log "stopped ${name}"; done
+  for name in "$@"; do rm -f "${PIDS}/${name}.pid" "${PIDS}/${name}.cmd"; done
 }
 
 # wait_until DESC SECONDS LOGNAME CMD...: polls CMD once a second; on timeout prints the tail of
@@ -668,13 +678,43 @@ our_shims() {
   done
 }
 
-# descendants PID: every process below PID.
+# descendants PID...: every process below the given ones, from the parent pids in
+# /proc/*/stat (this kernel has no /proc/PID/task/TID/children).
 descendants() {
-  local c
-  for c in $(cat "/proc/$1/task/"*/children 2>/dev/null); do
-    echo "$c"
-    descendants "$c"
+  local f line rest
+  for f in /proc/[0-9]*/stat; do
+    line="$(cat "$f" 2>/dev/null)" || continue
+    rest="${line##*) }" # the command name may contain spaces and parentheses
+    rest="${rest#* }"   # drop the state: the parent pid comes next
+    echo "${f//[!0-9]/} ${rest%% *}"
+  done | awk -v roots=" $* " '
+    { parent[$1] = $2 }
+    END {
+      n = split(roots, r, " "); for (i = 1; i <= n; i++) mark[r[i]] = 1
+      do { changed = 0
+        for (p in parent) if (!(p in mark) && (parent[p] in mark)) { mark[p] = 1; changed = 1; print p }
+      } while (changed)
+    }'
+}
+
+# kill_containers ID...: SIGKILL every process in the containers' cgroups, until none is left.
+kill_containers() {
+  local i id f pid left
+  for ((i = 0; i < 10; i++)); do
+    left=0
+    for id in "$@"; do
+      for f in /sys/fs/cgroup/*/k8s.io/"${id}"/cgroup.procs; do
+        [[ -f "$f" ]] || continue
+        while read -r pid; do
+          left=1
+          kill -KILL "$pid" 2>/dev/null || true
+        done <"$f"
+      done
+    done
+    ((left)) || return 0
+    sleep 0.2
   done
+  log "processes survive in the pod cgroups of $*"
 }
 
 # our_mounts: mount points under the cluster's folders, deepest first.
@@ -692,24 +732,22 @@ cmd_down() {
     log "nothing to do: no cluster"
     return 0
   fi
-  stop kube-proxy
-  stop kubelet
-  # Containers: kill every process under our shims, then the shims, before containerd stops.
+  stop kube-proxy kubelet
   if [[ -d "${STATE}/containerd/state/io.containerd.runtime.v2.task/k8s.io" ]]; then
     mapfile -t ids < <(ls "${STATE}/containerd/state/io.containerd.runtime.v2.task/k8s.io")
   fi
+  # containerd first: once it is gone, killing the shims triggers no cleanup work. Its shims
+  # (found by the containerd address in their command line) and every process under them go next.
   mapfile -t shims < <(our_shims)
-  for pid in "${shims[@]}"; do
-    for c in $(descendants "$pid"); do kill -KILL "$c" 2>/dev/null || true; done
-  done
-  for pid in "${shims[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  sleep 1
-  for pid in $(our_shims); do kill -KILL "$pid" 2>/dev/null || true; done
   stop containerd
-  stop kube-scheduler
-  stop kube-controller-manager
-  stop kube-apiserver
+  if ((${#ids[@]} > 0)); then kill_containers "${ids[@]}"; fi
+  if ((${#shims[@]} > 0)); then
+    for c in $(descendants "${shims[@]}") "${shims[@]}"; do kill -KILL "$c" 2>/dev/null || true; done
+  fi
+  for pid in $(our_shims); do kill -KILL "$pid" 2>/dev/null || true; done
+  stop kube-scheduler kube-controller-manager kube-apiserver
   stop etcd
+  sleep 0.5 # let the kernel release what the killed processes held before unmounting
 
   # Mounts: pod network namespaces, rootfs overlays, shm, kubelet volumes.
   local m
@@ -824,10 +862,24 @@ usage() {
   exit 2
 }
 
+# lock: one mutating command at a time on this machine (several people and CI jobs may share
+# it; the namespaces and ports are global). Waits for the other command instead of racing it.
+lock() {
+  mkdir -p "${REPO}/_output"
+  exec 9>"${REPO}/_output/local-cluster.lock"
+  if ! flock -n 9; then
+    log "waiting for another hack/local-cluster.sh command to finish (lock ${REPO}/_output/local-cluster.lock)"
+    flock -w 1800 9 || die "another hack/local-cluster.sh command held the lock for 30 minutes"
+  fi
+}
+
 main() {
   (($#)) || usage
   local cmd="$1"
   shift
+  case "$cmd" in
+    up | down | demo-apps | build | images) lock ;;
+  esac
   case "$cmd" in
     up) cmd_up "$@" ;;
     down) cmd_down ;;
@@ -843,4 +895,5 @@ main() {
   esac
 }
 
-main "$@"
+# On one line: bash reads a script while running it, and this file may be edited meanwhile.
+main "$@"; exit
