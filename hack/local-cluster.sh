@@ -29,7 +29,13 @@
 # /var/log/containers, CNI result cache files, net.netfilter.nf_log_all_netns=1 (so legacy TRACE
 # lines from the node namespace reach the kernel log, as they would on a real node) and the
 # kernel tunables kubelet sets at start (vm.overcommit_memory, kernel.panic...), which are put
-# back right after kubelet started and again by `down`.
+# back right after kubelet started and again by `down`. Before deleting the namespaces, `down`
+# also ends whatever still runs inside them (e.g. a command started with `exec`).
+#
+# kubelet and containerd always use iptables-nft (Debian's default); only kube-proxy follows
+# --proxy-backend, so with `legacy` the nft tables still hold kubelet's few chains, as on nodes
+# where the two disagree. Commands that change the cluster (up, down, demo-apps, build, images)
+# take the lock _output/local-cluster.lock: concurrent calls wait for each other.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -64,8 +70,6 @@ CACHE_ROOT="${CACHE_ROOT:-${REPO}/_output/cache}"
 KUBELET_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 HOST_SYSCTLS=(net.netfilter.nf_log_all_netns "${KUBELET_SYSCTLS[@]}")
-
-IMAGES=(pause workload agent)
 
 export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
@@ -717,6 +721,22 @@ kill_containers() {
   log "processes survive in the pod cgroups of $*"
 }
 
+# kill_in_namespaces: SIGKILL every process still inside the node or gateway namespace
+# (host-network pods, commands run with `exec`), so that deleting them frees everything.
+kill_in_namespaces() {
+  local ns want p pid
+  for ns in "$NODE_NS" "$GW_NS"; do
+    [[ -e "/var/run/netns/${ns}" ]] || continue
+    want="net:[$(stat -L -c %i "/var/run/netns/${ns}")]"
+    for p in /proc/[0-9]*; do
+      pid="${p#/proc/}"
+      [[ "$pid" != "$$" && "$(readlink "${p}/ns/net" 2>/dev/null)" == "$want" ]] || continue
+      log "killing pid ${pid} left in namespace ${ns}: $(tr '\0' ' ' 2>/dev/null <"${p}/cmdline" | cut -c1-120)"
+      kill -KILL "$pid" 2>/dev/null || true
+    done
+  done
+}
+
 # our_mounts: mount points under the cluster's folders, deepest first.
 our_mounts() {
   awk -v a="${STATE}/" -v b="${RUN_DIR}/" '
@@ -747,6 +767,7 @@ cmd_down() {
   for pid in $(our_shims); do kill -KILL "$pid" 2>/dev/null || true; done
   stop kube-scheduler kube-controller-manager kube-apiserver
   stop etcd
+  kill_in_namespaces
   sleep 0.5 # let the kernel release what the killed processes held before unmounting
 
   # Mounts: pod network namespaces, rootfs overlays, shm, kubelet volumes.
