@@ -2,7 +2,8 @@
 # End-to-end tests: the built kubectl-svctrace against a real cluster (`make e2e`).
 #
 # With $KUBECONFIG set: one run of test/e2e against that cluster (tests needing a shell on
-# the node or an outside client skip themselves).
+# the node or an outside client skip themselves); if it is the local cluster's kubeconfig, the
+# running local cluster is tested as it is, with SVCTRACE_EXEC*, and left up.
 # Without: for each kube-proxy backend (nft, legacy) bring the local cluster up
 # (hack/local-cluster.sh up --proxy-backend B), apply the demo apps, run test/e2e with
 #   SVCTRACE_BIN=<built binary> KUBECONFIG=_output/local-cluster/kubeconfig SVCTRACE_BACKEND=B
@@ -31,7 +32,7 @@ phase() {
   shift
   echo "=== e2e: ${name}" >&2
   "$@" || rc=$?
-  TIMINGS+=("$(printf '%-32s %4ds %s' "$name" $((SECONDS - start)) "$([[ $rc == 0 ]] && echo ok || echo "FAILED (exit ${rc})")")")
+  TIMINGS+=("$(printf '%-40s %4ds %s' "$name" $((SECONDS - start)) "$([[ $rc == 0 ]] && echo ok || echo "FAILED (exit ${rc})")")")
   if ((rc != 0)); then FAILED+=("$name"); fi
   return "$rc"
 }
@@ -84,8 +85,19 @@ run_tests() {
 
 phase "build" make --no-print-directory build
 
+LOCAL_KUBECONFIG="${REPO}/_output/local-cluster/kubeconfig"
 if [[ -n "${KUBECONFIG:-}" ]]; then
-  phase "e2e against \$KUBECONFIG" run_tests || true
+  if [[ "$(readlink -f "$KUBECONFIG")" == "$(readlink -f "$LOCAL_KUBECONFIG")" ]]; then
+    # The local cluster, already up: test it as it is (its current backend), leave it running,
+    # but with the agent image of the binary just built.
+    phase "agent image" "$CLUSTER" images
+    SVCTRACE_BACKEND="$(cat "${REPO}/_output/local-cluster/proxy-backend" 2>/dev/null || true)" \
+      SVCTRACE_EXEC="${CLUSTER} exec --" \
+      SVCTRACE_EXEC_EXTERNAL="${CLUSTER} exec-external --" \
+      phase "e2e against the running local cluster" run_tests || true
+  else
+    phase "e2e against \$KUBECONFIG" run_tests || true
+  fi
   exit 0 # finish reports failures
 fi
 
@@ -94,7 +106,7 @@ for backend in nft legacy; do
   CLUSTER_STARTED=1
   phase "cluster up (${backend})" "$CLUSTER" up --proxy-backend "$backend"
   phase "demo apps (${backend})" "$CLUSTER" demo-apps >/dev/null
-  KUBECONFIG="${REPO}/_output/local-cluster/kubeconfig" \
+  KUBECONFIG="$LOCAL_KUBECONFIG" \
     SVCTRACE_BACKEND="$backend" \
     SVCTRACE_EXEC="${CLUSTER} exec --" \
     SVCTRACE_EXEC_EXTERNAL="${CLUSTER} exec-external --" \
