@@ -1,0 +1,703 @@
+package trace
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func hopString(h *Hop) string {
+	s := h.Table + ":" + h.Chain + ":" + h.Kind.String()
+	if h.Rule != 0 {
+		s += fmt.Sprintf(":%d", h.Rule)
+	}
+	return s
+}
+
+func hopStrings(p *Packet) []string {
+	var out []string
+	for i := range p.Hops {
+		out = append(out, hopString(&p.Hops[i]))
+	}
+	return out
+}
+
+func firstIDs(pkts []*Packet) []uint32 {
+	var ids []uint32
+	for _, p := range pkts {
+		ids = append(ids, p.First.IPID)
+	}
+	return ids
+}
+
+// dstChanges lists "hop index: new destination" wherever a hop's
+// destination differs from the previous hop's.
+func dstChanges(p *Packet) []string {
+	var out []string
+	for i := 1; i < len(p.Hops); i++ {
+		if a, b := p.Hops[i-1].Header, p.Hops[i].Header; a.Dst != b.Dst || a.DPort != b.DPort {
+			out = append(out, fmt.Sprintf("%s -> %s:%d", hopString(&p.Hops[i]), b.Dst, b.DPort))
+		}
+	}
+	return out
+}
+
+// group decodes lines with a Decoder of format f and groups them.
+func group(t testing.TB, f Format, opts GroupOptions, lines []string) ([]*Packet, *Grouper) {
+	t.Helper()
+	var pkts []*Packet
+	opts.Emit = func(p *Packet) { pkts = append(pkts, p.Clone()) }
+	d := NewDecoder(f)
+	g := NewGrouper(opts)
+	var ev Event
+	for _, l := range lines {
+		if d.Decode([]byte(l), &ev) == ResultEvent {
+			g.Add(&ev)
+		}
+	}
+	g.Flush()
+	return pkts, g
+}
+
+func captureLines(t testing.TB, name string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(capturesDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+}
+
+// stripKmsg turns kmsg records into bare TRACE lines (no time, no sequence).
+func stripKmsg(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		if k := strings.Index(l, "TRACE: "); k >= 0 {
+			out = append(out, l[k:])
+		}
+	}
+	return out
+}
+
+// TestCaptureFacts checks by hand what the golden files also hold.
+func TestCaptureFacts(t *testing.T) {
+	t.Run("node-to-svc legacy kmsg", func(t *testing.T) {
+		pkts, st := readCapture(t, "node-to-svc.legacy.kmsg.txt", FormatAuto, GroupOptions{})
+		// Six packets of one connection, IP IDs 26913 (SYN) to 26918 (FIN):
+		// 20 + 5*6 = 50 records. The SYN never reaches a terminal point
+		// (its last record is the MASQUERADE rule), so it comes out last,
+		// at end of input.
+		if diff := cmp.Diff([]uint32{26914, 26915, 26916, 26917, 26918, 26913}, firstIDs(pkts)); diff != "" {
+			t.Fatalf("packets by IP ID (-want +got):\n%s", diff)
+		}
+		wantStats := Stats{
+			DecodeStats: DecodeStats{Lines: 50, Records: 50},
+			GroupStats:  GroupStats{Packets: 6, Complete: 5, Flushed: 1},
+		}
+		if diff := cmp.Diff(wantStats, st); diff != "" {
+			t.Errorf("stats (-want +got):\n%s", diff)
+		}
+		syn := pkts[5]
+		wantHops := []string{
+			"raw:OUTPUT:policy:2",
+			"mangle:OUTPUT:policy:1",
+			"nat:OUTPUT:rule:1",
+			"nat:KUBE-SERVICES:rule:1",
+			"nat:KUBE-SVC-XJWXQFJLXSXKRMSG:rule:1",
+			"nat:KUBE-MARK-MASQ:rule:1",
+			"nat:KUBE-MARK-MASQ:return:2",
+			"nat:KUBE-SVC-XJWXQFJLXSXKRMSG:rule:2",
+			"nat:KUBE-SEP-TJXBIUI2E22QKLD4:rule:2",
+			"filter:OUTPUT:rule:1",
+			"filter:KUBE-FIREWALL:return:2",
+			"filter:OUTPUT:rule:2",
+			"filter:KUBE-PROXY-FIREWALL:return:1",
+			"filter:OUTPUT:rule:3",
+			"filter:KUBE-SERVICES:return:1",
+			"filter:OUTPUT:policy:4",
+			"mangle:POSTROUTING:policy:1",
+			"nat:POSTROUTING:rule:1",
+			"nat:KUBE-POSTROUTING:rule:2",
+			"nat:KUBE-POSTROUTING:rule:3",
+		}
+		if diff := cmp.Diff(wantHops, hopStrings(syn)); diff != "" {
+			t.Errorf("SYN hops (-want +got):\n%s", diff)
+		}
+		// DNAT: the destination is the ClusterIP up to the SEP hop and the
+		// endpoint from the next table on.
+		if diff := cmp.Diff([]string{"filter:OUTPUT:rule:1 -> 10.244.0.23:80"}, dstChanges(syn)); diff != "" {
+			t.Errorf("SYN destination changes (-want +got):\n%s", diff)
+		}
+		if got, want := syn.First.Dst, addr("10.96.173.227"); got != want {
+			t.Errorf("SYN first destination = %v, want %v", got, want)
+		}
+		if syn.First.TCPFlags != TCPSyn || syn.Start != 1152308416*time.Microsecond || syn.End != 1152308554*time.Microsecond {
+			t.Errorf("SYN first flags %v, start %v, end %v", syn.First.TCPFlags, syn.Start, syn.End)
+		}
+		// The follow-up packets skip nat (conntrack) but still show DNAT.
+		if diff := cmp.Diff([]string{"filter:OUTPUT:rule:1 -> 10.244.0.23:80"}, dstChanges(pkts[0])); diff != "" {
+			t.Errorf("second packet destination changes (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("pod-to-svc legacy kmsg (bridge netfilter)", func(t *testing.T) {
+		pkts, st := readCapture(t, "pod-to-svc.legacy.kmsg.txt", FormatAuto, GroupOptions{})
+		// Seven packets, 21 + 6*6 = 57 records; bridged packets cross
+		// PREROUTING, FORWARD and POSTROUTING and stay whole.
+		if diff := cmp.Diff([]uint32{29433, 29434, 29435, 29436, 29437, 29438, 29439}, firstIDs(pkts)); diff != "" {
+			t.Fatalf("packets by IP ID (-want +got):\n%s", diff)
+		}
+		if st.Complete != 7 || st.Records != 57 {
+			t.Errorf("stats %+v: want 7 complete packets from 57 records", st)
+		}
+		syn := pkts[0]
+		if len(syn.Hops) != 21 || hopString(&syn.Hops[20]) != "nat:POSTROUTING:policy:2" {
+			t.Errorf("SYN has %d hops ending %q, want 21 ending nat:POSTROUTING:policy:2", len(syn.Hops), hopString(&syn.Hops[len(syn.Hops)-1]))
+		}
+		if diff := cmp.Diff([]string{"mangle:FORWARD:policy:1 -> 10.244.0.25:80"}, dstChanges(syn)); diff != "" {
+			t.Errorf("SYN destination changes (-want +got):\n%s", diff)
+		}
+		if syn.First.PhysIn != "veth2a452a94" || syn.Hops[20].Header.PhysOut != "veth893ba1f4" {
+			t.Errorf("bridge ports: first physin %q, last physout %q", syn.First.PhysIn, syn.Hops[20].Header.PhysOut)
+		}
+	})
+
+	t.Run("seed-001 kern.log", func(t *testing.T) {
+		pkts, st := readCapture(t, "seed-001-kernlog.txt", FormatAuto, GroupOptions{})
+		if diff := cmp.Diff([]uint32{57266, 28265}, firstIDs(pkts)); diff != "" {
+			t.Fatalf("packets by IP ID (-want +got):\n%s", diff)
+		}
+		// The packet the routing decision dropped: its trace ends at
+		// nat:PREROUTING:policy:3 and forms its own packet. The page quotes
+		// that last line twice (same timestamp): dropped as a duplicate.
+		dropped := pkts[1]
+		want := []string{
+			"raw:PREROUTING:policy:2",
+			"nat:PREROUTING:rule:1",
+			"nat:KUBE-SERVICES:rule:13",
+			"nat:KUBE-NODEPORTS:return:1",
+			"nat:KUBE-SERVICES:return:14",
+			"nat:PREROUTING:rule:2",
+			"nat:DOCKER:return:2",
+			"nat:PREROUTING:policy:3",
+		}
+		if diff := cmp.Diff(want, hopStrings(dropped)); diff != "" {
+			t.Errorf("dropped packet hops (-want +got):\n%s", diff)
+		}
+		if got := hopString(&pkts[0].Hops[len(pkts[0].Hops)-1]); got != "nat:POSTROUTING:policy:10" || len(pkts[0].Hops) != 15 {
+			t.Errorf("first packet: %d hops ending %q, want 15 ending nat:POSTROUTING:policy:10", len(pkts[0].Hops), got)
+		}
+		wantStats := Stats{
+			DecodeStats: DecodeStats{Lines: 140, Records: 24, Skipped: 116},
+			GroupStats:  GroupStats{Packets: 2, Complete: 1, Flushed: 1, Duplicates: 1},
+		}
+		if diff := cmp.Diff(wantStats, st); diff != "" {
+			t.Errorf("stats (-want +got):\n%s", diff)
+		}
+	})
+
+	nftTests := []struct {
+		capture     string
+		wantID      uint32
+		wantDst     []string
+		wantLast    string
+		wantStats   GroupStats
+		wantHeaders uint64
+	}{
+		{"node-to-svc.nft.xtmon.txt", 0x0b6f6c71, []string{"filter:OUTPUT:rule -> 10.244.0.24:80"}, "nat:KUBE-POSTROUTING:rule", GroupStats{Packets: 1, Complete: 1}, 4},
+		{"node-to-svc.nft.nftmon.txt", 0x0b6f6c71, []string{"filter:OUTPUT:rule -> 10.244.0.24:80"}, "nat:KUBE-POSTROUTING:rule", GroupStats{Packets: 1, Complete: 1}, 4},
+		// kube-proxy's own table has no known rank: no terminal point, the
+		// packet is emitted at end of input.
+		{"node-to-svc.nftmode.nftmon.txt", 0x58b712a0, []string{"kube-proxy:filter-output:rule -> 10.244.0.24:80"}, "kube-proxy:masquerading:rule", GroupStats{Packets: 1, Flushed: 1}, 6},
+	}
+	for _, tt := range nftTests {
+		t.Run(tt.capture, func(t *testing.T) {
+			pkts, st := readCapture(t, tt.capture, FormatAuto, GroupOptions{})
+			if len(pkts) != 1 {
+				t.Fatalf("got %d packets, want 1", len(pkts))
+			}
+			p := pkts[0]
+			if !p.HasID || p.TraceID != tt.wantID || len(p.Hops) != 15 {
+				t.Errorf("packet id %08x (has %v), %d hops; want %08x, 15 hops", p.TraceID, p.HasID, len(p.Hops), tt.wantID)
+			}
+			if diff := cmp.Diff(tt.wantDst, dstChanges(p)); diff != "" {
+				t.Errorf("destination changes (-want +got):\n%s", diff)
+			}
+			if got := hopString(&p.Hops[14]); got != tt.wantLast {
+				t.Errorf("last hop %q, want %q", got, tt.wantLast)
+			}
+			if diff := cmp.Diff(tt.wantStats, st.GroupStats); diff != "" {
+				t.Errorf("group stats (-want +got):\n%s", diff)
+			}
+			if st.Headers != tt.wantHeaders || st.Records != 15 || st.Malformed != 0 {
+				t.Errorf("decode stats %+v", st.DecodeStats)
+			}
+		})
+	}
+}
+
+// TestGroupInterleaved: two packets whose records interleave come out as
+// the same two packets as when read one after the other.
+func TestGroupInterleaved(t *testing.T) {
+	node := stripKmsg(captureLines(t, "node-to-svc.legacy.kmsg.txt"))[:26] // SYN (20) + first ACK (6)
+	pod := stripKmsg(captureLines(t, "pod-to-svc.legacy.kmsg.txt"))[:21]   // SYN
+	tests := []struct {
+		name string
+		a, b []string
+	}{
+		{"two connections", node[:20], pod},
+		{"two packets of one connection", node[:20], node[20:26]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want, _ := group(t, FormatBare, GroupOptions{Ordered: true}, append(append([]string(nil), tt.a...), tt.b...))
+			var mixed []string
+			for i := 0; i < len(tt.a) || i < len(tt.b); i++ {
+				if i < len(tt.a) {
+					mixed = append(mixed, tt.a[i])
+				}
+				if i < len(tt.b) {
+					mixed = append(mixed, tt.b[i])
+				}
+			}
+			got, _ := group(t, FormatBare, GroupOptions{Ordered: true}, mixed)
+			if len(got) != 2 || len(want) != 2 {
+				t.Fatalf("got %d packets, sequential read gave %d; want 2", len(got), len(want))
+			}
+			if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b Header) bool { return a == b })); diff != "" {
+				t.Errorf("interleaved grouping differs from sequential (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestGroupOrderedAndEnding(t *testing.T) {
+	masquerade := func(ev *Event) Ending {
+		// What package rules would say: rule 3 of nat KUBE-POSTROUTING is
+		// "-j MASQUERADE", which ends the nat table.
+		if ev.Table == "nat" && ev.Chain == "KUBE-POSTROUTING" && ev.Rule == 3 {
+			return EndTable
+		}
+		return EndUnknown
+	}
+	tests := []struct {
+		name      string
+		opts      GroupOptions
+		wantIDs   []uint32
+		wantStats GroupStats
+	}{
+		{"streaming", GroupOptions{}, []uint32{26914, 26915, 26916, 26917, 26918, 26913}, GroupStats{Packets: 6, Complete: 5, Flushed: 1}},
+		{"ordered", GroupOptions{Ordered: true}, []uint32{26913, 26914, 26915, 26916, 26917, 26918}, GroupStats{Packets: 6, Complete: 5, Flushed: 1}},
+		{"ending from the ruleset", GroupOptions{Ending: masquerade}, []uint32{26913, 26914, 26915, 26916, 26917, 26918}, GroupStats{Packets: 6, Complete: 6}},
+		// Event-time quiet window: the SYN (last record at ...554 µs) is
+		// emitted once a record 1 ms later arrives (...556 µs, in the
+		// fourth follow-up packet, 26917).
+		{"quiet window on kernel time", GroupOptions{Quiet: time.Millisecond}, []uint32{26914, 26915, 26916, 26913, 26917, 26918}, GroupStats{Packets: 6, Complete: 5, Quiet: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pkts, st := readCapture(t, "node-to-svc.legacy.kmsg.txt", FormatKmsg, tt.opts)
+			if diff := cmp.Diff(tt.wantIDs, firstIDs(pkts)); diff != "" {
+				t.Errorf("emission order by IP ID (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantStats, st.GroupStats); diff != "" {
+				t.Errorf("group stats (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestGroupEndPacket: a drop ends the packet at once.
+func TestGroupEndPacket(t *testing.T) {
+	lines := stripKmsg(captureLines(t, "node-to-svc.legacy.kmsg.txt"))[:20]
+	var emittedAt []int
+	n := 0
+	g := NewGrouper(GroupOptions{
+		Ending: func(ev *Event) Ending {
+			if ev.Table == "filter" && ev.Chain == "KUBE-PROXY-FIREWALL" {
+				return EndPacket // as if the LB firewall had dropped it
+			}
+			return EndUnknown
+		},
+		Emit: func(p *Packet) { emittedAt = append(emittedAt, n) },
+	})
+	d := NewDecoder(FormatBare)
+	var ev Event
+	for _, l := range lines[:13] { // through filter:KUBE-PROXY-FIREWALL:return:1
+		n++
+		if d.Decode([]byte(l), &ev) == ResultEvent {
+			g.Add(&ev)
+		}
+	}
+	if diff := cmp.Diff([]int{13}, emittedAt); diff != "" {
+		t.Errorf("emitted after records (-want +got):\n%s", diff)
+	}
+	if st := g.Stats(); st.Complete != 1 || g.InFlight() != 0 {
+		t.Errorf("stats %+v, in flight %d", st, g.InFlight())
+	}
+}
+
+// TestGroupTick: records without timestamps (nft text) go quiet on the
+// caller's clock.
+func TestGroupTick(t *testing.T) {
+	lines := captureLines(t, "node-to-svc.nft.nftmon.txt")[:8] // stops inside nat OUTPUT
+	var got []*Packet
+	g := NewGrouper(GroupOptions{Quiet: 100 * time.Millisecond, Emit: func(p *Packet) { got = append(got, p.Clone()) }})
+	d := NewDecoder(FormatNftMonitor)
+	var ev Event
+	for i, l := range lines {
+		if i == 4 {
+			g.Tick(10 * time.Second) // the first Tick starts the clock
+		}
+		if d.Decode([]byte(l), &ev) == ResultEvent {
+			g.Add(&ev)
+		}
+	}
+	steps := []struct {
+		now  time.Duration
+		want int
+	}{
+		{10*time.Second + 50*time.Millisecond, 0},
+		{10*time.Second + 99*time.Millisecond, 0},
+		{10*time.Second + 100*time.Millisecond, 1},
+		{20 * time.Second, 1},
+	}
+	for _, s := range steps {
+		g.Tick(s.now)
+		if len(got) != s.want {
+			t.Fatalf("after Tick(%v): %d packets emitted, want %d", s.now, len(got), s.want)
+		}
+	}
+	if len(got[0].Hops) != 6 || g.Stats().Quiet != 1 {
+		t.Errorf("emitted %d hops, stats %+v; want 6 hops, one quiet emission", len(got[0].Hops), g.Stats())
+	}
+}
+
+const nftPacketFmt = `trace id %s ip %s %s packet: oif "eth0" ip saddr 10.0.0.1 ip daddr 10.0.0.2 ip id %d ip length 60 tcp sport 1000 tcp dport 80 tcp flags == syn `
+
+// TestGroupIDReuse: nft reuses a trace id for a flow's later packets.
+func TestGroupIDReuse(t *testing.T) {
+	tests := []struct {
+		name      string
+		lines     []string
+		wantHops  [][]string
+		wantStats GroupStats
+	}{
+		{
+			name: "new ip id",
+			lines: []string{
+				fmt.Sprintf(nftPacketFmt, "0000abcd", "raw", "OUTPUT", 1),
+				"trace id 0000abcd ip raw OUTPUT policy accept",
+				fmt.Sprintf(nftPacketFmt, "0000abcd", "raw", "OUTPUT", 2),
+				"trace id 0000abcd ip raw OUTPUT policy accept",
+			},
+			wantHops:  [][]string{{"raw:OUTPUT:policy"}, {"raw:OUTPUT:policy"}},
+			wantStats: GroupStats{Packets: 2, Split: 1, Flushed: 1},
+		},
+		{
+			name: "same identity, traversal starts over",
+			lines: []string{
+				fmt.Sprintf(nftPacketFmt, "0000abcd", "raw", "OUTPUT", 0),
+				"trace id 0000abcd ip raw OUTPUT policy accept",
+				fmt.Sprintf(nftPacketFmt, "0000abcd", "filter", "OUTPUT", 0),
+				"trace id 0000abcd ip filter OUTPUT policy accept",
+				fmt.Sprintf(nftPacketFmt, "0000abcd", "raw", "OUTPUT", 0),
+				"trace id 0000abcd ip raw OUTPUT policy accept",
+			},
+			wantHops:  [][]string{{"raw:OUTPUT:policy", "filter:OUTPUT:policy"}, {"raw:OUTPUT:policy"}},
+			wantStats: GroupStats{Packets: 2, Split: 1, Flushed: 1},
+		},
+		{
+			name: "other ids interleaved",
+			lines: []string{
+				fmt.Sprintf(nftPacketFmt, "00000001", "raw", "OUTPUT", 7),
+				fmt.Sprintf(nftPacketFmt, "00000002", "raw", "OUTPUT", 8),
+				"trace id 00000001 ip raw OUTPUT policy accept",
+				"trace id 00000002 ip raw OUTPUT policy accept",
+				"trace id 00000001 ip filter OUTPUT policy drop",
+			},
+			wantHops:  [][]string{{"raw:OUTPUT:policy", "filter:OUTPUT:policy"}, {"raw:OUTPUT:policy"}},
+			wantStats: GroupStats{Packets: 2, Complete: 1, Flushed: 1},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pkts, g := group(t, FormatNftMonitor, GroupOptions{}, tt.lines)
+			var got [][]string
+			for _, p := range pkts {
+				got = append(got, hopStrings(p))
+			}
+			if diff := cmp.Diff(tt.wantHops, got); diff != "" {
+				t.Errorf("packets (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantStats, g.Stats()); diff != "" {
+				t.Errorf("stats (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// legacyRec builds a bare legacy TRACE record for a TCP SYN.
+func legacyRec(spec, in, out, physin, src, dst string, id int) string {
+	phys := ""
+	if physin != "" {
+		phys = " PHYSIN=" + physin
+	}
+	return fmt.Sprintf("TRACE: %s IN=%s OUT=%s%s SRC=%s DST=%s LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=%d DF PROTO=TCP SPT=40000 DPT=80 SEQ=1 ACK=0 WINDOW=1 RES=0x00 SYN URGP=0 ", spec, in, out, phys, src, dst, id)
+}
+
+// TestGroupRestarts: the two ways one packet legitimately enters
+// PREROUTING twice, and that an unrelated repeat is not merged.
+func TestGroupRestarts(t *testing.T) {
+	bridged := func(physin string) []string {
+		return []string{
+			legacyRec("raw:PREROUTING:policy:2", "cni0", "", physin, "10.244.0.26", "10.96.0.50", 5),
+			legacyRec("mangle:PREROUTING:policy:1", "cni0", "", physin, "10.244.0.26", "10.96.0.50", 5),
+			legacyRec("nat:PREROUTING:rule:1", "cni0", "", physin, "10.244.0.26", "10.96.0.50", 5),
+			legacyRec("nat:KUBE-SEP-AAAA:rule:2", "cni0", "", physin, "10.244.0.26", "10.96.0.50", 5),
+			// DNAT to a remote pod: br_netfilter hands the frame to the IP
+			// stack, which runs PREROUTING again.
+			legacyRec("raw:PREROUTING:policy:2", "cni0", "", physin, "10.244.0.26", "10.244.7.9", 5),
+			legacyRec("mangle:PREROUTING:policy:1", "cni0", "", physin, "10.244.0.26", "10.244.7.9", 5),
+			legacyRec("mangle:FORWARD:policy:1", "cni0", "eth0", physin, "10.244.0.26", "10.244.7.9", 5),
+			legacyRec("filter:FORWARD:policy:1", "cni0", "eth0", physin, "10.244.0.26", "10.244.7.9", 5),
+			legacyRec("mangle:POSTROUTING:policy:1", "", "eth0", physin, "10.244.0.26", "10.244.7.9", 5),
+			legacyRec("nat:POSTROUTING:policy:3", "", "eth0", physin, "10.244.0.26", "10.244.7.9", 5),
+		}
+	}
+	loopback := []string{
+		legacyRec("raw:OUTPUT:policy:2", "", "lo", "", "127.0.0.1", "127.0.0.1", 9),
+		legacyRec("mangle:OUTPUT:policy:1", "", "lo", "", "127.0.0.1", "127.0.0.1", 9),
+		legacyRec("filter:OUTPUT:policy:1", "", "lo", "", "127.0.0.1", "127.0.0.1", 9),
+		legacyRec("mangle:POSTROUTING:policy:1", "", "lo", "", "127.0.0.1", "127.0.0.1", 9),
+		legacyRec("raw:PREROUTING:policy:1", "lo", "", "", "127.0.0.1", "127.0.0.1", 9),
+		legacyRec("mangle:PREROUTING:policy:1", "lo", "", "", "127.0.0.1", "127.0.0.1", 9),
+		legacyRec("mangle:INPUT:policy:1", "lo", "", "", "127.0.0.1", "127.0.0.1", 9),
+		legacyRec("filter:INPUT:policy:1", "lo", "", "", "127.0.0.1", "127.0.0.1", 9),
+	}
+	tests := []struct {
+		name      string
+		lines     []string
+		wantSizes []int
+		wantStats GroupStats
+	}{
+		{"bridged DNAT re-enters PREROUTING", bridged("veth1"), []int{10}, GroupStats{Packets: 1, Complete: 1}},
+		// Not bridged: a new traversal. It saw no nat, so it ends at mangle
+		// POSTROUTING, and the nat record after it stands alone.
+		{"routed packet repeating PREROUTING is a new packet", bridged(""), []int{4, 5, 1}, GroupStats{Packets: 3, Split: 1, Complete: 2}},
+		{"loopback comes back through PREROUTING", loopback, []int{8}, GroupStats{Packets: 1, Complete: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pkts, g := group(t, FormatBare, GroupOptions{}, tt.lines)
+			var sizes []int
+			for _, p := range pkts {
+				sizes = append(sizes, len(p.Hops))
+			}
+			if diff := cmp.Diff(tt.wantSizes, sizes); diff != "" {
+				t.Errorf("packet sizes (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantStats, g.Stats()); diff != "" {
+				t.Errorf("stats (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestGroupDuplicatesAndClock(t *testing.T) {
+	kmsg := captureLines(t, "node-to-svc.legacy.kmsg.txt")
+	t.Run("kmsg record read twice", func(t *testing.T) {
+		lines := []string{kmsg[0], kmsg[1], kmsg[1], kmsg[2]}
+		pkts, g := group(t, FormatKmsg, GroupOptions{}, lines)
+		if len(pkts) != 1 || len(pkts[0].Hops) != 3 || g.Stats().Duplicates != 1 {
+			t.Errorf("got %d packets (%v), stats %+v; want one of 3 hops and one duplicate", len(pkts), pkts, g.Stats())
+		}
+	})
+	t.Run("same record at another time is not a duplicate", func(t *testing.T) {
+		again := strings.Replace(kmsg[1], "4,579110,1152308438,", "4,579111,1152308439,", 1)
+		pkts, g := group(t, FormatKmsg, GroupOptions{}, []string{kmsg[0], kmsg[1], again})
+		// mangle:OUTPUT ended with its policy; the same chain again means
+		// another traversal.
+		if len(pkts) != 2 || g.Stats().Duplicates != 0 {
+			t.Errorf("got %d packets, stats %+v; want 2 packets, no duplicate", len(pkts), g.Stats())
+		}
+	})
+	t.Run("kernel clock going backwards flushes", func(t *testing.T) {
+		// The SYN's first records, then a record of another boot (time 5 s).
+		other := "4,12,5000000,-;" + legacyRec("raw:OUTPUT:policy:2", "", "eth0", "", "10.0.0.1", "10.0.0.2", 77)
+		var order []uint32
+		g := NewGrouper(GroupOptions{Emit: func(p *Packet) { order = append(order, p.First.IPID) }})
+		d := NewDecoder(FormatKmsg)
+		var ev Event
+		for _, l := range []string{kmsg[0], kmsg[1], other} {
+			if d.Decode([]byte(l), &ev) == ResultEvent {
+				g.Add(&ev)
+			}
+			if l == other && len(order) != 1 {
+				t.Fatalf("after the clock went back: %d packets emitted, want the held one", len(order))
+			}
+		}
+		g.Flush()
+		if diff := cmp.Diff([]uint32{26913, 77}, order); diff != "" {
+			t.Errorf("emission order (-want +got):\n%s", diff)
+		}
+		if st := g.Stats(); st.Flushed != 2 {
+			t.Errorf("stats %+v, want 2 flushed", st)
+		}
+	})
+}
+
+// TestGroupLimits: memory stays bounded by MaxInFlight, MaxHops and
+// MaxHopsInFlight.
+func TestGroupLimits(t *testing.T) {
+	node := stripKmsg(captureLines(t, "node-to-svc.legacy.kmsg.txt"))
+	pod := stripKmsg(captureLines(t, "pod-to-svc.legacy.kmsg.txt"))
+	t.Run("max in flight", func(t *testing.T) {
+		// Three unfinished packets (each SYN's first 3 records) with room
+		// for two: the least recently active one goes first.
+		lines := []string{node[0], node[1], pod[0], pod[1], node[2], strings.Replace(node[0], "ID=26913", "ID=1", 1)}
+		pkts, g := group(t, FormatBare, GroupOptions{MaxInFlight: 2}, lines)
+		var sizes []string
+		for _, p := range pkts {
+			sizes = append(sizes, fmt.Sprintf("%d:%d", p.First.IPID, len(p.Hops)))
+		}
+		if diff := cmp.Diff([]string{"29433:2", "26913:3", "1:1"}, sizes); diff != "" {
+			t.Errorf("packets as id:hops (-want +got):\n%s", diff)
+		}
+		if st := g.Stats(); st.Evicted != 1 || st.Flushed != 2 {
+			t.Errorf("stats %+v, want 1 evicted and 2 flushed", st)
+		}
+	})
+	t.Run("max hops", func(t *testing.T) {
+		pkts, g := group(t, FormatBare, GroupOptions{MaxHops: 6}, node[:20])
+		var sizes []int
+		for _, p := range pkts {
+			sizes = append(sizes, len(p.Hops))
+		}
+		if diff := cmp.Diff([]int{6, 6, 6, 2}, sizes); diff != "" {
+			t.Errorf("packet sizes (-want +got):\n%s", diff)
+		}
+		if st := g.Stats(); st.Truncated != 3 || st.Flushed != 1 {
+			t.Errorf("stats %+v, want 3 truncated, the rest flushed", st)
+		}
+		// The continuations keep the packet's first header.
+		for _, p := range pkts[1:] {
+			if p.First != pkts[0].First {
+				t.Errorf("continuation first header %+v, want %+v", p.First, pkts[0].First)
+			}
+		}
+	})
+	t.Run("max hops in flight", func(t *testing.T) {
+		var mixed []string
+		for i := 0; i < 20; i++ {
+			mixed = append(mixed, node[i], pod[i])
+		}
+		d := NewDecoder(FormatBare)
+		g := NewGrouper(GroupOptions{MaxHops: 8, MaxHopsInFlight: 10, Emit: func(p *Packet) {
+			if len(p.Hops) > 8 {
+				t.Errorf("emitted %d hops, cap is 8", len(p.Hops))
+			}
+		}})
+		var ev Event
+		for _, l := range mixed {
+			if d.Decode([]byte(l), &ev) == ResultEvent {
+				g.Add(&ev)
+			}
+			if g.hops > 10 {
+				t.Fatalf("%d hops held, cap is 10", g.hops)
+			}
+		}
+		if st := g.Stats(); st.Evicted == 0 {
+			t.Errorf("stats %+v, want evictions", st)
+		}
+	})
+}
+
+// TestGroupAllocs: in steady state grouping allocates nothing.
+func TestGroupAllocs(t *testing.T) {
+	lines := benchCorpus(t, 20)
+	d := NewDecoder(FormatKmsg)
+	n := 0
+	g := NewGrouper(GroupOptions{Emit: func(*Packet) { n++ }})
+	var ev Event
+	pass := func() {
+		for _, l := range lines {
+			if d.Decode(l, &ev) == ResultEvent {
+				g.Add(&ev)
+			}
+		}
+	}
+	pass()
+	if allocs := testing.AllocsPerRun(3, pass); allocs != 0 {
+		t.Errorf("a pass over %d records allocates %v times, want 0", len(lines), allocs)
+	}
+	if n == 0 {
+		t.Fatal("no packet emitted")
+	}
+}
+
+type failingReader struct {
+	data []byte
+	err  error
+}
+
+func (r *failingReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, r.err
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+func TestReadAll(t *testing.T) {
+	kmsg := captureLines(t, "node-to-svc.legacy.kmsg.txt")
+	t.Run("over-long line skipped, last line without newline", func(t *testing.T) {
+		var in bytes.Buffer
+		in.WriteString(kmsg[0] + "\n")
+		in.WriteString("4,1,2,-;TRACE: " + strings.Repeat("x", MaxLineLen+10) + "\n")
+		in.WriteString(strings.Join(kmsg[1:], "\n")) // no final newline
+		n := 0
+		st, err := ReadAll(&in, FormatAuto, GroupOptions{Emit: func(*Packet) { n++ }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Stats{
+			DecodeStats: DecodeStats{Lines: 51, Records: 50, Malformed: 1},
+			GroupStats:  GroupStats{Packets: 6, Complete: 5, Flushed: 1},
+		}
+		if diff := cmp.Diff(want, st); diff != "" {
+			t.Errorf("stats (-want +got):\n%s", diff)
+		}
+		if n != 6 {
+			t.Errorf("emitted %d packets, want 6", n)
+		}
+	})
+	t.Run("read error", func(t *testing.T) {
+		boom := errors.New("boom")
+		r := &failingReader{data: []byte(strings.Join(kmsg[:3], "\n") + "\n"), err: boom}
+		n := 0
+		st, err := ReadAll(r, FormatKmsg, GroupOptions{Emit: func(*Packet) { n++ }})
+		if !errors.Is(err, boom) {
+			t.Fatalf("ReadAll error = %v, want it to wrap %v", err, boom)
+		}
+		if n != 1 || st.Records != 3 {
+			t.Errorf("emitted %d packets from %d records; want what was read before the error flushed", n, st.Records)
+		}
+	})
+	t.Run("empty input", func(t *testing.T) {
+		st, err := ReadAll(strings.NewReader(""), FormatAuto, GroupOptions{})
+		if err != nil || st != (Stats{}) {
+			t.Errorf("ReadAll(empty) = %+v, %v", st, err)
+		}
+	})
+	_ = io.EOF
+}
