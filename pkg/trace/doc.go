@@ -5,4 +5,36 @@
 //
 // It knows nothing about Kubernetes or rulesets: see package rules for what a
 // rule means and package explain for turning a Packet into a record.
+//
+// # Decoding
+//
+// A Decoder turns one line into an Event (NewDecoder, Decoder.Decode). The
+// Format is given (ParseFormat for a --format flag) or detected from the
+// first recognisable line (FormatAuto, DetectFormat). Lines that are not
+// trace records are skipped, records that do not parse are counted as
+// malformed; kmsg sequence gaps are counted as lost records (Decoder.Gap,
+// Decoder.Lost). xtables-monitor and nft monitor print a packet header once
+// per base chain: the Decoder keeps it per trace id and copies it into the
+// id's records. Strings are interned, so decoding allocates nothing once the
+// names were seen.
+//
+// # Grouping
+//
+// A Grouper (NewGrouper, Grouper.Add) assembles Events into Packets: by trace
+// id for nft input, else by what NAT leaves alone (IPv4 ID or IPv6 flow
+// label, TCP sequence or ICMP id and sequence, length) while following DNAT
+// and SNAT address changes. It tracks each packet's hook and table (see
+// hooks.go) to tell a new traversal from the same one, and emits a packet
+// as soon as it can produce no more records (a drop, or the end of the last
+// table of the last hook it can reach), after a quiet window on the kernel
+// clock or on the clock given to Grouper.Tick, or at Grouper.Flush. Memory
+// is bounded (GroupOptions.MaxInFlight, MaxHops, MaxHopsInFlight).
+//
+// Legacy traces do not say which target a matched rule ran: without help the
+// Grouper treats policies as ACCEPT and rules as non-terminating, and a
+// packet whose last record is, say, a MASQUERADE rule completes on the quiet
+// window. GroupOptions.Ending lets a ruleset-aware caller say what a rule
+// does.
+//
+// ReadAll ties a Decoder and a Grouper to an io.Reader.
 package trace
