@@ -1,0 +1,573 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/record"
+	"github.com/svctrace/kubectl-svctrace/pkg/rules"
+)
+
+// These tests drive the built kubectl-svctrace against the cluster: a real agent pod on the
+// node, real TRACE rules, real packets. Each checks the JSON path of the traced packet and
+// that nothing svctrace created is left afterwards.
+
+const nodeName = "svctrace-node"
+
+// readyLine is what the plugin prints on stderr once every agent traces.
+const readyLine = "Tracing "
+
+// records splits the plugin's NDJSON stdout into packets and the other records' types.
+func records(t testing.TB, stdout string) (packets []record.Packet, types []string) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		if line == "" {
+			continue
+		}
+		var head struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal([]byte(line), &head); err != nil {
+			t.Fatalf("stdout line is not a JSON record: %v\n%s", err, line)
+		}
+		types = append(types, head.Type)
+		if head.Type != record.TypePacket {
+			continue
+		}
+		var p record.Packet
+		if err := json.Unmarshal([]byte(line), &p); err != nil {
+			t.Fatalf("bad packet record: %v\n%s", err, line)
+		}
+		packets = append(packets, p)
+	}
+	return packets, types
+}
+
+// onePacket decodes the result of a --count 1 -o json run.
+func onePacket(t testing.TB, res Result) record.Packet {
+	t.Helper()
+	if res.ExitCode != 0 {
+		t.Fatalf("trace failed:\n%s", res)
+	}
+	packets, types := records(t, res.Stdout)
+	if len(packets) != 1 {
+		t.Fatalf("got %d packets (records %v), want 1:\n%s", len(packets), types, res)
+	}
+	return packets[0]
+}
+
+// path is what a traced packet must show.
+type path struct {
+	service string   // record.Packet.Service
+	chains  []string // nat chains the packet must cross, in this order
+	// endpoints are the "ip:port" the packet may be DNATed to (none: no DNAT).
+	endpoints  []string
+	masquerade bool
+	verdict    string
+	// rejectIn is the table:chain whose rule rejects the packet.
+	rejectIn string
+}
+
+func assertPath(t testing.TB, p record.Packet, want path) {
+	t.Helper()
+	dump, _ := json.MarshalIndent(p, "", "  ")
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Errorf(format+"\npacket:\n%s", append(args, dump)...)
+	}
+	if p.Node != nodeName {
+		fail("node = %q, want %q", p.Node, nodeName)
+	}
+	if p.Service != want.service {
+		fail("service = %q, want %q", p.Service, want.service)
+	}
+	if p.Verdict != want.verdict {
+		fail("verdict = %q, want %q", p.Verdict, want.verdict)
+	}
+	// The nat chains, in order.
+	next := 0
+	for _, h := range p.Hops {
+		if next < len(want.chains) && h.Table == "nat" && h.Chain == want.chains[next] {
+			next++
+		}
+	}
+	if next < len(want.chains) {
+		fail("the packet does not cross nat chain %s (after %v)", want.chains[next], want.chains[:next])
+	}
+	var dnat, masq []string
+	for _, n := range p.NAT {
+		switch n.Kind {
+		case record.NATDNAT:
+			dnat = append(dnat, n.To)
+		case record.NATMasquerade, record.NATSNAT:
+			masq = append(masq, n.Kind+" "+n.To)
+		}
+	}
+	if len(want.endpoints) == 0 {
+		if len(dnat) > 0 {
+			fail("DNAT to %v, want none", dnat)
+		}
+	} else {
+		if len(dnat) != 1 || !contains(want.endpoints, dnat[0]) {
+			fail("DNAT to %v, want exactly one to one of the Service's endpoints %v", dnat, want.endpoints)
+		}
+		if !contains(want.endpoints, p.Endpoint) {
+			fail("endpoint = %q, want one of %v", p.Endpoint, want.endpoints)
+		}
+		if !strings.HasPrefix(p.EndpointPod, "default/myapp-") {
+			fail("endpoint_pod = %q, want the myapp pod that has %s", p.EndpointPod, p.Endpoint)
+		}
+	}
+	if want.masquerade != (len(masq) > 0) {
+		fail("source NAT %v, want masquerade=%v", masq, want.masquerade)
+	}
+	if want.rejectIn != "" {
+		found := false
+		for _, h := range p.Hops {
+			if h.Table+":"+h.Chain == want.rejectIn && h.Verdict == record.VerdictReject {
+				found = true
+			}
+		}
+		if !found {
+			fail("no REJECT hop in %s", want.rejectIn)
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// myappEndpoints returns "podIP:port" for the ready myapp pods.
+func myappEndpoints(t testing.TB, port int) []string {
+	t.Helper()
+	var eps []string
+	for _, p := range env.ListPods(t, "app=myapp,release=canary") {
+		if p.Ready() && p.Metadata.DeletionTimestamp == nil {
+			eps = append(eps, p.Status.PodIP+":"+strconv.Itoa(port))
+		}
+	}
+	if len(eps) == 0 {
+		t.Fatal("no ready myapp pod: run hack/local-cluster.sh demo-apps")
+	}
+	sort.Strings(eps)
+	return eps
+}
+
+func svcChain(servicePort, proto string) string {
+	return rules.ServiceChainName("KUBE-SVC-", servicePort, proto)
+}
+
+// traceWithTraffic starts a trace, waits until it is ready, runs send, and returns the
+// plugin's result once it exits (--count 1).
+func traceWithTraffic(t *testing.T, send func(t *testing.T), args ...string) Result {
+	t.Helper()
+	p := env.StartPlugin(t, args...)
+	p.WaitForOutput(t, readyLine, 90*time.Second)
+	send(t)
+	return p.Wait(t, 60*time.Second)
+}
+
+func TestPluginTraces(t *testing.T) {
+	env.RequireExec(t)
+	myapp := env.GetService(t, "myapp").Spec.ClusterIP
+	nodePortIP := "10.199.0.2"
+
+	tests := []struct {
+		name string
+		args []string
+		// send makes the traffic; nil when the agent probes.
+		send func(t *testing.T)
+		want func(t *testing.T) path
+	}{
+		{
+			name: "node to ClusterIP with --probe",
+			args: []string{"svc/myapp", "--probe"},
+			want: func(t *testing.T) path {
+				return path{
+					service:   "default/myapp",
+					chains:    []string{"KUBE-SERVICES", svcChain("default/myapp", "tcp")},
+					endpoints: myappEndpoints(t, 80), masquerade: true, verdict: record.VerdictAccept,
+				}
+			},
+		},
+		{
+			name: "client pod to ClusterIP (real traffic)",
+			args: []string{"svc/myapp"},
+			send: func(t *testing.T) {
+				res := env.TryKubectl(t, "exec", "-n", "default", "client", "--", "timeout", "10", "wget", "-q", "-O", "-", "http://"+myapp+"/svctrace-e2e")
+				if res.ExitCode != 0 {
+					t.Errorf("wget from the client pod failed:\n%s", res)
+				}
+			},
+			want: func(t *testing.T) path {
+				// A pod's own address is inside the cluster CIDR: no masquerade.
+				return path{
+					service:   "default/myapp",
+					chains:    []string{"KUBE-SERVICES", svcChain("default/myapp", "tcp")},
+					endpoints: myappEndpoints(t, 80), masquerade: false, verdict: record.VerdictAccept,
+				}
+			},
+		},
+		{
+			name: "outside to NodePort, named port",
+			args: []string{"svc/myapp-nodeport", "--port", "http"},
+			send: func(t *testing.T) {
+				_, code, res := curl(t, env.External, "http://"+nodePortIP+":30080/svctrace-e2e")
+				if code != 200 {
+					t.Errorf("want HTTP 200 from the NodePort:\n%s", res)
+				}
+			},
+			want: func(t *testing.T) path {
+				return path{
+					service: "default/myapp-nodeport:http",
+					chains: []string{"KUBE-SERVICES", "KUBE-NODEPORTS",
+						rules.ServiceChainName("KUBE-EXT-", "default/myapp-nodeport:http", "tcp"),
+						svcChain("default/myapp-nodeport:http", "tcp")},
+					endpoints: myappEndpoints(t, 80), masquerade: true, verdict: record.VerdictAccept,
+				}
+			},
+		},
+		{
+			name: "Service without endpoints is rejected",
+			args: []string{"svc/noendpoints", "--probe"},
+			want: func(t *testing.T) path {
+				return path{service: "default/noendpoints", verdict: record.VerdictReject, rejectIn: "filter:KUBE-SERVICES"}
+			},
+		},
+		{
+			name: "UDP Service with --probe",
+			args: []string{"svc/myapp-udp", "--probe"},
+			want: func(t *testing.T) path {
+				return path{
+					service:   "default/myapp-udp",
+					chains:    []string{"KUBE-SERVICES", svcChain("default/myapp-udp", "udp")},
+					endpoints: myappEndpoints(t, 5353), masquerade: true, verdict: record.VerdictAccept,
+				}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append(append([]string{}, tc.args...), "--count", "1", "--timeout", "60s", "-o", "json")
+			var res Result
+			if tc.send == nil {
+				res = env.Plugin(t, args...)
+			} else {
+				res = traceWithTraffic(t, tc.send, args...)
+			}
+			assertPath(t, onePacket(t, res), tc.want(t))
+			if !strings.Contains(res.Stderr, "Stopped (--count 1 reached)") {
+				t.Errorf("stderr does not say why it stopped:\n%s", res)
+			}
+			env.AssertNoLeftovers(t)
+		})
+	}
+}
+
+func TestPluginTextOutput(t *testing.T) {
+	env.RequireExec(t)
+	res := env.Plugin(t, "svc/myapp", "--probe", "--count", "1", "--timeout", "60s")
+	if res.ExitCode != 0 {
+		t.Fatalf("trace failed:\n%s", res)
+	}
+	for _, want := range []string{
+		"service default/myapp", svcChain("default/myapp", "tcp"), "DNAT", "MASQUERADE", "ACCEPT", "Summary: 1 packets",
+	} {
+		if !strings.Contains(res.Stdout, want) {
+			t.Errorf("text output lacks %q:\n%s", want, res)
+		}
+	}
+	env.AssertNoLeftovers(t)
+}
+
+func TestPluginErrors(t *testing.T) {
+	env.RequireExec(t)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{
+			name: "unknown service",
+			args: []string{"svc/nope"},
+			want: "error: service \"nope\" not found in namespace \"default\": list Services with `kubectl get svc -n default`",
+		},
+		{
+			name: "unknown namespace",
+			args: []string{"svc/myapp", "-n", "nowhere"},
+			want: "error: namespace \"nowhere\" not found: list namespaces with `kubectl get namespaces` and pass one with -n",
+		},
+		{
+			name: "bad --port",
+			args: []string{"svc/myapp-nodeport", "--port", "grpc"},
+			want: `error: service default/myapp-nodeport has no port "grpc": use --port with one of http(80/TCP)`,
+		},
+		{
+			name: "not a Service",
+			args: []string{"deploy/myapp"},
+			want: `error: "deploy/myapp" is not a Service`,
+		},
+		{
+			name: "NotReady or unknown node",
+			args: []string{"svc/myapp", "--node", "no-such-node"},
+			want: "error: node \"no-such-node\" not found: list nodes with `kubectl get nodes`",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := env.Plugin(t, tc.args...)
+			if res.ExitCode != 1 {
+				t.Errorf("exit code %d, want 1:\n%s", res.ExitCode, res)
+			}
+			if !strings.Contains(res.Stderr, tc.want) {
+				t.Errorf("stderr lacks %q:\n%s", tc.want, res)
+			}
+			if res.Stdout != "" {
+				t.Errorf("stdout should be empty on errors:\n%s", res)
+			}
+		})
+	}
+	env.AssertNoLeftovers(t)
+}
+
+// TestClientKilled kills the plugin with SIGKILL mid-trace: the agent must notice on its
+// stdin, remove its rules and exit long before its activeDeadlineSeconds; then cleanup
+// deletes the pod left behind.
+func TestClientKilled(t *testing.T) {
+	env.RequireExec(t)
+	p := env.StartPlugin(t, "svc/myapp", "--timeout", "10m")
+	p.WaitForOutput(t, readyLine, 90*time.Second)
+	if !hasSvctraceRules(t) {
+		t.Fatal("no svctrace TRACE rule while the agent traces")
+	}
+	killed := time.Now()
+	if err := syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 60*time.Second, "the agent pod to end after its client died", func() error {
+		pods := env.ListPods(t, ManagedByLabel)
+		if len(pods) != 1 {
+			return fmt.Errorf("%d svctrace pods, want the 1 left behind", len(pods))
+		}
+		if phase := pods[0].Status.Phase; phase != "Succeeded" && phase != "Failed" {
+			return fmt.Errorf("agent pod is %s", phase)
+		}
+		return nil
+	})
+	t.Logf("agent pod ended %.1fs after its client was killed (kubelet status updates add up to ~1s)", time.Since(killed).Seconds())
+	if hasSvctraceRules(t) {
+		t.Error("svctrace rules remain after the agent ended")
+	}
+
+	res := env.Plugin(t, "cleanup")
+	if res.ExitCode != 0 {
+		t.Fatalf("cleanup failed:\n%s", res)
+	}
+	for _, want := range []string{"Deleted 1 svctrace pod(s)", "node " + nodeName + ": removed 0 svctrace rule(s)"} {
+		if !strings.Contains(res.Stdout, want) {
+			t.Errorf("cleanup output lacks %q:\n%s", want, res)
+		}
+	}
+	env.AssertNoLeftovers(t)
+}
+
+// hasSvctraceRules reports whether any ruleset of the node mentions svctrace.
+func hasSvctraceRules(t testing.TB) bool {
+	t.Helper()
+	for _, dump := range ruleDumps {
+		res := env.InCluster(t, dump...)
+		if strings.Contains(strings.ToLower(res.Stdout), "svctrace") {
+			return true
+		}
+	}
+	return false
+}
+
+func TestVersionCommand(t *testing.T) {
+	res := Run(t, nil, env.Bin, "version", "-o", "json")
+	if res.ExitCode != 0 {
+		t.Fatalf("version failed:\n%s", res)
+	}
+	var v struct {
+		Version string `json:"version"`
+		Image   string `json:"image"`
+	}
+	if err := json.Unmarshal([]byte(res.Stdout), &v); err != nil || v.Version == "" || v.Image == "" {
+		t.Errorf("version -o json = %q (%v), want version and image", res.Stdout, err)
+	}
+}
+
+// TestCompletion checks shell completion through kubectl's helper protocol.
+func TestCompletion(t *testing.T) {
+	env.RequireExec(t)
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{args: []string{"__complete", "svc/myapp"}, want: []string{"svc/myapp", "svc/myapp-nodeport", "svc/myapp-udp"}},
+		{args: []string{"__complete", "svc/myapp-nodeport", "--port", ""}, want: []string{"http\t80/TCP"}},
+		{args: []string{"__complete", "svc/myapp", "--node", ""}, want: []string{nodeName}},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			res := env.Plugin(t, tc.args...)
+			for _, w := range tc.want {
+				if !strings.Contains(res.Stdout, w+"\n") {
+					t.Errorf("completion lacks %q:\n%s", w, res)
+				}
+			}
+		})
+	}
+}
+
+// Measurements (logged, never asserted).
+
+var readyInRE = regexp.MustCompile(`ready in ([0-9.]+)s`)
+
+// TestMeasureStartup compares the time from starting `kubectl svctrace` to its agent being
+// ready with the time `kubectl debug node/...` takes to get a pod of the same image running
+// and attached, on the same cluster, alternating runs.
+func TestMeasureStartup(t *testing.T) {
+	env.RequireExec(t)
+	image := strings.TrimSpace(strings.SplitN(strings.SplitN(Run(t, nil, env.Bin, "version").Stdout, "agent image: ", 2)[1], "\n", 2)[0])
+	const runs = 3
+	var svctrace, debug []float64
+	for i := 0; i < runs; i++ {
+		start := time.Now()
+		p := env.StartPlugin(t, "svc/myapp", "--probe", "--count", "1", "--timeout", "60s", "-o", "json")
+		p.WaitForOutput(t, readyLine, 90*time.Second)
+		svctrace = append(svctrace, time.Since(start).Seconds())
+		res := p.Wait(t, 60*time.Second)
+		if res.ExitCode != 0 {
+			t.Fatalf("trace failed:\n%s", res)
+		}
+		if m := readyInRE.FindStringSubmatch(res.Stderr); m != nil {
+			t.Logf("svctrace run %d: ready line after %.2fs (the plugin's own clock: %ss)", i+1, svctrace[i], m[1])
+		}
+
+		start = time.Now()
+		out := env.InCluster(t, env.KubectlBin, "debug", "node/"+nodeName, "--image="+image,
+			"--image-pull-policy=IfNotPresent", "--attach=true", "--", "/kubectl-svctrace", "version")
+		debug = append(debug, time.Since(start).Seconds())
+		if out.ExitCode != 0 {
+			t.Fatalf("kubectl debug failed:\n%s", out)
+		}
+		t.Logf("kubectl debug run %d: pod running and attached after %.2fs", i+1, debug[i])
+		if m := regexp.MustCompile(`pod (node-debugger-\S+) `).FindStringSubmatch(out.Stdout); m != nil {
+			env.Kubectl(t, "delete", "pod", "-n", "default", m[1], "--wait=true")
+		}
+	}
+	s, d := median(svctrace), median(debug)
+	t.Logf("MEASURE startup: kubectl svctrace start->ready median %.2fs %v; kubectl debug node start->running median %.2fs %v; ratio %.2f",
+		s, svctrace, d, debug, s/d)
+	env.AssertNoLeftovers(t)
+}
+
+// TestMeasureLatency sends 40 connections (2 per second) through svc/myapp while a trace
+// runs, and measures for each packet the time from the agent's timestamp of its first hop to
+// its line reaching this process (the plugin's stdout).
+func TestMeasureLatency(t *testing.T) {
+	env.RequireExec(t)
+	const n = 40
+	myapp := env.GetService(t, "myapp").Spec.ClusterIP
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	argv := append(append([]string{}, env.Exec...), env.Bin, "svc/myapp", "--count", strconv.Itoa(n), "--timeout", "120s", "-o", "json")
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := false
+		for sc.Scan() {
+			if !once && strings.Contains(sc.Text(), readyLine) {
+				once = true
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(90 * time.Second):
+		t.Fatal("the trace did not become ready")
+	}
+	go func() {
+		// Outside the plugin's process: one connection every 500 ms from the node.
+		script := fmt.Sprintf("for i in $(seq %d); do curl -s -m 2 -o /dev/null http://%s/; sleep 0.5; done", n, myapp)
+		Run(t, env.Exec, "sh", "-c", script)
+	}()
+	var lat []float64
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 0, 1<<20), 16<<20)
+	for sc.Scan() {
+		arrived := time.Now()
+		var p record.Packet
+		if json.Unmarshal(sc.Bytes(), &p) != nil || p.Type != record.TypePacket || p.Time == "" {
+			continue
+		}
+		first, err := time.Parse(time.RFC3339Nano, p.Time)
+		if err != nil {
+			t.Fatalf("packet time %q: %v", p.Time, err)
+		}
+		lat = append(lat, arrived.Sub(first).Seconds()*1000)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("trace failed: %v", err)
+	}
+	if len(lat) == 0 {
+		t.Fatal("no packet with a time")
+	}
+	sort.Float64s(lat)
+	t.Logf("MEASURE latency first hop -> stdout line over %d packets: p50 %.1f ms, p99 %.1f ms, max %.1f ms",
+		len(lat), percentile(lat, 50), percentile(lat, 99), lat[len(lat)-1])
+	env.AssertNoLeftovers(t)
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+// percentile of sorted values (nearest rank).
+func percentile(sorted []float64, p float64) float64 {
+	i := int(float64(len(sorted))*p/100+0.5) - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(sorted) {
+		i = len(sorted) - 1
+	}
+	return sorted[i]
+}
