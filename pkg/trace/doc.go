@@ -36,5 +36,7 @@
 // window. GroupOptions.Ending lets a ruleset-aware caller say what a rule
 // does.
 //
-// ReadAll ties a Decoder and a Grouper to an io.Reader.
+// ReadAll ties a Decoder and a Grouper to an io.Reader for finished input;
+// Follow does the same for live input, ticking the Grouper on the monotonic
+// clock and stopping when its context ends.
 package trace

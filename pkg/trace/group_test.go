@@ -2,12 +2,15 @@ package trace
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -699,5 +702,122 @@ func TestReadAll(t *testing.T) {
 			t.Errorf("ReadAll(empty) = %+v, %v", st, err)
 		}
 	})
-	_ = io.EOF
+}
+
+// kmsgReader serves chunks, returning EPIPE (as os.File does for an
+// overrun /dev/kmsg) where a chunk is nil.
+type kmsgReader struct {
+	chunks [][]byte
+	epipes int // EPIPEs served forever once chunks run out, when > 0
+}
+
+func (r *kmsgReader) Read(p []byte) (int, error) {
+	if len(r.chunks) == 0 {
+		if r.epipes > 0 {
+			r.epipes++
+			return 0, &fs.PathError{Op: "read", Path: "/dev/kmsg", Err: syscall.EPIPE}
+		}
+		return 0, io.EOF
+	}
+	c := r.chunks[0]
+	r.chunks = r.chunks[1:]
+	if c == nil {
+		return 0, &fs.PathError{Op: "read", Path: "/dev/kmsg", Err: syscall.EPIPE}
+	}
+	return copy(p, c), nil
+}
+
+func TestReadAllKmsgOverrun(t *testing.T) {
+	kmsg := captureLines(t, "node-to-svc.legacy.kmsg.txt")
+	t.Run("EPIPE then the records left", func(t *testing.T) {
+		var chunks [][]byte
+		for i, l := range kmsg {
+			if i >= 30 && i < 35 {
+				continue // overwritten by the kernel before they were read
+			}
+			if i == 35 {
+				chunks = append(chunks, nil)
+			}
+			chunks = append(chunks, []byte(l+"\n"))
+		}
+		st, err := ReadAll(&kmsgReader{chunks: chunks}, FormatKmsg, GroupOptions{})
+		if err != nil {
+			t.Fatalf("ReadAll: %v", err)
+		}
+		if st.Lost != 5 || st.Records != 45 {
+			t.Errorf("stats %+v, want 45 records and 5 lost", st.DecodeStats)
+		}
+	})
+	t.Run("EPIPE for good", func(t *testing.T) {
+		r := &kmsgReader{chunks: [][]byte{[]byte(kmsg[0] + "\n")}, epipes: 1}
+		_, err := ReadAll(r, FormatKmsg, GroupOptions{})
+		if !errors.Is(err, syscall.EPIPE) {
+			t.Fatalf("ReadAll error = %v, want EPIPE once retries are exhausted", err)
+		}
+		if r.epipes < maxEPIPE {
+			t.Errorf("gave up after %d EPIPEs, want %d retries", r.epipes-1, maxEPIPE)
+		}
+	})
+}
+
+// TestFollow: live input goes quiet on the wall clock while the writer
+// stays open, and Follow stops on cancel.
+func TestFollow(t *testing.T) {
+	kmsg := captureLines(t, "node-to-svc.legacy.kmsg.txt")
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	emitted := make(chan *Packet, 8)
+	type result struct {
+		st  Stats
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, err := Follow(ctx, pr, FormatAuto, GroupOptions{
+			Quiet: 20 * time.Millisecond,
+			Emit:  func(p *Packet) { emitted <- p.Clone() },
+		})
+		done <- result{st, err}
+	}()
+	// The SYN alone: it has no terminal record, so only the quiet window
+	// on the wall clock can emit it while the input stays open.
+	if _, err := io.WriteString(pw, strings.Join(kmsg[:20], "\n")+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-emitted:
+		if len(p.Hops) != 20 || p.First.IPID != 26913 {
+			t.Errorf("emitted packet ID=%d with %d hops, want the SYN (26913) with 20", p.First.IPID, len(p.Hops))
+		}
+	case r := <-done:
+		t.Fatalf("Follow returned early: %+v, %v", r.st, r.err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the quiet packet was never emitted")
+	}
+	cancel()
+	r := <-done
+	if !errors.Is(r.err, context.Canceled) {
+		t.Errorf("Follow error = %v, want context.Canceled", r.err)
+	}
+	if r.st.Records != 20 || r.st.Quiet != 1 || r.st.Packets != 1 {
+		t.Errorf("stats %+v, want 20 records, 1 packet emitted as quiet", r.st)
+	}
+
+	t.Run("end of input", func(t *testing.T) {
+		want, err := ReadAll(strings.NewReader(strings.Join(kmsg, "\n")), FormatAuto, GroupOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Follow(context.Background(), strings.NewReader(strings.Join(kmsg, "\n")), FormatAuto, GroupOptions{})
+		if err != nil {
+			t.Fatalf("Follow: %v", err)
+		}
+		// Follow may emit the SYN as quiet if the machine is slow; the
+		// decode side and the total must match ReadAll.
+		if got.DecodeStats != want.DecodeStats || got.Packets != want.Packets {
+			t.Errorf("Follow stats %+v, ReadAll %+v", got, want)
+		}
+	})
 }
