@@ -59,11 +59,6 @@ func ParseFormat(s string) (Format, error) {
 	return FormatAuto, fmt.Errorf("unknown trace format %q: use one of %s", s, strings.Join(formatNames[:], ", "))
 }
 
-// legacy reports whether f carries kernel nf_log TRACE records.
-func (f Format) legacy() bool {
-	return f == FormatKmsg || f == FormatDmesg || f == FormatKernLog || f == FormatBare
-}
-
 // DetectFormat says which format line is in, or FormatAuto when the line
 // says nothing (prose, blank lines, unrelated log lines of unknown shape).
 // Kernel log containers are recognised from any record, TRACE or not, so

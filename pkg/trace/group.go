@@ -250,12 +250,14 @@ func (g *Grouper) Add(ev *Event) {
 			return
 		}
 	}
-	var cont *continuation
+	var cont continuation
+	truncated := false
 	if f != nil && len(f.pkt.Hops) >= g.maxHops {
 		// Emit what there is; the rest continues as a new packet that keeps
 		// the position and addresses, so it still groups and completes.
-		cont = &continuation{first: f.pkt.First, cur: f.cur, hasHdr: f.hasHdr, hook: f.hook, rank: f.rank,
+		cont = continuation{first: f.pkt.First, cur: f.cur, hasHdr: f.hasHdr, hook: f.hook, rank: f.rank,
 			done: f.done, natSeen: f.natSeen, restarted: f.restarted}
+		truncated = true
 		g.finish(f, reasonTruncate)
 		f = nil
 	}
@@ -266,7 +268,7 @@ func (g *Grouper) Add(ev *Event) {
 	}
 	if f == nil {
 		f = g.start(key, hash, ev)
-		if cont != nil {
+		if truncated {
 			f.pkt.First, f.cur, f.hasHdr = cont.first, cont.cur, cont.hasHdr
 			f.hook, f.rank, f.done, f.natSeen, f.restarted = cont.hook, cont.rank, cont.done, cont.natSeen, cont.restarted
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -820,4 +821,84 @@ func TestFollow(t *testing.T) {
 			t.Errorf("Follow stats %+v, ReadAll %+v", got, want)
 		}
 	})
+}
+
+// TestFlightTable checks the open-addressing table against a model under
+// random inserts and removals, with hashes chosen to collide and to wrap
+// around the end of the slot array.
+func TestFlightTable(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	tab := newFlightTable(8) // 16 slots
+	live := map[*flight]bool{}
+	keys := []flowKey{{id: 1, hasID: true}, {id: 2, hasID: true}, {ipid: 3}, {ipid: 4, proto: 6}}
+	homes := []uint64{0, 1, 14, 15, 15 + 16, 14 + 32}
+	for step := 0; step < 20000; step++ {
+		if len(live) < 12 && (len(live) == 0 || rng.IntN(2) == 0) {
+			f := &flight{key: keys[rng.IntN(len(keys))], hash: homes[rng.IntN(len(homes))]}
+			tab.insert(f)
+			live[f] = true
+		} else {
+			for f := range live { // remove an arbitrary one
+				tab.remove(f)
+				delete(live, f)
+				break
+			}
+		}
+		for _, k := range keys {
+			for _, h := range homes {
+				var want []*flight
+				for f := range live {
+					if f.key == k && f.hash == h {
+						want = append(want, f)
+					}
+				}
+				got := tab.collect(k, h, nil)
+				if len(got) != len(want) {
+					t.Fatalf("step %d: collect(%v, %d) found %d flights, want %d", step, k, h, len(got), len(want))
+				}
+				for _, f := range got {
+					if !live[f] || f.key != k || f.hash != h {
+						t.Fatalf("step %d: collect(%v, %d) returned a wrong flight", step, k, h)
+					}
+				}
+				if f := tab.find(k, h); (f == nil) != (len(want) == 0) {
+					t.Fatalf("step %d: find(%v, %d) = %v with %d live", step, k, h, f, len(want))
+				}
+			}
+		}
+		n := 0
+		for _, s := range tab.slots {
+			if s.f != nil {
+				n++
+			}
+		}
+		if n != len(live) {
+			t.Fatalf("step %d: %d slots used, %d live", step, n, len(live))
+		}
+	}
+}
+
+func TestDecoderFormatDetected(t *testing.T) {
+	d := NewDecoder(FormatAuto)
+	var ev Event
+	d.Decode([]byte("some prose"), &ev)
+	if d.Format() != FormatAuto {
+		t.Fatalf("Format() = %v before any recognisable line", d.Format())
+	}
+	d.Decode([]byte("trace id 1 ip raw OUTPUT policy accept"), &ev)
+	if d.Format() != FormatNftMonitor {
+		t.Fatalf("Format() = %v, want nft-monitor", d.Format())
+	}
+	// Once detected the format sticks: a kmsg line is not kmsg any more.
+	if r := d.Decode([]byte("4,1,2,-;TRACE: raw:OUTPUT:policy:2 SRC=1.2.3.4 DST=1.2.3.5 PROTO=47"), &ev); r != ResultSkip {
+		t.Errorf("kmsg line in an nft-monitor input: %v, want skip", r)
+	}
+	if got := strings.Join(FormatNames(), ","); got != "auto,kmsg,dmesg,kern.log,bare,xtables-monitor,nft-monitor" {
+		t.Errorf("FormatNames() = %s", got)
+	}
+	for r, want := range map[Result]string{ResultEvent: "event", ResultHeader: "header", ResultSkip: "skip", ResultMalformed: "malformed", Result(9): "unknown"} {
+		if r.String() != want {
+			t.Errorf("Result(%d).String() = %q, want %q", int(r), r.String(), want)
+		}
+	}
 }

@@ -30,22 +30,6 @@ const (
 	hookPost
 )
 
-func (h hook) String() string {
-	switch h {
-	case hookPre:
-		return "PREROUTING"
-	case hookIn:
-		return "INPUT"
-	case hookFwd:
-		return "FORWARD"
-	case hookOut:
-		return "OUTPUT"
-	case hookPost:
-		return "POSTROUTING"
-	}
-	return "-"
-}
-
 // builtinHook returns the hook of a built-in chain name, or hookNone.
 func builtinHook(chain string) hook {
 	switch chain {
