@@ -95,7 +95,7 @@ func TestJSONIsOneObjectPerLine(t *testing.T) {
 	var buf bytes.Buffer
 	j := NewJSON(&buf)
 	p := &record.Packet{Type: record.TypePacket, Proto: "tcp", Src: "10.0.0.1:1", Dst: "10.96.0.1:443", NAT: []record.NAT{},
-		Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SERVICES", Kind: "rule", Rule: 1, Text: `-A X -m comment --comment "a <b>" -j Y`}},
+		Hops:    []record.Hop{{Table: "nat", Chain: "KUBE-SERVICES", Kind: "rule", Rule: 1, Text: `-A X -m comment --comment "a <b>" -j Y`}},
 		Verdict: record.VerdictAccept, VerdictHop: 0}
 	if err := j.Packet(p); err != nil {
 		t.Fatal(err)
