@@ -354,6 +354,8 @@ func TestDecodeXtablesMonitor(t *testing.T) {
 		{line: " TRACE: 2 0b6f6c71 nat:KUBE-SERVICES:policy:MAYBE", want: ResultMalformed},
 		{line: " TRACE: x 0b6f6c71 nat:KUBE-SERVICES:policy:ACCEPT", want: ResultMalformed},
 		{line: "PACKET: 2 0b6f6c71 OUT=kcn0 SRC=10.199.0.2 DST=", want: ResultMalformed},
+		{line: "PACKET: 2 0b6f6c71 OUT=kcn0 SRC=10.199.0.2 LEN=60", want: ResultMalformed},
+		{line: "PACKET: 3 00000009 IN=br0 MACSRC=52:54:0:12:34:56 MACDST=ff:ff:ff:ff:ff:ff MACPROTO=0806 ", want: ResultHeader},
 	}
 	d := NewDecoder(FormatXtablesMonitor)
 	for i, s := range steps {
@@ -444,6 +446,13 @@ func TestDecodeNftMonitor(t *testing.T) {
 			want:   ResultEvent,
 			wantEv: Event{TraceID: 0xc03, HasID: true, Table: "filter", Chain: "input", Kind: KindPolicy, Verdict: "ACCEPT", HasHeader: true, Header: Header{In: "eth0", Family: 4, Proto: ProtoTCP, Src: addr("192.0.2.1"), Dst: addr("192.0.2.2"), IPID: 6, SPort: 1, DPort: 2, TCPFlags: TCPSyn | TCPAck, Len: 52}},
 		},
+		{line: `trace id 00000c04 bridge filter forward packet: iif "veth0" oif "veth1" ether saddr 52:54:00:12:34:56 ether daddr ff:ff:ff:ff:ff:ff arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp operation request `, want: ResultHeader},
+		{
+			line:   "trace id 00000c04 bridge filter forward policy accept",
+			want:   ResultEvent,
+			wantEv: Event{TraceID: 0xc04, HasID: true, Table: "filter", Chain: "forward", Kind: KindPolicy, Verdict: "ACCEPT", HasHeader: true, Header: Header{In: "veth0", Out: "veth1"}},
+		},
+		{line: `trace id 00000c05 ip filter input packet: iif "eth0" ip saddr 192.0.2.1 ip id 5`, want: ResultMalformed},
 		{line: "trace id 58b712a0 ip nat KUBE-SERVICES rule meta l4proto tcp counter packets 1 bytes 60 jump KUBE-SVC-X", want: ResultMalformed},
 		{line: "trace id 58b712a0 ip nat KUBE-SERVICES rule x (verdict sideways)", want: ResultMalformed},
 		{line: "trace id 58b712a0 ip nat", want: ResultMalformed},

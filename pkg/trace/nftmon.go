@@ -202,10 +202,11 @@ func nftVerdict(v []byte) string {
 
 // nftPacket parses the "packet:" statement list (iif/oif, ip/ip6, tcp, udp,
 // icmp, icmpv6 fields; ether, vlan, meta and others are skipped) and keeps
-// it as the trace id's current header.
+// it as the trace id's current header. A packet without an IP header (ARP
+// in a bridge or inet table) keeps a header without addresses.
 func (d *Decoder) nftPacket(id uint32, b []byte) Result {
 	var h Header
-	sawMark := false
+	sawMark, sawIP := false, false
 	i := 0
 	for i < len(b) {
 		var proto []byte
@@ -240,8 +241,11 @@ func (d *Decoder) nftPacket(id uint32, b []byte) Result {
 		if !d.nftPacketField(&h, string(proto), field, val) {
 			return ResultMalformed
 		}
-		if string(proto) == "meta" && string(field) == "mark" {
+		switch {
+		case string(proto) == "meta" && string(field) == "mark":
 			sawMark = true
+		case string(proto) == "ip" || string(proto) == "ip6":
+			sawIP = true // then both addresses must be there
 		}
 		if string(proto) == "tcp" && string(field) == "flags" {
 			// "syn | ack", "syn|ack", "syn,ack": more flags may follow.
@@ -259,8 +263,8 @@ func (d *Decoder) nftPacket(id uint32, b []byte) Result {
 			}
 		}
 	}
-	if !h.Src.IsValid() || !h.Dst.IsValid() {
-		return ResultMalformed
+	if sawIP && (!h.Src.IsValid() || !h.Dst.IsValid()) {
+		return ResultMalformed // cut short
 	}
 	if !sawMark {
 		// nft monitor prints the mark on policy and return lines only: a

@@ -117,8 +117,8 @@ func (d *Decoder) xtmonPacket(b []byte) Result {
 			return ResultMalformed
 		}
 	}
-	if !h.Src.IsValid() || !h.Dst.IsValid() {
-		return ResultMalformed
+	if h.Src.IsValid() != h.Dst.IsValid() {
+		return ResultMalformed // cut short; no address at all is ARP or a non-IP family
 	}
 	// xtables-monitor prints no protocol: TCP shows flags, UDP (and SCTP,
 	// DCCP, UDP-Lite, reported as UDP here) only ports, others nothing.
