@@ -323,12 +323,27 @@ gen_pki() {
   fi
 }
 
+# write_file FILE: stdin into FILE, but only when the content differs. kube-proxy exits as soon
+# as its config file is written (even with the same content), and `up` must not restart
+# components behind their pid files' back.
+write_file() {
+  local file="$1" tmp
+  tmp="$(mktemp "${file}.XXXXXX")"
+  cat >"$tmp"
+  if [[ -f "$file" ]] && cmp -s "$tmp" "$file"; then
+    rm -f "$tmp"
+  else
+    chmod 600 "$tmp"
+    mv -f "$tmp" "$file"
+  fi
+}
+
 token_of() { awk -F, -v u="$1" '$2 == u { print $1 }' "${PKI}/tokens.csv"; }
 
 # write_kubeconfig FILE USER
 write_kubeconfig() {
   local file="$1" user="$2"
-  cat >"$file" <<EOF
+  write_file "$file" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -348,7 +363,6 @@ contexts:
     namespace: default
 current-context: svctrace-local
 EOF
-  chmod 600 "$file"
 }
 
 write_configs() {
@@ -370,7 +384,7 @@ write_configs() {
     done
   done
 
-  cat >"${CONF}/containerd.toml" <<EOF
+  write_file "${CONF}/containerd.toml" <<EOF
 version = 2
 root = "${STATE}/containerd/root"
 state = "${STATE}/containerd/state"
@@ -405,7 +419,7 @@ state = "${STATE}/containerd/state"
     conf_dir = "${STATE}/cni/net.d"
 EOF
 
-  cat >"${STATE}/cni/net.d/10-svctrace.conflist" <<EOF
+  write_file "${STATE}/cni/net.d/10-svctrace.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "svctrace",
@@ -428,7 +442,7 @@ EOF
 }
 EOF
 
-  cat >"${CONF}/kubelet.yaml" <<EOF
+  write_file "${CONF}/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # This machine has cgroup v1; kubelet >= 1.35 refuses it unless told otherwise.
@@ -461,7 +475,7 @@ EOF
 }
 
 write_kube_proxy_config() {
-  cat >"${CONF}/kube-proxy.yaml" <<EOF
+  write_file "${CONF}/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection:
