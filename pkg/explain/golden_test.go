@@ -34,6 +34,11 @@ var goldenCases = []goldenCase{
 	{"node-to-svc.nft.nftmon", "node-to-svc.nft.nftmon.txt", nil},
 	{"node-to-svc.nftmode", "node-to-svc.nftmode.nftmon.txt", []string{"node-to-svc.nftmode.ruleset.txt"}},
 	{"seed-001.kernlog", "seed-001-kernlog.txt", nil},
+	// Taken on the local cluster (hack/local-cluster.sh): see the captures' README.
+	{"local-gw-to-nodeport.legacy", "local-gw-to-nodeport.legacy.kmsg.txt", []string{"local-gw-to-nodeport.legacy.rules.txt"}},
+	{"local-gw-to-nodeport.nft.xtmon", "local-gw-to-nodeport.nft.xtmon.txt", []string{"local-gw-to-nodeport.nft.rules.txt"}},
+	{"local-pod-to-noendpoints.legacy", "local-pod-to-noendpoints.legacy.kmsg.txt", []string{"local-pod-to-noendpoints.legacy.rules.txt"}},
+	{"local-node-to-udp.legacy", "local-node-to-udp.legacy.kmsg.txt", []string{"local-node-to-udp.legacy.rules.txt"}},
 }
 
 // AnnotateCapture runs the engine over one capture: what analyze does.
@@ -168,6 +173,27 @@ func TestKeyFacts(t *testing.T) {
 		p := byName["pod-to-svc.legacy"][0]
 		if p.Endpoint != "10.244.0.25:80" || p.Explain.SourceSeenByEndpoint != "10.244.0.26" {
 			t.Errorf("endpoint %q source seen %q, want 10.244.0.25:80 and 10.244.0.26", p.Endpoint, p.Explain.SourceSeenByEndpoint)
+		}
+	})
+
+	t.Run("outside to NodePort: masqueraded as external traffic", func(t *testing.T) {
+		for _, name := range []string{"local-gw-to-nodeport.legacy", "local-gw-to-nodeport.nft.xtmon"} {
+			p := byName[name][0]
+			if p.Service != "default/myapp-nodeport:http" || p.Verdict != "ACCEPT" || p.NAT[len(p.NAT)-1].Kind != "MASQUERADE" {
+				t.Errorf("%s: service %q verdict %q nat %+v", name, p.Service, p.Verdict, p.NAT)
+			}
+			if !strings.Contains(p.Explain.Summary, "externalTrafficPolicy: Cluster") ||
+				!strings.Contains(strings.Join(p.Explain.Notes, " "), "not the client's 10.199.0.1") {
+				t.Errorf("%s: explanation %+v does not say why and what the pod sees", name, p.Explain)
+			}
+		}
+	})
+
+	t.Run("no endpoints: rejected, with the Service's name", func(t *testing.T) {
+		p := byName["local-pod-to-noendpoints.legacy"][0]
+		if p.Verdict != "REJECT" || p.Service != "default/noendpoints" ||
+			!strings.Contains(p.Explain.Reason, "Service default/noendpoints has no endpoints") {
+			t.Errorf("verdict %q service %q reason %q", p.Verdict, p.Service, p.Explain.Reason)
 		}
 	})
 
