@@ -57,9 +57,10 @@ const (
 const hdrCacheSize = 256
 
 type hdrEntry struct {
-	id   uint32
-	used bool
-	hdr  Header
+	id    uint32
+	used  bool
+	fresh bool // no record took it yet: the next one "carries" it
+	hdr   Header
 }
 
 // Decoder turns trace output lines into Events. A Decoder keeps state across
@@ -306,7 +307,19 @@ func hdrSlot(id uint32) int {
 // setHeader remembers the packet header last printed for trace id.
 func (d *Decoder) setHeader(id uint32, h *Header) {
 	e := &d.hdrs[hdrSlot(id)]
-	e.id, e.used, e.hdr = id, true, *h
+	e.id, e.used, e.fresh, e.hdr = id, true, true, *h
+}
+
+// fillHeader copies trace id's packet header into ev. Only the first
+// record after the header line carries it (HasHeader), as the kernel sends
+// the headers on the first event of each base chain traversal; the others
+// inherit it.
+func (d *Decoder) fillHeader(id uint32, ev *Event) {
+	e := &d.hdrs[hdrSlot(id)]
+	if e.used && e.id == id {
+		ev.Header, ev.HasHeader = e.hdr, e.fresh
+		e.fresh = false
+	}
 }
 
 // header returns the packet header last printed for trace id, or nil.

@@ -309,7 +309,7 @@ func TestDecodeXtablesMonitor(t *testing.T) {
 		{
 			line:   " TRACE: 2 0b6f6c71 raw:OUTPUT:policy:ACCEPT ",
 			want:   ResultEvent,
-			wantEv: Event{TraceID: 0x0b6f6c71, HasID: true, Table: "raw", Chain: "OUTPUT", Kind: KindPolicy, Verdict: "ACCEPT", HasHeader: true, Header: hdr},
+			wantEv: Event{TraceID: 0x0b6f6c71, HasID: true, Table: "raw", Chain: "OUTPUT", Kind: KindPolicy, Verdict: "ACCEPT", Header: hdr},
 		},
 		{
 			// iptables 1.8.11 prints "iptables -t TABLE" instead of "-4 -t TABLE".
@@ -317,8 +317,8 @@ func TestDecodeXtablesMonitor(t *testing.T) {
 			want: ResultEvent,
 			wantEv: Event{TraceID: 0x0b6f6c71, HasID: true, Table: "nat", Chain: "KUBE-SERVICES", Kind: KindRule, Handle: 0x74,
 				Verdict: "JUMP", Target: "KUBE-SVC-XJWXQFJLXSXKRMSG",
-				Text:      "-A KUBE-SERVICES -d 10.96.173.227/32 -p tcp -m comment --comment \"default/myapp cluster IP\" -m tcp --dport 80 -j KUBE-SVC-XJWXQFJLXSXKRMSG",
-				HasHeader: true, Header: hdr},
+				Text:   "-A KUBE-SERVICES -d 10.96.173.227/32 -p tcp -m comment --comment \"default/myapp cluster IP\" -m tcp --dport 80 -j KUBE-SVC-XJWXQFJLXSXKRMSG",
+				Header: hdr},
 		},
 		// Old releases: no space between the ID and the IP flags.
 		{line: "PACKET: 2 0b6f6c71 OUT=kcn0 SRC=10.199.0.2 DST=10.244.0.24 LEN=60 TOS=0x0 TTL=64 ID=58119DF SPORT=56720 DPORT=80 SYN MARK=0x4000 ", want: ResultHeader},
@@ -331,7 +331,7 @@ func TestDecodeXtablesMonitor(t *testing.T) {
 			line: " TRACE: 2 0b6f6c71 filter:KUBE-SERVICES:rule:0x31:DROP  -4 -t filter -A KUBE-SERVICES -j DROP",
 			want: ResultEvent,
 			wantEv: Event{TraceID: 0x0b6f6c71, HasID: true, Table: "filter", Chain: "KUBE-SERVICES", Kind: KindRule, Handle: 0x31,
-				Verdict: "DROP", Text: "-A KUBE-SERVICES -j DROP", HasHeader: true, Header: natHdr},
+				Verdict: "DROP", Text: "-A KUBE-SERVICES -j DROP", Header: natHdr},
 		},
 		{
 			// A trace id without a PACKET line yet: no header.
@@ -396,18 +396,18 @@ func TestDecodeNftMonitor(t *testing.T) {
 			line: "trace id 58b712a0 ip kube-proxy services rule ip daddr . meta l4proto . th dport vmap @service-ips (verdict goto service-6QYGQ5L4-default/myapp/tcp/)",
 			want: ResultEvent,
 			wantEv: Event{TraceID: 0x58b712a0, HasID: true, Table: "kube-proxy", Chain: "services", Kind: KindRule, Verdict: "GOTO",
-				Target: "service-6QYGQ5L4-default/myapp/tcp/", Text: "ip daddr . meta l4proto . th dport vmap @service-ips", HasHeader: true, Header: hdr},
+				Target: "service-6QYGQ5L4-default/myapp/tcp/", Text: "ip daddr . meta l4proto . th dport vmap @service-ips", Header: hdr},
 		},
 		{
 			line: "trace id 58b712a0 ip kube-proxy service-6QYGQ5L4-default/myapp/tcp/ rule meta l4proto tcp dnat ip to numgen random mod 3 map { 0 : 10.244.0.23 . 80, 1 : 10.244.0.24 . 80 } comment \"a (verdict x) in a comment\" (verdict accept)",
 			want: ResultEvent,
 			wantEv: Event{TraceID: 0x58b712a0, HasID: true, Table: "kube-proxy", Chain: "service-6QYGQ5L4-default/myapp/tcp/", Kind: KindRule, Verdict: "ACCEPT",
-				Text: "meta l4proto tcp dnat ip to numgen random mod 3 map { 0 : 10.244.0.23 . 80, 1 : 10.244.0.24 . 80 } comment \"a (verdict x) in a comment\"", HasHeader: true, Header: hdr},
+				Text: "meta l4proto tcp dnat ip to numgen random mod 3 map { 0 : 10.244.0.23 . 80, 1 : 10.244.0.24 . 80 } comment \"a (verdict x) in a comment\"", Header: hdr},
 		},
 		{
 			line:   "trace id 58b712a0 ip kube-proxy filter-output policy accept meta mark 0x00004000 ",
 			want:   ResultEvent,
-			wantEv: Event{TraceID: 0x58b712a0, HasID: true, Table: "kube-proxy", Chain: "filter-output", Kind: KindPolicy, Verdict: "ACCEPT", HasHeader: true, Header: marked},
+			wantEv: Event{TraceID: 0x58b712a0, HasID: true, Table: "kube-proxy", Chain: "filter-output", Kind: KindPolicy, Verdict: "ACCEPT", Header: marked},
 		},
 		// The next base chain's packet line has no mark: it is carried over.
 		{line: `trace id 58b712a0 ip filter OUTPUT packet: oif "kcn0" ip saddr 10.199.0.2 ip daddr 10.244.0.24 ip dscp cs0 ip ecn not-ect ip ttl 64 ip id 16584 ip length 60 tcp sport 59866 tcp dport 80 tcp flags == syn tcp window 64240 `, want: ResultHeader},
@@ -419,12 +419,12 @@ func TestDecodeNftMonitor(t *testing.T) {
 		{
 			line:   "trace id 58b712a0 ip filter KUBE-FIREWALL return",
 			want:   ResultEvent,
-			wantEv: Event{TraceID: 0x58b712a0, HasID: true, Table: "filter", Chain: "KUBE-FIREWALL", Kind: KindReturn, HasHeader: true, Header: natted},
+			wantEv: Event{TraceID: 0x58b712a0, HasID: true, Table: "filter", Chain: "KUBE-FIREWALL", Kind: KindReturn, Header: natted},
 		},
 		{
 			line:   "trace id 58b712a0 ip filter OUTPUT unknown rule handle 42 (verdict drop)",
 			want:   ResultEvent,
-			wantEv: Event{TraceID: 0x58b712a0, HasID: true, Table: "filter", Chain: "OUTPUT", Kind: KindRule, Handle: 42, Verdict: "DROP", HasHeader: true, Header: natted},
+			wantEv: Event{TraceID: 0x58b712a0, HasID: true, Table: "filter", Chain: "OUTPUT", Kind: KindRule, Handle: 42, Verdict: "DROP", Header: natted},
 		},
 		{line: "trace id 58b712a0 ip filter OUTPUT conntrack: ct direction original ct state new ct id 2442", want: ResultSkip},
 		{line: `trace id 00000c01 inet filter input packet: iif "eth0" ether saddr 52:54:00:12:34:56 ether daddr 52:54:00:65:43:21 ip6 saddr fd00::1 ip6 daddr fd00::2 ip6 dscp cs0 ip6 ecn not-ect ip6 hoplimit 64 ip6 flowlabel 99 ip6 nexthdr udp ip6 length 40 udp sport 5353 udp dport 53 udp length 40 `, want: ResultHeader},

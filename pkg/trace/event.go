@@ -96,9 +96,13 @@ type Event struct {
 	Target string
 	// Text is the rule text when the trace carries it (xtables-monitor, nft).
 	Text string
-	// HasHeader reports whether Header was carried by this record (legacy
-	// records always carry it; nft rule records inherit it from the last
-	// "packet:" line of the same base chain traversal, which decoders fill in).
+	// HasHeader reports whether Header was carried by this record: legacy
+	// records always carry it; for nft only the first record of each base
+	// chain traversal does (the kernel sends the packet headers with that
+	// event, the text formats print a "packet:" / "PACKET:" line before
+	// it). Decoders fill the id's last header into the records that follow
+	// (HasHeader false, Header set), with the mark updated when a record
+	// shows it; Header is zero when no header was seen for the id.
 	HasHeader bool
 	Header    Header
 }

@@ -382,10 +382,17 @@ func (g *Grouper) splitsID(f *flight, ev *Event) bool {
 	if ev.Time != 0 && f.pkt.End != 0 && ev.Time-f.pkt.End >= g.quiet {
 		return true
 	}
-	if ev.HasHeader && f.hasHdr && !sameIdentity(&f.cur, &ev.Header) {
+	if hasHeader(ev) && f.hasHdr && !sameIdentity(&f.cur, &ev.Header) {
 		return true
 	}
 	return f.placeOf(ev) == moveBack
+}
+
+// hasHeader reports whether ev shows the packet: the header it carried, or
+// one its decoder filled in from earlier records of the same trace id
+// (HasHeader false, Header set).
+func hasHeader(ev *Event) bool {
+	return ev.HasHeader || ev.Header != (Header{})
 }
 
 // sameIdentity compares what stays constant along one packet's path.
@@ -430,14 +437,14 @@ func isDuplicate(f *flight, ev *Event) bool {
 	last := &f.pkt.Hops[n-1]
 	return last.Table == ev.Table && last.Chain == ev.Chain && last.Kind == ev.Kind &&
 		last.Rule == ev.Rule && last.Handle == ev.Handle && last.Text == ev.Text &&
-		(!ev.HasHeader || last.Header == ev.Header)
+		(!hasHeader(ev) || last.Header == ev.Header)
 }
 
 // tupleFits reports whether ev's addresses can be f's: equal, or rewritten
 // by DNAT (destination, before the packet left PREROUTING/OUTPUT) or SNAT
 // (source, at POSTROUTING/INPUT; seen again only on loopback).
 func (f *flight) tupleFits(ev *Event) bool {
-	if !ev.HasHeader || !f.hasHdr {
+	if !hasHeader(ev) || !f.hasHdr {
 		return true
 	}
 	a, b := &f.cur, &ev.Header
@@ -492,7 +499,7 @@ func (f *flight) placeOf(ev *Event) move {
 	if r > f.rank || (r == f.rank && !f.done) {
 		return moveOK
 	}
-	if h == hookPre && !f.restarted && f.pkt.First.PhysIn != "" && ev.HasHeader &&
+	if h == hookPre && !f.restarted && f.pkt.First.PhysIn != "" && hasHeader(ev) &&
 		(ev.Header.Dst != f.pkt.First.Dst || ev.Header.DPort != f.pkt.First.DPort) {
 		return moveRestart
 	}
@@ -550,7 +557,7 @@ func (g *Grouper) appendHop(f *flight, ev *Event) {
 	mv := f.placeOf(ev)
 	h, r := f.evPos(ev)
 	hdr := &f.cur
-	if ev.HasHeader {
+	if hasHeader(ev) {
 		if !f.hasHdr {
 			f.pkt.First = ev.Header
 			f.hasHdr = true

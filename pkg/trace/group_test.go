@@ -902,3 +902,31 @@ func TestDecoderFormatDetected(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupInheritedHeader: records that inherit the header (HasHeader
+// false, Header filled in by the decoder, as the agent's netlink decoder
+// does) show it, mark updates included; records without any header show the
+// packet's last one.
+func TestGroupInheritedHeader(t *testing.T) {
+	syn := Header{Out: "eth0", Family: 4, Proto: ProtoTCP, Src: addr("10.0.0.1"), Dst: addr("10.96.0.1"), SPort: 1, DPort: 80, IPID: 7, TCPFlags: TCPSyn, Len: 60}
+	marked := syn
+	marked.Mark = 0x4000
+	evs := []Event{
+		{TraceID: 5, HasID: true, Table: "nat", Chain: "OUTPUT", Kind: KindRule, Verdict: "JUMP", Target: "KUBE-MARK-MASQ", HasHeader: true, Header: syn},
+		{TraceID: 5, HasID: true, Table: "nat", Chain: "KUBE-MARK-MASQ", Kind: KindRule, Verdict: "CONTINUE", Header: marked},
+		{TraceID: 5, HasID: true, Table: "nat", Chain: "OUTPUT", Kind: KindPolicy, Verdict: "ACCEPT"},
+	}
+	var got []Header
+	g := NewGrouper(GroupOptions{Emit: func(p *Packet) {
+		for _, h := range p.Hops {
+			got = append(got, h.Header)
+		}
+	}})
+	for i := range evs {
+		g.Add(&evs[i])
+	}
+	g.Flush()
+	if diff := cmp.Diff([]Header{syn, marked, marked}, got, cmp.Comparer(func(a, b Header) bool { return a == b })); diff != "" {
+		t.Errorf("hop headers (-want +got):\n%s", diff)
+	}
+}

@@ -84,10 +84,7 @@ func (d *Decoder) decodeNftmon(line []byte, ev *Event) Result {
 	default:
 		return ResultMalformed
 	}
-	if h := d.header(id); h != nil {
-		ev.Header = *h
-		ev.HasHeader = true
-	}
+	d.fillHeader(id, ev)
 	// Policy and return records end with the packet mark, when set.
 	if ev.Kind != KindRule {
 		if k := bytes.Index(rest, []byte("meta mark ")); k >= 0 {

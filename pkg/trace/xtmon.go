@@ -203,10 +203,7 @@ func (d *Decoder) xtmonTrace(b []byte, ev *Event) Result {
 	if kind == KindRule {
 		ev.Text = d.texts.get(xtmonRuleText(trimSpace(b[i:])))
 	}
-	if h := d.header(id); h != nil {
-		ev.Header = *h
-		ev.HasHeader = true
-	}
+	d.fillHeader(id, ev)
 	return ResultEvent
 }
 
