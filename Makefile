@@ -42,7 +42,7 @@ demo:
 
 ## image: the agent image (OCI layout under _output/image)
 image: build
-	hack/build-image.sh
+	SVCTRACE_IMAGE=$(IMAGE) hack/build-image.sh
 
 ## dist: release archives for every platform, with $(VERSION) stamped in
 dist:
