@@ -338,12 +338,11 @@ func (a *annotator) chainInfo(table, chain string) rules.ChainInfo {
 	return rules.ClassifyName(chain)
 }
 
-// serviceFromComment reads "ns/name:port has no endpoints" style comments.
+// serviceFromComment names the Service of a kube-proxy "ns/name:port has no
+// endpoints" (or "has no local endpoints") comment, "" for other comments.
 func serviceFromComment(c string) string {
-	for _, suffix := range []string{" has no local endpoints", " has no endpoints"} {
-		if s, ok := strings.CutSuffix(c, suffix); ok {
-			return s
-		}
+	if strings.HasSuffix(c, " has no endpoints") || strings.HasSuffix(c, " has no local endpoints") {
+		return rules.ServiceFromComment(c)
 	}
 	return ""
 }
