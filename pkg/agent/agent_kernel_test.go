@@ -495,3 +495,156 @@ func TestAgentNftablesMode(t *testing.T) {
 		t.Errorf("ruleset after the session differs:\n%s", cmp.Diff(before, got))
 	}
 }
+
+func TestAgentTracesUDP(t *testing.T) {
+	for _, b := range []Backend{BackendLegacy, BackendNft} {
+		t.Run(string(b), func(t *testing.T) {
+			requireAgentBin(t)
+			if b == BackendLegacy {
+				enableNfLogAllNetns(t)
+			}
+			tp := newTopoProto(t, b, "udp")
+			before := tp.node.ruleset(t)
+			// --probe sends one datagram: UDP has no connection
+			// opening, so every datagram is traced.
+			a := startAgent(t, tp.node, "--proto", "udp", "--dst", tp.svc4().String(), "--probe", "--max-packets", "1", "--duration", "30s")
+			a.waitReady(10 * time.Second)
+			if code := a.wait(30 * time.Second); code != 0 {
+				t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+			}
+			pkts := recordsOf[record.Packet](a, record.TypePacket)
+			if len(pkts) != 1 {
+				t.Fatalf("%d packets, want 1\nstderr:\n%s", len(pkts), a.stderr.String())
+			}
+			ep := netip.AddrPortFrom(tp.epIP4(), 8080)
+			p := pkts[0]
+			if p.Proto != "udp" || p.Endpoint != ep.String() || p.Verdict != record.VerdictAccept || p.Flags != "" {
+				t.Errorf("packet proto %s endpoint %s verdict %s flags %q; want udp, %s, ACCEPT, no flags", p.Proto, p.Endpoint, p.Verdict, p.Flags, ep)
+			}
+			if got := natPath(p); len(got) < 6 || got[5] != (hopKey{"nat", tp.sepChain(ep), "rule", "DNAT", ep.String()}) {
+				t.Errorf("nat path %v: want the UDP endpoint chain's DNAT as 6th nat hop", got)
+			}
+			if got := tp.node.ruleset(t); got != before {
+				t.Errorf("ruleset changed:\n%s", cmp.Diff(before, got))
+			}
+		})
+	}
+}
+
+// TestAgentProbesNodePort: --probe reaches a NodePort on the node's own
+// address, through OUTPUT and KUBE-NODEPORTS.
+func TestAgentProbesNodePort(t *testing.T) {
+	requireAgentBin(t)
+	tp := newTopo(t, BackendNft)
+	a := startAgent(t, tp.node, "--nodeport", fmt.Sprint(testNodePort), "--probe", "--max-packets", "1", "--duration", "30s")
+	a.waitReady(10 * time.Second)
+	if code := a.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+	}
+	pkts := recordsOf[record.Packet](a, record.TypePacket)
+	if len(pkts) != 1 {
+		t.Fatalf("%d packets, want 1\nstderr:\n%s", len(pkts), a.stderr.String())
+	}
+	p := pkts[0]
+	if want := netip.AddrPortFrom(tp.nodeIP4(), testNodePort).String(); p.Dst != want {
+		t.Errorf("probe went to %s, want the node's address %s", p.Dst, want)
+	}
+	want := []hopKey{
+		{"nat", "OUTPUT", "rule", "JUMP", "KUBE-SERVICES"},
+		{"nat", "KUBE-SERVICES", "rule", "JUMP", "KUBE-NODEPORTS"},
+		{"nat", "KUBE-NODEPORTS", "rule", "JUMP", tp.extChain()},
+	}
+	if got := natPath(p); len(got) < 3 || cmp.Diff(want, got[:3]) != "" {
+		t.Errorf("nat path %v, want it to start %v", got, want)
+	}
+}
+
+// TestAgentBothBackends: kube-proxy chains in iptables-legacy and in
+// iptables-nft (a node mid-migration): both are traced, each through its
+// own source.
+func TestAgentBothBackends(t *testing.T) {
+	requireAgentBin(t)
+	enableNfLogAllNetns(t)
+	tp := newTopo(t, BackendLegacy)
+	tp.node.mustRestore(t, tp.kubeProxyRules(4), "iptables-nft-restore")
+	before := tp.node.ruleset(t)
+	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--probe", "--duration", "30s")
+	ready := a.waitReady(10 * time.Second)
+	if ready["backend"] != "both" || ready["source"] != "kmsg,nftrace" {
+		t.Errorf("ready = %v, want backend both, source kmsg,nftrace", ready)
+	}
+	if rs, _ := ready["rules"].([]any); len(rs) != 4 {
+		t.Errorf("ready lists %d rules, want 4 (2 chains x 2 backends)", len(rs))
+	}
+	// One probe, seen by both sources: one packet without a trace id
+	// (kernel log) and one with (netlink).
+	waitRecord(a, record.TypePacket, 10*time.Second, func(p record.Packet) bool { return p.TraceID != "" })
+	waitRecord(a, record.TypePacket, 10*time.Second, func(p record.Packet) bool { return p.TraceID == "" })
+	a.signal(syscall.SIGTERM)
+	if code := a.wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+	}
+	if bye := a.bye(); bye.RulesRemoved != 4 {
+		t.Errorf("bye = %+v, want 4 rules removed", bye)
+	}
+	if got := tp.node.ruleset(t); got != before {
+		t.Errorf("ruleset changed:\n%s", cmp.Diff(before, got))
+	}
+}
+
+// TestAgentFollowsRulesetChange: kube-proxy inserts a rule above the traced
+// Service's; the session re-reads the ruleset, says so, and later packets
+// get the right rule number and text.
+func TestAgentFollowsRulesetChange(t *testing.T) {
+	for _, b := range []Backend{BackendLegacy, BackendNft} {
+		t.Run(string(b), func(t *testing.T) {
+			requireAgentBin(t)
+			if b == BackendLegacy {
+				enableNfLogAllNetns(t)
+			}
+			tp := newTopo(t, b)
+			before := tp.node.ruleset(t)
+			a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--duration", "60s", "--watch-interval", "200ms")
+			a.waitReady(10 * time.Second)
+			if err := tp.dial(t, "tcp", tp.svc4()); err != nil {
+				t.Fatal(err)
+			}
+			waitRecord(a, record.TypePacket, 10*time.Second, func(record.Packet) bool { return true })
+			extra := []string{"-w", "-t", "nat", "-I", "KUBE-SERVICES", "1", "-d", "192.0.2.1/32", "-p", "tcp", "-m", "tcp", "--dport", "9", "-j", "RETURN"}
+			tp.node.mustRun(t, append([]string{b.Binary(4)}, extra...)...)
+			waitRecord(a, record.TypeWarning, 10*time.Second, func(w record.Warning) bool {
+				return strings.Contains(w.Message, "ruleset changed")
+			})
+			if err := tp.dial(t, "tcp", tp.svc4()); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for len(recordsOf[record.Packet](a, record.TypePacket)) < 2 && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			pkts := recordsOf[record.Packet](a, record.TypePacket)
+			last := pkts[len(pkts)-1]
+			want := fmt.Sprintf("-A KUBE-SERVICES -d %s/32 -p tcp -m comment --comment \"default/myapp cluster IP\" -m tcp --dport 80 -j %s", tp.svc4().Addr(), tp.svcChain())
+			for _, h := range last.Hops {
+				if h.Table == "nat" && h.Chain == "KUBE-SERVICES" && h.Kind == "rule" {
+					if h.Text != want {
+						t.Errorf("KUBE-SERVICES hop text after the change\n got %q\nwant %q", h.Text, want)
+					}
+					if b == BackendLegacy && h.Rule != 2 {
+						t.Errorf("KUBE-SERVICES hop rule %d after a rule was inserted above, want 2", h.Rule)
+					}
+				}
+			}
+			a.signal(syscall.SIGTERM)
+			if code := a.wait(20 * time.Second); code != 0 {
+				t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+			}
+			del := append(append([]string{b.Binary(4)}, extra[:5]...), extra[6:]...)
+			del[4] = "-D"
+			tp.node.mustRun(t, del...)
+			if got := tp.node.ruleset(t); got != before {
+				t.Errorf("ruleset changed:\n%s", cmp.Diff(before, got))
+			}
+		})
+	}
+}

@@ -38,9 +38,32 @@ func listSvctraceRules(ctx context.Context, h *Host) ([]listedRule, error) {
 			if !contains(tables, "raw") {
 				continue
 			}
-			data, err := h.run(ctx, b.Binary(fam), "-w", "-t", "raw", "-S")
-			if err != nil {
-				return nil, fmt.Errorf("list the raw table with %s: %w", b.Binary(fam), err)
+			// Listing one chain at a time: a whole iptables-nft table
+			// listing builds a cache of every table (slow on big nodes).
+			chains := []string{""}
+			if b == BackendNft {
+				n, err := h.nfnl()
+				if err != nil {
+					return nil, err
+				}
+				if chains, _, err = n.chains(fam, "raw"); err != nil {
+					return nil, err
+				}
+			}
+			var data []byte
+			for _, c := range chains {
+				args := []string{"-w", "-t", "raw", "-S"}
+				if c != "" {
+					args = append(args, c)
+				}
+				out, err := h.run(ctx, b.Binary(fam), args...)
+				if err != nil {
+					if isNoSuchChain(err) {
+						continue // deleted meanwhile
+					}
+					return nil, fmt.Errorf("list the raw table with %s: %w", b.Binary(fam), err)
+				}
+				data = append(data, out...)
 			}
 			forEachLine(data, func(line string) {
 				if !strings.HasPrefix(line, "-A ") || !strings.Contains(line, CommentPrefix) {

@@ -1,8 +1,13 @@
 package agent
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"os/exec"
+	"strings"
 	"sync"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -91,6 +96,41 @@ func (h *Host) run(ctx context.Context, name string, args ...string) ([]byte, er
 	return h.Runner.Run(ctx, nil, name, args...)
 }
 
+// stream runs a host command and hands each line of its stdout to fn
+// without holding the whole output (fn must not retain line).
+func (h *Host) stream(ctx context.Context, name string, args []string, fn func(line string)) error {
+	path, err := LookBinary(name)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, path, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run %s: %w", name, err)
+	}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fn(sc.Text())
+	}
+	scanErr := sc.Err()
+	if scanErr != nil {
+		_, _ = io.Copy(io.Discard, out)
+	}
+	if err := cmd.Wait(); err != nil {
+		return &CommandError{Cmd: name + " " + strings.Join(args, " "), Stderr: strings.TrimSpace(stderr.String()), Err: err}
+	}
+	if scanErr != nil {
+		return fmt.Errorf("read the output of %s: %w", name, scanErr)
+	}
+	return nil
+}
+
 // legacyTables implements prober.
 func (h *Host) legacyTables(fam uint8) ([]string, error) {
 	return readLegacyTables(h.ProcRoot, fam)
@@ -103,6 +143,15 @@ func (h *Host) nftTables(fam uint8) ([]string, error) {
 		return nil, err
 	}
 	return n.tables(fam)
+}
+
+// nftChainExists implements prober.
+func (h *Host) nftChainExists(fam uint8, table, chain string) (bool, error) {
+	n, err := h.nfnl()
+	if err != nil {
+		return false, err
+	}
+	return n.chainExists(fam, table, chain)
 }
 
 // linkExists implements prober.

@@ -63,7 +63,9 @@ func buildAgent() (string, func(), error) {
 	}
 	bin := filepath.Join(dir, "kubectl-svctrace")
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/kubectl-svctrace")
+	// The release flags of the Makefile: memory figures depend on them
+	// (an unstripped binary maps twice as many pages).
+	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/kubectl-svctrace")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

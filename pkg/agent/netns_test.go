@@ -171,6 +171,7 @@ type topo struct {
 	node, ep  *netns
 	x         int
 	backend   Backend
+	proto     string // of the Service: tcp or udp
 	listeners []net.Listener
 	udp       []net.PacketConn
 	accepted  atomic.Int64
@@ -178,10 +179,12 @@ type topo struct {
 
 var topoSeq atomic.Int32
 
-func newTopo(t testing.TB, b Backend) *topo {
+func newTopo(t testing.TB, b Backend) *topo { return newTopoProto(t, b, "tcp") }
+
+func newTopoProto(t testing.TB, b Backend, proto string) *topo {
 	t.Helper()
 	x := 10 + int(topoSeq.Add(1))%200
-	tp := &topo{node: newNetns(t, "node"), ep: newNetns(t, "ep"), x: x, backend: b}
+	tp := &topo{node: newNetns(t, "node"), ep: newNetns(t, "ep"), x: x, backend: b, proto: proto}
 	vn, ve := fmt.Sprintf("svn%d", x), fmt.Sprintf("sve%d", x)
 	if out, err := exec.Command("ip", "link", "add", vn, "netns", tp.node.name, "type", "veth", "peer", "name", ve, "netns", tp.ep.name).CombinedOutput(); err != nil {
 		t.Fatalf("create veth: %v: %s", err, out)
@@ -282,15 +285,19 @@ const (
 
 // Chain names as kube-proxy computes them (hash of the Service port name
 // and protocol; endpoint chains add the endpoint).
-func (tp *topo) svcChain() string { return rules.ServiceChainName("KUBE-SVC-", svcName, "tcp") }
-func (tp *topo) extChain() string { return rules.ServiceChainName("KUBE-EXT-", svcName, "tcp") }
+func (tp *topo) svcChain() string { return rules.ServiceChainName("KUBE-SVC-", svcName, tp.proto) }
+func (tp *topo) extChain() string { return rules.ServiceChainName("KUBE-EXT-", svcName, tp.proto) }
 func (tp *topo) sepChain(ep netip.AddrPort) string {
-	return rules.EndpointChainName(svcName, "tcp", ep.String())
+	return rules.EndpointChainName(svcName, tp.proto, ep.String())
 }
 
 // kubeProxyRules renders kube-proxy iptables-mode rules for one family, in
 // the exact format kube-proxy's iptables-restore input uses.
-func (tp *topo) kubeProxyRules(fam uint8) string {
+func (tp *topo) kubeProxyRules(fam uint8) string { return tp.kubeProxyRulesN(fam, nil) }
+
+// kubeProxyRulesN is kubeProxyRules with bulk Services added before the
+// test's own (see bulkServices).
+func (tp *topo) kubeProxyRulesN(fam uint8, bulk *bulkRules) string {
 	svc, ep, bits, podCIDR := tp.svc4(), netip.AddrPortFrom(tp.epIP4(), 8080), "/32", "10.244.0.0/16"
 	if fam == 6 {
 		svc, ep, bits, podCIDR = tp.svc6(), netip.AddrPortFrom(tp.epIP6(), 8080), "/128", "fd44::/64"
@@ -325,6 +332,9 @@ func (tp *topo) kubeProxyRules(fam uint8) string {
 	if fam == 4 {
 		w(":%s - [0:0]", extC)
 	}
+	if bulk != nil {
+		b.WriteString(bulk.decls)
+	}
 	w("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES")
 	w("-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES")
 	w("-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING")
@@ -332,13 +342,18 @@ func (tp *topo) kubeProxyRules(fam uint8) string {
 	w("-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN")
 	w("-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0")
 	w("-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully")
-	w("-A KUBE-SERVICES -d %s%s -p tcp -m comment --comment \"%s cluster IP\" -m tcp --dport %d -j %s", svc.Addr(), bits, svcName, svc.Port(), svcC)
-	w("-A %s ! -s %s -d %s%s -p tcp -m comment --comment \"%s cluster IP\" -m tcp --dport %d -j KUBE-MARK-MASQ", svcC, podCIDR, svc.Addr(), bits, svcName, svc.Port())
+	if bulk != nil {
+		b.WriteString(bulk.services)
+		b.WriteString(bulk.chains)
+	}
+	p := tp.proto
+	w("-A KUBE-SERVICES -d %s%s -p %s -m comment --comment \"%s cluster IP\" -m %s --dport %d -j %s", svc.Addr(), bits, p, svcName, p, svc.Port(), svcC)
+	w("-A %s ! -s %s -d %s%s -p %s -m comment --comment \"%s cluster IP\" -m %s --dport %d -j KUBE-MARK-MASQ", svcC, podCIDR, svc.Addr(), bits, p, svcName, p, svc.Port())
 	w("-A %s -m comment --comment \"%s -> %s\" -j %s", svcC, svcName, ep, sepC)
 	w("-A %s -s %s%s -m comment --comment \"%s\" -j KUBE-MARK-MASQ", sepC, ep.Addr(), bits, svcName)
-	w("-A %s -p tcp -m comment --comment \"%s\" -m tcp -j DNAT --to-destination %s", sepC, svcName, ep)
+	w("-A %s -p %s -m comment --comment \"%s\" -m %s -j DNAT --to-destination %s", sepC, p, svcName, p, ep)
 	if fam == 4 {
-		w("-A KUBE-NODEPORTS -p tcp -m comment --comment \"%s\" -m tcp --dport %d -j %s", svcName, testNodePort, extC)
+		w("-A KUBE-NODEPORTS -p %s -m comment --comment \"%s\" -m %s --dport %d -j %s", p, svcName, p, testNodePort, extC)
 		w("-A %s -m comment --comment \"masquerade traffic for %s external destinations\" -j KUBE-MARK-MASQ", extC, svcName)
 		w("-A %s -j %s", extC, svcC)
 	}

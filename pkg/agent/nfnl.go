@@ -156,6 +156,25 @@ func (n *nfnl) chains(family uint8, table string) (names []string, ok bool, err 
 	return names, ok, nil
 }
 
+// chainExists asks the kernel for one chain by name: cheap even when the
+// table holds 40,000 chains.
+func (n *nfnl) chainExists(family uint8, table, chain string) (bool, error) {
+	ae := netlink.NewAttributeEncoder()
+	ae.String(nftaChainTable, table)
+	ae.String(nftaChainName, chain)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return false, err
+	}
+	if _, err := n.request(nftMsgGetChain, nfproto(family), false, attrs); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		return false, fmt.Errorf("look up chain %s in nftables table %s: %w", chain, table, err)
+	}
+	return true, nil
+}
+
 // nftRule is one rule of a chain as the kernel lists it.
 type nftRule struct {
 	Handle  uint64

@@ -305,11 +305,19 @@ func (f *endFolder) flush(emit func(*trace.Event)) {
 }
 
 // ifNames resolves interface indexes to names, caching them: a trace event
-// names interfaces by index only.
+// names interfaces by index only. It asks over a route netlink socket
+// opened with the trace socket, so names come from the network namespace
+// the events come from, whichever thread asks.
 type ifNames struct {
-	mu sync.Mutex
-	m  map[uint32]string
+	mu   sync.Mutex
+	m    map[uint32]string
+	rtnl *netlink.Conn // nil: ask the calling thread's namespace
 }
+
+const (
+	rtmGetLink = 18
+	iflaIfname = 3
+)
 
 func (c *ifNames) name(idx uint32) string {
 	c.mu.Lock()
@@ -317,10 +325,8 @@ func (c *ifNames) name(idx uint32) string {
 	if n, ok := c.m[idx]; ok {
 		return n
 	}
-	n := ""
-	if ifi, err := net.InterfaceByIndex(int(idx)); err == nil {
-		n = ifi.Name
-	} else {
+	n := c.lookup(idx)
+	if n == "" {
 		n = fmt.Sprintf("if%d", idx)
 	}
 	if c.m == nil {
@@ -328,6 +334,33 @@ func (c *ifNames) name(idx uint32) string {
 	}
 	c.m[idx] = n
 	return n
+}
+
+func (c *ifNames) lookup(idx uint32) string {
+	if c.rtnl == nil {
+		if ifi, err := net.InterfaceByIndex(int(idx)); err == nil {
+			return ifi.Name
+		}
+		return ""
+	}
+	// struct ifinfomsg: family, pad, type, index, flags, change.
+	req := make([]byte, 16)
+	binary.NativeEndian.PutUint32(req[4:8], idx)
+	msgs, err := c.rtnl.Execute(netlink.Message{
+		Header: netlink.Header{Type: rtmGetLink, Flags: netlink.Request},
+		Data:   req,
+	})
+	if err != nil {
+		return ""
+	}
+	for _, m := range msgs {
+		if len(m.Data) > 16 {
+			if v, ok := attrString(m.Data[16:], iflaIfname); ok {
+				return v
+			}
+		}
+	}
+	return ""
 }
 
 // NftraceSource listens to nftables trace events (NFNLGRP_NFTRACE) on a
@@ -370,7 +403,14 @@ func (s *NftraceSource) Open() error {
 		c.Close()
 		return fmt.Errorf("set the trace socket's receive buffer: %w", err)
 	}
+	// Opened now, in the namespace the trace socket belongs to.
+	rtnl, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("open a route netlink socket to name interfaces: %w", err)
+	}
 	s.conn = c
+	s.ifn.rtnl = rtnl
 	s.dec = newNftDecoder(s.ifn.name)
 	return nil
 }
@@ -443,5 +483,11 @@ func (s *NftraceSource) Close() error {
 	}
 	err := s.conn.Close()
 	s.conn = nil
+	s.ifn.mu.Lock()
+	if s.ifn.rtnl != nil {
+		err = errors.Join(err, s.ifn.rtnl.Close())
+		s.ifn.rtnl = nil
+	}
+	s.ifn.mu.Unlock()
 	return err
 }

@@ -480,13 +480,7 @@ func (t *tracer) handles() map[uint64]bool {
 func (t *tracer) texts() []string {
 	out := make([]string, 0, len(t.rules))
 	for _, r := range t.rules {
-		prefix := ""
-		if r.Family == 6 {
-			prefix = "ip6tables-"
-		} else {
-			prefix = "iptables-"
-		}
-		out = append(out, prefix+string(r.Backend)+" -t raw "+r.String())
+		out = append(out, r.String())
 	}
 	return out
 }

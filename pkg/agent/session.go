@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,8 +56,8 @@ const (
 	tickEvery        = 50 * time.Millisecond // grouper Tick, lost records
 	drainTime        = 150 * time.Millisecond
 	defaultWatch     = 3 * time.Second
-	resnapshotMin    = 10 * time.Second // at most one re-read per backend per this
-	fullCheckEvery   = 10               // legacy: full re-read every N watch intervals
+	resnapshotEvery  = 3  // at most one re-read per backend per N watch intervals
+	fullCheckEvery   = 10 // legacy: full re-read every N watch intervals
 	snapshotWaitMax  = 60 * time.Second
 	probeTimeout     = 2 * time.Second
 	cleanupTimeout   = 30 * time.Second
@@ -120,6 +121,9 @@ type session struct {
 	packets   chan pktItem
 	emitted   atomic.Int64
 	cancel    context.CancelCauseFunc
+
+	// Written by writePackets only; read after it ended.
+	ignoredPkts, ignoredHops int
 }
 
 type pktItem struct {
@@ -334,8 +338,13 @@ func (s *session) traceSession(ctx context.Context) (removed int, err error) {
 	}
 	s.log.Printf("ready in %s: session %s, backend %s, kube-proxy mode %s, source %s, %d TRACE rule(s)",
 		time.Since(s.start).Round(time.Millisecond), s.sid, s.det.BackendName(), s.det.ModeName(), strings.Join(srcNames, ","), len(s.tr.rules))
+	for _, r := range s.tr.rules {
+		s.log.Printf("  %s -t raw %s", r.Backend.Binary(r.Family), r)
+	}
 
 	// The live pipeline.
+	s.snap = &snapshotter{h: s.h, cfg: &s.cfg, det: s.det}
+	s.snapReady = make(chan struct{})
 	var srcWG, bgWG, writerWG sync.WaitGroup
 	srcCtx, stopSources := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSources()
@@ -353,8 +362,6 @@ func (s *session) traceSession(ctx context.Context) (removed int, err error) {
 		defer writerWG.Done()
 		s.writePackets(ctx)
 	}()
-	s.snap = &snapshotter{h: s.h, cfg: &s.cfg, det: s.det}
-	s.snapReady = make(chan struct{})
 	bgWG.Add(2)
 	go func() {
 		defer bgWG.Done()
@@ -403,6 +410,9 @@ func (s *session) traceSession(ctx context.Context) (removed int, err error) {
 	}
 	close(s.packets)
 	writerWG.Wait()
+	if s.ignoredPkts > 0 {
+		s.log.Printf("ignored %d packet(s) (%d records) not to the traced destinations: other tracers on the node, or packets whose first records were lost", s.ignoredPkts, s.ignoredHops)
+	}
 	for _, p := range s.pipes {
 		p.flushLost()
 		if m, ok := matched[p.backend]; ok {
@@ -578,7 +588,12 @@ func (s *session) tickLoop(ctx context.Context) {
 func (s *session) writePackets(ctx context.Context) {
 	for it := range s.packets {
 		if !s.cfg.matches(&it.p.First) {
-			continue // another tracer's packet (kmsg is shared by the node)
+			// Another tracer's packet (the kernel log is shared by the
+			// node), or the tail of one whose first records were lost
+			// (already counted as lost).
+			s.ignoredPkts++
+			s.ignoredHops += len(it.p.Hops)
+			continue
 		}
 		if s.cfg.MaxPackets > 0 && s.emitted.Load() >= int64(s.cfg.MaxPackets) {
 			continue
@@ -634,6 +649,9 @@ func (s *session) initialSnapshot(ctx context.Context) {
 		s.index[b].Store(ix)
 		s.log.Printf("indexed %d %s rules in %s", ix.Len(), b, time.Since(t0).Round(time.Millisecond))
 	}
+	// Reading a big ruleset leaves garbage behind: give it back now
+	// rather than hold it for the whole session.
+	debug.FreeOSMemory()
 }
 
 // watchLoop notices the TRACE rules disappearing (a full restore of the raw
@@ -698,7 +716,7 @@ func (s *session) watchLoop(ctx context.Context) {
 			continue // the first snapshot is still being taken
 		}
 		for b := range s.index {
-			if !dirty[b] || time.Since(lastSnap[b]) < resnapshotMin {
+			if !dirty[b] || time.Since(lastSnap[b]) < resnapshotEvery*s.cfg.WatchInterval {
 				continue
 			}
 			dirty[b] = false
@@ -718,6 +736,7 @@ func (s *session) watchLoop(ctx context.Context) {
 			}
 			hashes[b] = sum
 			s.index[b].Store(ix)
+			debug.FreeOSMemory()
 		}
 	}
 }

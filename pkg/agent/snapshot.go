@@ -148,52 +148,85 @@ func closure(roots []string, edges map[string][]string) map[string]bool {
 	return keep
 }
 
-// pruneIptablesSave drops from iptables-save output the per-Service chains
-// the traced destinations cannot reach. extra are chains to keep anyway
-// (hash names of the traced Services). When no rule leads to a per-Service
-// chain, everything is kept: the trace may go anywhere.
-func pruneIptablesSave(data []byte, rel relevance, extra []string) []byte {
-	edges := map[string][]string{}
-	var roots []string
-	forEachLine(data, func(line string) {
-		if !strings.HasPrefix(line, "-A ") {
-			return
-		}
-		chain := firstField(line[3:])
-		targets := iptablesTargets(line)
-		if perServiceIptables(chain) {
-			for _, t := range targets {
-				if perServiceIptables(t) {
-					edges[chain] = append(edges[chain], t)
-				}
-			}
-			return
-		}
+// saveFilter prunes iptables-save output in two passes over its lines, so
+// the output of a 150,000-rule node can be streamed instead of held: pass 1
+// (scan) learns the jumps between per-Service chains and which of them the
+// traced destinations enter; pass 2 (keep) says which lines to keep.
+type saveFilter struct {
+	rel   relevance
+	edges map[string][]string
+	roots []string
+	keep  map[string]bool // nil: keep everything
+}
+
+func newSaveFilter(rel relevance) *saveFilter {
+	return &saveFilter{rel: rel, edges: map[string][]string{}}
+}
+
+// scan is pass 1. line is not retained.
+func (f *saveFilter) scan(line string) {
+	if !strings.HasPrefix(line, "-A ") {
+		return
+	}
+	chain := firstField(line[3:])
+	targets := iptablesTargets(line)
+	if perServiceIptables(chain) {
 		for _, t := range targets {
-			if perServiceIptables(t) && rel.iptablesLine(line) {
-				roots = append(roots, t)
+			if perServiceIptables(t) {
+				c := strings.Clone(chain)
+				f.edges[c] = append(f.edges[c], strings.Clone(t))
 			}
 		}
-	})
-	if len(roots) == 0 {
+		return
+	}
+	for _, t := range targets {
+		if perServiceIptables(t) && f.rel.iptablesLine(line) {
+			f.roots = append(f.roots, strings.Clone(t))
+		}
+	}
+}
+
+// decide ends pass 1. extra are chains to keep anyway (hash names of the
+// traced Services). When no rule leads to a per-Service chain, everything
+// is kept: the trace may go anywhere.
+func (f *saveFilter) decide(extra []string) {
+	if len(f.roots) > 0 {
+		f.keep = closure(append(f.roots, extra...), f.edges)
+	}
+	f.edges = nil
+}
+
+// keepLine is pass 2.
+func (f *saveFilter) keepLine(line string) bool {
+	if f.keep == nil {
+		return true
+	}
+	var chain string
+	switch {
+	case strings.HasPrefix(line, "-A "):
+		chain = firstField(line[3:])
+	case strings.HasPrefix(line, ":"):
+		chain = firstField(line[1:])
+	}
+	return chain == "" || !perServiceIptables(chain) || f.keep[chain]
+}
+
+// pruneIptablesSave drops from iptables-save output the per-Service chains
+// the traced destinations cannot reach (saveFilter over data in memory).
+func pruneIptablesSave(data []byte, rel relevance, extra []string) []byte {
+	f := newSaveFilter(rel)
+	forEachLine(data, f.scan)
+	f.decide(extra)
+	if f.keep == nil {
 		return data
 	}
-	keep := closure(append(roots, extra...), edges)
 	var out bytes.Buffer
 	out.Grow(len(data) / 8)
 	forEachLine(data, func(line string) {
-		var chain string
-		switch {
-		case strings.HasPrefix(line, "-A "):
-			chain = firstField(line[3:])
-		case strings.HasPrefix(line, ":"):
-			chain = firstField(line[1:])
+		if f.keepLine(line) {
+			out.WriteString(line)
+			out.WriteByte('\n')
 		}
-		if chain != "" && perServiceIptables(chain) && !keep[chain] {
-			return
-		}
-		out.WriteString(line)
-		out.WriteByte('\n')
 	})
 	return out.Bytes()
 }
@@ -299,11 +332,10 @@ func (s *snapshotter) take(ctx context.Context, b Backend) (*rules.Index, uint64
 		fam := f.Family
 		switch {
 		case b == BackendLegacy && f.Legacy:
-			data, err := s.h.run(ctx, b.SaveBinary(fam))
+			data, err := s.legacySave(ctx, fam, rel)
 			if err != nil {
-				return nil, 0, fmt.Errorf("snapshot the ruleset: %w", err)
+				return nil, 0, err
 			}
-			data = pruneIptablesSave(data, rel, s.serviceChains())
 			sum.Write(stripSaveNoise(data))
 			if err := ix.AddIptablesSave(data, fam); err != nil {
 				return nil, 0, fmt.Errorf("index the %s ruleset: %w", b.SaveBinary(fam), err)
@@ -346,6 +378,29 @@ func (s *snapshotter) take(ctx context.Context, b Backend) (*rules.Index, uint64
 		ix.LearnServices(ports)
 	}
 	return ix, sum.Sum64(), nil
+}
+
+// legacySave streams iptables-legacy-save twice through a saveFilter: the
+// agent never holds the full output (20 MB for 10,000 Services), only what
+// it keeps. A rewrite between the two reads may leave a new chain without
+// text; the session's watcher re-reads after rewrites anyway.
+func (s *snapshotter) legacySave(ctx context.Context, fam uint8, rel relevance) ([]byte, error) {
+	bin := BackendLegacy.SaveBinary(fam)
+	f := newSaveFilter(rel)
+	if err := s.h.stream(ctx, bin, nil, f.scan); err != nil {
+		return nil, fmt.Errorf("snapshot the ruleset: %w", err)
+	}
+	f.decide(s.serviceChains())
+	var out bytes.Buffer
+	if err := s.h.stream(ctx, bin, nil, func(line string) {
+		if f.keepLine(line) {
+			out.WriteString(line)
+			out.WriteByte('\n')
+		}
+	}); err != nil {
+		return nil, fmt.Errorf("snapshot the ruleset: %w", err)
+	}
+	return out.Bytes(), nil
 }
 
 func nftFamily(fam uint8) string {
