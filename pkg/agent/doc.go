@@ -1,19 +1,41 @@
 // Package agent is the node side of svctrace: it runs as root in a
 // privileged hostNetwork pod (the hidden `agent` subcommand), finds which
 // iptables backend and kube-proxy mode the node uses, inserts raw-table TRACE
-// rules that match only the traced Service addresses, reads the trace output
-// (the kernel log through /dev/kmsg or a syslog file for iptables-legacy;
-// nftables trace events over netlink for iptables-nft), groups it into
-// packets with package trace, annotates them with a ruleset snapshot
-// (packages rules and explain) and streams NDJSON records (package record)
-// on stdout.
+// rules that match only the traced Service addresses, reads the trace output,
+// groups it into packets with package trace, annotates them with a ruleset
+// snapshot (packages rules and explain) and streams NDJSON records (package
+// record) on stdout: ready, then packet/lost/warning, then bye.
 //
-// Every rule it adds carries the comment "svctrace:<session>[:flags]" and is
-// removed by its exact spec on every way out (end of duration, packet count,
-// SIGINT/SIGTERM, stdin EOF, errors). A session id embeds the boot id, the
-// pid namespace, pid and start time of the agent and its deadline, so a later
-// session can prove an older one dead and sweep its rules (see cleanup.go).
+// Backends and sources. kube-proxy's chains are looked for in both
+// iptables backends and both families (its canary in mangle, KUBE-SERVICES in
+// nat; nftables mode: table ip|ip6 kube-proxy; ipvs: the kube-ipvs0 link).
+// TRACE rules go into the raw table of every backend that holds them. Legacy
+// TRACE output is read from /dev/kmsg (or a syslog file with --source
+// kern.log); iptables-nft TRACE output exists only as nftables trace events,
+// read from netlink group NFNLGRP_NFTRACE and decoded here. When both
+// backends hold kube-proxy rules, both sources run and a packet is reported
+// once per backend.
+//
+// Losses are never silent. /dev/kmsg numbers its records: a sequence gap is
+// an exact count of records lost. Netlink reports only that its buffer
+// overflowed (ENOBUFS); the number of traced packets whose trace never
+// arrived is then counted at the end from the TRACE rules' packet counters
+// (every traced packet starts at one of them).
+//
+// Cleanup. Every rule carries the comment "svctrace:<session>[:flags]" and is
+// removed by its exact spec on every way out: end of --duration or
+// --max-packets, SIGINT/SIGTERM, stdin EOF (--stdin-watch), errors. Flags
+// record what the session created besides its rules (an iptables-nft raw
+// table or base chain, a bound nf_log logger) so whoever removes the rules
+// can undo that too. A session id is BOOT.PIDNS.PID.START.DEADLINE: a new
+// session sweeps the rules of sessions it can prove dead (another boot, past
+// their deadline, or their process gone: the pid namespace is visible from
+// a hostPID agent), and leaves, with a warning, those it cannot see.
+// `agent --cleanup` removes every svctrace rule regardless. A legacy raw
+// table the session had to create stays (the kernel cannot remove legacy
+// tables), empty.
 //
 // All host commands (iptables-*, ip6tables-*, nft) run from this package
-// only, through the Runner interface; it never imports client-go.
+// only, through Runner and go-iptables (which always passes --wait, so
+// kube-proxy's iptables-restore is never raced); it never imports client-go.
 package agent

@@ -61,6 +61,7 @@ type CommandError struct {
 	Err    error
 }
 
+// Error says which command failed, how, and what it printed.
 func (e *CommandError) Error() string {
 	if e.Stderr == "" {
 		return fmt.Sprintf("run %s: %v", e.Cmd, e.Err)
@@ -68,6 +69,7 @@ func (e *CommandError) Error() string {
 	return fmt.Sprintf("run %s: %v: %s", e.Cmd, e.Err, e.Stderr)
 }
 
+// Unwrap returns the exec error (an *exec.ExitError for a non-zero exit).
 func (e *CommandError) Unwrap() error { return e.Err }
 
 // isNoSuchChain reports whether err is iptables saying a chain, table or

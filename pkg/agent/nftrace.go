@@ -372,10 +372,9 @@ type NftraceSource struct {
 	// RcvBuf is the socket receive buffer in bytes (0: 32 MiB).
 	RcvBuf int
 
-	conn    *netlink.Conn
-	dec     *nftDecoder
-	ifn     ifNames
-	Overrun uint64 // ENOBUFS seen
+	conn *netlink.Conn
+	dec  *nftDecoder
+	ifn  ifNames
 }
 
 // NewNftraceSource returns a netlink trace source.
@@ -452,7 +451,6 @@ func (s *NftraceSource) Run(ctx context.Context, emit func(*trace.Event), lost f
 			case ctx.Err() != nil:
 				return nil
 			case errors.Is(err, unix.ENOBUFS):
-				s.Overrun++
 				lost(0)
 				continue
 			case errors.Is(err, unix.EINTR):

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/agent"
@@ -77,7 +78,12 @@ func NewCmdAgent(streams genericiooptions.IOStreams) *cobra.Command {
 			return o.Run(ctx)
 		},
 	}
-	f := cmd.Flags()
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// AddFlags registers the agent's flags.
+func (o *AgentOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringSliceVar(&o.Dsts, "dst", nil, "destinations to trace, IP:PORT ([IPv6]:PORT), comma-separated or repeated")
 	f.UintSliceVar(&o.NodePorts, "nodeport", nil, "NodePort to trace on every local address (repeatable)")
 	f.StringVar(&o.Src, "src", "", "trace only packets from this CIDR")
@@ -100,7 +106,6 @@ func NewCmdAgent(streams genericiooptions.IOStreams) *cobra.Command {
 	f.DurationVar(&o.WatchInterval, "watch-interval", 0, "how often to check the TRACE rules and the ruleset (0: 3s)")
 	_ = f.MarkHidden("netlink-rcvbuf")
 	_ = f.MarkHidden("watch-interval")
-	return cmd
 }
 
 // Complete turns the flags into an agent.Config.
