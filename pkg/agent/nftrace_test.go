@@ -31,7 +31,7 @@ type traceMsg struct {
 func be32(v uint32) []byte { b := make([]byte, 4); binary.BigEndian.PutUint32(b, v); return b }
 func be64(v uint64) []byte { b := make([]byte, 8); binary.BigEndian.PutUint64(b, v); return b }
 
-func (m traceMsg) bytes(t *testing.T) []byte {
+func (m traceMsg) bytes(t testing.TB) []byte {
 	t.Helper()
 	ae := netlink.NewAttributeEncoder()
 	ae.Bytes(nftaTraceNfproto, be32(2))
@@ -196,10 +196,9 @@ func TestNftDecodeTruncated(t *testing.T) {
 }
 
 func BenchmarkNftDecode(b *testing.B) {
-	t := &testing.T{}
 	nh, th := ipv4TCP("10.199.0.2", "10.96.173.227", 58119, 56720, 80, 776003402, 0x02)
-	first := traceMsg{table: "raw", chain: "OUTPUT", handle: 11, typ: nftTracetypeRule, hasVerdict: true, verdict: -1, id: 7, nh: nh, th: th, oif: 1}.bytes(t)
-	next := traceMsg{table: "nat", chain: "KUBE-SERVICES", handle: 0x74, typ: nftTracetypeRule, hasVerdict: true, verdict: -3, target: "KUBE-SVC-XJWXQFJLXSXKRMSG", id: 7, mark: 0x4000}.bytes(t)
+	first := traceMsg{table: "raw", chain: "OUTPUT", handle: 11, typ: nftTracetypeRule, hasVerdict: true, verdict: -1, id: 7, nh: nh, th: th, oif: 1}.bytes(b)
+	next := traceMsg{table: "nat", chain: "KUBE-SERVICES", handle: 0x74, typ: nftTracetypeRule, hasVerdict: true, verdict: -3, target: "KUBE-SVC-XJWXQFJLXSXKRMSG", id: 7, mark: 0x4000}.bytes(b)
 	d := newNftDecoder(func(uint32) string { return "lo" })
 	var ev trace.Event
 	b.ReportAllocs()
