@@ -34,6 +34,12 @@ for f in hack/*.sh .ci/run; do
   fi
 done
 
+# The krew manifests: plugins/svctrace.yaml and the release template .krew.yaml.
+if ! hack/check-manifest.sh; then
+  echo "verify: the krew plugin manifests are invalid (hack/check-manifest.sh)" >&2
+  fail=1
+fi
+
 if ((fail)); then
   exit 1
 fi

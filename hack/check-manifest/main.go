@@ -154,11 +154,15 @@ func check(file string, template bool, version, archives string) ([]byte, []erro
 }
 
 // Render turns a krew-release-bot template into a manifest: {{ .TagName }}
-// becomes version, and each {{addURIAndSha "URL" .TagName }} line becomes
-// uri and sha256 lines, the hash coming from sha(url).
+// becomes version, each {{addURIAndSha "URL" .TagName }} line becomes uri
+// and sha256 lines, the hash coming from sha(url), and top-level comment
+// lines are dropped.
 func Render(tmpl []byte, version string, sha func(uri string) (string, error)) ([]byte, error) {
 	var out bytes.Buffer
 	for i, line := range strings.Split(string(tmpl), "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue // the template's own comments describe the template
+		}
 		if m := addURIAndShaRE.FindStringSubmatch(line); m != nil {
 			uri := tagNameRE.ReplaceAllString(m[2], version)
 			sum, err := sha(uri)

@@ -513,7 +513,12 @@ func (tr *Tracer) follow(ctx context.Context, ns string, a *agent, stdin *io.Pip
 	}
 	send(event{kind: evStarted})
 
+	holdDone := make(chan struct{})
+	// follow returns only after this goroutine, so it never sends on the
+	// events channel after Run closed it.
+	defer func() { <-holdDone }()
 	go func() {
+		defer close(holdDone)
 		// A failed attach only loses the lost-client signal: the pod's
 		// activeDeadlineSeconds is still the last resort.
 		if err := tr.IO.HoldStdin(ctx, ns, a.pod, stdin); err != nil && ctx.Err() == nil {

@@ -595,3 +595,56 @@ func TestPodStarted(t *testing.T) {
 		})
 	}
 }
+
+func TestTracerStatusLine(t *testing.T) {
+	setup(t)
+	tests := []struct {
+		name      string
+		terminal  bool
+		quiet     bool
+		wantLine  bool
+		wantTrace bool
+	}{
+		{name: "terminal", terminal: true, wantLine: true, wantTrace: true},
+		{name: "not a terminal", wantTrace: true},
+		{name: "quiet terminal", terminal: true, quiet: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset(namespace("default"))
+			// The pod is created, then seen starting, then running.
+			polls := 0
+			client.PrependReactor("get", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				polls++
+				obj, err := client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("pods"), a.GetNamespace(), a.(k8stesting.GetAction).GetName())
+				if err != nil {
+					return true, nil, err
+				}
+				pod := obj.(*corev1.Pod).DeepCopy()
+				if polls < 3 {
+					pod.Status = waiting("ContainerCreating", "")(pod)
+				} else {
+					pod.Status = running(pod)
+				}
+				return true, pod, nil
+			})
+			pio := newFakeIO(map[string]script{"svctrace-test1-n1": {before: []string{readyLine("n1", "v0.1.0"), byeLine("duration", "")}}})
+			stderr := &syncBuffer{}
+			tr := &Tracer{Client: client, IO: pio, Out: &fakeSink{}, ErrOut: stderr, Terminal: tc.terminal, Quiet: tc.quiet}
+			if err := tr.Run(context.Background(), traceConfig("n1")); err != nil {
+				t.Fatal(err)
+			}
+			out := stderr.String()
+			line := "\r\x1b[KWaiting for agent pod default/svctrace-test1-n1 on node n1: pulling the image (if needed) and creating the container..."
+			if got := strings.Contains(out, line); got != tc.wantLine {
+				t.Errorf("status line shown = %v, want %v:\n%q", got, tc.wantLine, out)
+			}
+			if tc.wantLine && !strings.Contains(out, "\r\x1b[KTracing ") {
+				t.Errorf("the status line is not cleared before the next message:\n%q", out)
+			}
+			if got := strings.Contains(out, "Tracing default/myapp"); got != tc.wantTrace {
+				t.Errorf("ready message shown = %v, want %v:\n%q", got, tc.wantTrace, out)
+			}
+		})
+	}
+}
