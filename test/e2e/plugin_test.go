@@ -571,3 +571,75 @@ func percentile(sorted []float64, p float64) float64 {
 	}
 	return sorted[i]
 }
+
+// TestInterrupt stops a running trace with SIGINT, as Ctrl-C does: exit 0, everything removed.
+func TestInterrupt(t *testing.T) {
+	env.RequireExec(t)
+	p := env.StartPlugin(t, "svc/myapp", "--timeout", "5m")
+	p.WaitForOutput(t, readyLine, 90*time.Second)
+	p.Stop()
+	res := p.Wait(t, 60*time.Second)
+	// Result reports a stopped process as failed; its own exit status is what counts here.
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code %d after Ctrl-C, want 0:\n%s", code, res)
+	}
+	if !strings.Contains(res.Stderr, "Stopped (interrupted)") {
+		t.Errorf("stderr does not say it was interrupted:\n%s", res)
+	}
+	env.AssertNoLeftovers(t)
+}
+
+// TestClusterRefusals checks the errors that say the fix when the cluster refuses the agent.
+func TestClusterRefusals(t *testing.T) {
+	env.RequireExec(t)
+	// A fresh name: an earlier run's namespace may still be terminating.
+	ns := fmt.Sprintf("svctrace-e2e-baseline-%d", time.Now().UnixNano()%1e6)
+	env.Kubectl(t, "create", "namespace", ns)
+	t.Cleanup(func() {
+		// t.Context() is canceled once cleanups run.
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
+		defer cancel()
+		RunContext(ctx, t, env.Exec, env.KubectlBin, "delete", "namespace", ns, "--wait=false")
+	})
+	env.Kubectl(t, "label", "namespace", ns, "pod-security.kubernetes.io/enforce=baseline")
+
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{
+			name: "Pod Security admission rejects the privileged pod",
+			args: []string{"svc/myapp", "--agent-namespace", ns},
+			want: []string{
+				`namespace "` + ns + `" does not allow the agent's privileged pod (Pod Security admission)`,
+				"--agent-namespace", "kubectl label namespace " + ns + " pod-security.kubernetes.io/enforce=privileged",
+			},
+		},
+		{
+			name: "RBAC forbids reading the Service",
+			args: []string{"svc/myapp", "--as", "svctrace-e2e-nobody"},
+			want: []string{`not allowed to get services in namespace "default": ask your cluster admin for RBAC permission to "get" "services"`},
+		},
+		{
+			// localhost:1 refuses at once, on the node's loopback: no traffic leaves the cluster.
+			name: "an image that cannot be pulled",
+			args: []string{"svc/myapp", "--image", "localhost:1/svctrace-agent:missing", "--pod-running-timeout", "90s"},
+			want: []string{`cannot get its image "localhost:1/svctrace-agent:missing"`, "or pass another one with --image"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := env.Plugin(t, tc.args...)
+			if res.ExitCode != 1 {
+				t.Errorf("exit code %d, want 1:\n%s", res.ExitCode, res)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(res.Stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, res)
+				}
+			}
+			env.AssertNoLeftovers(t)
+		})
+	}
+}
