@@ -121,12 +121,13 @@ type event struct {
 type eventKind int
 
 const (
-	evState   eventKind = iota // the pod's start-up progress changed
-	evStarted                  // the container started; output follows
-	evFailed                   // the pod cannot start
-	evRecord                   // a record from the agent
-	evLog                      // a line that is not a record
-	evEnd                      // the output stream ended
+	evState        eventKind = iota // the pod's start-up progress changed
+	evStarted                       // the container started; output follows
+	evFailed                        // the pod cannot start
+	evRecord                        // a record from the agent
+	evLog                           // a line that is not a record
+	evEnd                           // the output stream ended
+	evAttachFailed                  // holding the agent's stdin failed
 )
 
 // Run traces cfg.Target on cfg.Nodes until the agents finish, cfg.Count
@@ -334,6 +335,11 @@ func (s *loop) handle(ev event) {
 		s.fail(ev.err)
 	case evLog:
 		a.keep(ev.line)
+	case evAttachFailed:
+		if !s.stopped && !a.ended {
+			s.warn(fmt.Sprintf("could not attach to the agent on node %s (%v): if this command is killed, the agent stops only at the pod's deadline (%s); grant create on pods/attach",
+				a.node, ev.err, s.cfg.StartTimeout+s.cfg.Agent.Duration+deadlineMargin))
+		}
 	case evRecord:
 		s.record(a, ev.rec)
 	case evEnd:
@@ -522,7 +528,7 @@ func (tr *Tracer) follow(ctx context.Context, ns string, a *agent, stdin *io.Pip
 		// A failed attach only loses the lost-client signal: the pod's
 		// activeDeadlineSeconds is still the last resort.
 		if err := tr.IO.HoldStdin(ctx, ns, a.pod, stdin); err != nil && ctx.Err() == nil {
-			send(event{kind: evLog, line: "attach: " + err.Error()})
+			send(event{kind: evAttachFailed, err: err})
 		}
 	}()
 

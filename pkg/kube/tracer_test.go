@@ -35,9 +35,10 @@ type script struct {
 
 // fakeIO plays the agents' side of the pod streams.
 type fakeIO struct {
-	scripts map[string]script // by pod name
-	mu      sync.Mutex
-	closed  map[string]chan struct{}
+	scripts   map[string]script // by pod name
+	attachErr error             // HoldStdin fails with it
+	mu        sync.Mutex
+	closed    map[string]chan struct{}
 }
 
 func newFakeIO(scripts map[string]script) *fakeIO {
@@ -98,6 +99,9 @@ func (f *fakeIO) Output(ctx context.Context, ns, pod string) (io.ReadCloser, err
 }
 
 func (f *fakeIO) HoldStdin(ctx context.Context, ns, pod string, stdin io.Reader) error {
+	if f.attachErr != nil {
+		return f.attachErr
+	}
 	done := make(chan struct{})
 	go func() {
 		_, _ = io.Copy(io.Discard, stdin)
@@ -265,12 +269,13 @@ func remainingPods(t *testing.T, client *fake.Clientset) []string {
 func TestTracerRun(t *testing.T) {
 	const pod1, pod2 = "svctrace-test1-n1", "svctrace-test1-n2"
 	tests := []struct {
-		name    string
-		nodes   []string
-		scripts map[string]script
-		status  func(*corev1.Pod) corev1.PodStatus
-		mutate  func(*TraceConfig)
-		client  string // a stamp on the plugin version, "" = v0.1.0
+		name      string
+		nodes     []string
+		scripts   map[string]script
+		status    func(*corev1.Pod) corev1.PodStatus
+		mutate    func(*TraceConfig)
+		attachErr error
+		client    string // a stamp on the plugin version, "" = v0.1.0
 		// want
 		wantPackets []record.Packet
 		wantLost    []record.Lost
@@ -387,6 +392,15 @@ func TestTracerRun(t *testing.T) {
 			wantStderr: []string{"Warning: the agent image svctrace-agent:v0.1.0 runs svctrace v0.2.0 but this plugin is v0.1.0"},
 		},
 		{
+			name:      "a failed attach warns that a killed client leaves the agent running",
+			nodes:     []string{"n1"},
+			attachErr: errors.New(`pods "svctrace-test1-n1" is forbidden: cannot create resource "pods/attach"`),
+			scripts: map[string]script{pod1: {
+				before: []string{readyLine("n1", "v0.1.0"), byeLine("duration", "")},
+			}},
+			wantStderr: []string{`Warning: could not attach to the agent on node n1 (pods "svctrace-test1-n1" is forbidden: cannot create resource "pods/attach"): if this command is killed, the agent stops only at the pod's deadline (1m10s); grant create on pods/attach`},
+		},
+		{
 			name:    "an image that cannot be pulled says --image",
 			nodes:   []string{"n1"},
 			status:  waiting("ImagePullBackOff", `Back-off pulling image "svctrace-agent:v0.1.0"`),
@@ -413,6 +427,7 @@ func TestTracerRun(t *testing.T) {
 			}
 			kubelet(client, status)
 			pio := newFakeIO(tc.scripts)
+			pio.attachErr = tc.attachErr
 			sink := &fakeSink{}
 			sum := &fakeSummarizer{endpoints: map[string][]string{}}
 			stderr := &syncBuffer{}

@@ -278,6 +278,9 @@ func TestPluginTraces(t *testing.T) {
 			if !strings.Contains(res.Stderr, "Stopped (--count 1 reached)") {
 				t.Errorf("stderr does not say why it stopped:\n%s", res)
 			}
+			if strings.Contains(res.Stderr, "Warning:") {
+				t.Errorf("unexpected warning:\n%s", res)
+			}
 			env.AssertNoLeftovers(t)
 		})
 	}
@@ -642,4 +645,74 @@ func TestClusterRefusals(t *testing.T) {
 			env.AssertNoLeftovers(t)
 		})
 	}
+}
+
+// minimalRole is the README's minimal ClusterRole for kubectl svctrace users: each rule is
+// something the plugin calls.
+const minimalRole = `apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: svctrace-e2e-user
+rules:
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list"]
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["get", "list"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["create", "get", "list", "delete"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["pods/attach"]
+  verbs: ["create", "get"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: svctrace-e2e-user
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: svctrace-e2e-user
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: svctrace-e2e-user
+`
+
+// TestMinimalRBAC runs a trace and a cleanup as a user holding only the README's ClusterRole.
+func TestMinimalRBAC(t *testing.T) {
+	env.RequireExec(t)
+	file := t.TempDir() + "/rbac.yaml"
+	if err := os.WriteFile(file, []byte(minimalRole), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env.Kubectl(t, "apply", "-f", file)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
+		defer cancel()
+		RunContext(ctx, t, env.Exec, env.KubectlBin, "delete", "-f", file, "--ignore-not-found")
+	})
+	as := []string{"--as", "svctrace-e2e-user"}
+	res := env.Plugin(t, append([]string{"svc/myapp", "--probe", "--count", "1", "--timeout", "60s", "-o", "json"}, as...)...)
+	if strings.Contains(res.Stderr, "Warning:") {
+		t.Errorf("the minimal role is not enough for a warning-free trace:\n%s", res)
+	}
+	assertPath(t, onePacket(t, res), path{
+		service:   "default/myapp",
+		chains:    []string{"KUBE-SERVICES", svcChain("default/myapp", "tcp")},
+		endpoints: myappEndpoints(t, 80), masquerade: true, verdict: record.VerdictAccept,
+	})
+	res = env.Plugin(t, append([]string{"cleanup"}, as...)...)
+	if res.ExitCode != 0 || strings.Contains(res.Stderr, "Not allowed") {
+		t.Errorf("cleanup as the minimal user:\n%s", res)
+	}
+	env.AssertNoLeftovers(t)
 }
