@@ -336,7 +336,7 @@ func (s *loop) handle(ev event) {
 	case evLog:
 		a.keep(ev.line)
 	case evAttachFailed:
-		if !s.stopped && !a.ended {
+		if !a.ended {
 			s.warn(fmt.Sprintf("could not attach to the agent on node %s (%v): if this command is killed, the agent stops only at the pod's deadline (%s); grant create on pods/attach",
 				a.node, ev.err, s.cfg.StartTimeout+s.cfg.Agent.Duration+deadlineMargin))
 		}

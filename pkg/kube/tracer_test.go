@@ -30,7 +30,9 @@ type script struct {
 	before []string // written at once
 	// waitStdin: then wait until the client closes stdin (--stdin-watch).
 	waitStdin bool
-	after     []string // written after stdin closed
+	// gate: then wait until it is closed.
+	gate  chan struct{}
+	after []string // written after stdin closed
 }
 
 // fakeIO plays the agents' side of the pod streams.
@@ -83,6 +85,14 @@ func (f *fakeIO) Output(ctx context.Context, ns, pod string) (io.ReadCloser, err
 		}
 		if !write(s.before) {
 			return
+		}
+		if s.gate != nil {
+			select {
+			case <-s.gate:
+			case <-ctx.Done():
+				pw.CloseWithError(ctx.Err())
+				return
+			}
 		}
 		if s.waitStdin {
 			select {
@@ -159,18 +169,36 @@ func (f *fakeSummarizer) Summary() record.Summary {
 type syncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
+	// notify is closed once the output contains when.
+	when   string
+	notify chan struct{}
 }
 
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.buf.Write(p)
+	n, err := b.buf.Write(p)
+	if b.notify != nil && strings.Contains(b.buf.String(), b.when) {
+		close(b.notify)
+		b.notify = nil
+	}
+	return n, err
 }
 
 func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// gateWhen remembers what each stderrSaid gate waits for.
+var gateWhen = map[chan struct{}]string{}
+
+// stderrSaid returns a gate that opens once the tracer's stderr contains s.
+func stderrSaid(s string) chan struct{} {
+	c := make(chan struct{})
+	gateWhen[c] = s
+	return c
 }
 
 func jsonLine(v any) string {
@@ -396,7 +424,9 @@ func TestTracerRun(t *testing.T) {
 			nodes:     []string{"n1"},
 			attachErr: errors.New(`pods "svctrace-test1-n1" is forbidden: cannot create resource "pods/attach"`),
 			scripts: map[string]script{pod1: {
-				before: []string{readyLine("n1", "v0.1.0"), byeLine("duration", "")},
+				// The agent goes on until the warning is out.
+				before: []string{readyLine("n1", "v0.1.0")}, gate: stderrSaid("Warning: could not attach"),
+				after: []string{byeLine("duration", "")},
 			}},
 			wantStderr: []string{`Warning: could not attach to the agent on node n1 (pods "svctrace-test1-n1" is forbidden: cannot create resource "pods/attach"): if this command is killed, the agent stops only at the pod's deadline (1m10s); grant create on pods/attach`},
 		},
@@ -431,6 +461,11 @@ func TestTracerRun(t *testing.T) {
 			sink := &fakeSink{}
 			sum := &fakeSummarizer{endpoints: map[string][]string{}}
 			stderr := &syncBuffer{}
+			for _, sc := range tc.scripts {
+				if sc.gate != nil {
+					stderr.when, stderr.notify = gateWhen[sc.gate], sc.gate
+				}
+			}
 			tr := &Tracer{Client: client, IO: pio, Out: sink, ErrOut: stderr, Summarizer: sum}
 			cfg := traceConfig(tc.nodes...)
 			if tc.mutate != nil {
