@@ -23,8 +23,12 @@
 // A Grouper (NewGrouper, Grouper.Add) assembles Events into Packets: by trace
 // id for nft input, else by what NAT leaves alone (IPv4 ID or IPv6 flow
 // label, TCP sequence or ICMP id and sequence, length) while following DNAT
-// and SNAT address changes. It tracks each packet's hook and table (see
-// hooks.go) to tell a new traversal from the same one, and emits a packet
+// and SNAT address changes. The kernel can give a bridged packet a new nft
+// trace id between hooks: a record with an id no packet in flight has joins
+// the packet of another id that it shows (same identity, addresses as NAT
+// left them) at a later hook. The Grouper tracks each packet's hook and
+// table (see hooks.go) to tell a new traversal from the same one, reports
+// each hop's hook (Hop.Hook), and emits a packet
 // as soon as it can produce no more records (a drop, or the end of the last
 // table of the last hook it can reach), after a quiet window on the kernel
 // clock or on the clock given to Grouper.Tick, or at Grouper.Flush. Memory

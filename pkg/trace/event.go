@@ -110,6 +110,10 @@ type Event struct {
 // Packet is one packet's ordered traversal of the netfilter hooks: what the
 // Grouper emits.
 type Packet struct {
+	// TraceID is the nftables trace id of the packet's first record (HasID
+	// reports whether there is one). The kernel can change a bridged
+	// packet's trace id between hooks; the Grouper joins the records of
+	// the new id to the packet, which keeps its first id.
 	TraceID uint32
 	HasID   bool
 	// First is the packet as first seen (before any NAT).
@@ -122,12 +126,22 @@ type Packet struct {
 // Hop is one step of a Packet's path.
 type Hop struct {
 	Table, Chain string
-	Kind         Kind
-	Rule         int
-	Handle       uint64
-	Verdict      string
-	Target       string
-	Text         string
+	// Hook is the netfilter hook the chain ran in: "PREROUTING", "INPUT",
+	// "FORWARD", "OUTPUT" or "POSTROUTING", or "" when unknown. A built-in
+	// chain names its hook; a user chain runs in the hook of the base chain
+	// that jumped to it (the packet's last base chain before the hop). In
+	// nft tables other than iptables' own, base chains named the way
+	// kube-proxy's nftables mode names them carry the hook in the name:
+	// "nat-output", "filter-input", "filter-prerouting-pre-dnat". Hooks of
+	// other nft base chains are unknown, and so are those of user chains
+	// before any base chain with a known hook.
+	Hook    string
+	Kind    Kind
+	Rule    int
+	Handle  uint64
+	Verdict string
+	Target  string
+	Text    string
 	// Header is the packet as it was at this hop (addresses after earlier NAT).
 	Header Header
 }

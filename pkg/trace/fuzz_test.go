@@ -98,7 +98,7 @@ func FuzzDecodeNftMonitor(f *testing.F) {
 // NAT-like address changes, hook order, verdicts, clocks) often.
 func fuzzEvent(b []byte, now *time.Duration, ev *Event) {
 	tables := []string{"raw", "mangle", "nat", "filter", "security", "kube-proxy"}
-	chains := []string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING", "KUBE-SVC-X", "services"}
+	chains := []string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING", "KUBE-SVC-X", "services", "filter-forward", "nat-prerouting"}
 	verdicts := []string{"", "", "ACCEPT", "DROP", "JUMP", "CONTINUE", "STOLEN", "RETURN"}
 	ifaces := []string{"", "lo", "eth0", "cni0"}
 	addrs := []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.96.0.1"), netip.MustParseAddr("10.244.0.5"), netip.MustParseAddr("fd00::1")}
@@ -155,6 +155,17 @@ func FuzzGrouper(f *testing.F) {
 				if len(p.Hops) == 0 || len(p.Hops) > maxHops {
 					t.Fatalf("emitted a packet of %d hops", len(p.Hops))
 				}
+				for i := range p.Hops {
+					h := &p.Hops[i]
+					switch h.Hook {
+					case "", "PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING":
+					default:
+						t.Fatalf("hop %s:%s has hook %q", h.Table, h.Chain, h.Hook)
+					}
+					if bh := builtinHook(h.Chain); bh != hookNone && h.Hook != h.Chain {
+						t.Fatalf("built-in chain %s:%s has hook %q", h.Table, h.Chain, h.Hook)
+					}
+				}
 				emittedHops += len(p.Hops)
 				emitted++
 			},
@@ -190,6 +201,11 @@ func FuzzGrouper(f *testing.F) {
 		for _, s := range g.table.slots {
 			if s.f != nil {
 				t.Fatal("table not empty after Flush")
+			}
+		}
+		for _, s := range g.idents.slots {
+			if s.f != nil {
+				t.Fatal("identity index not empty after Flush")
 			}
 		}
 	})

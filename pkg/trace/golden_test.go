@@ -18,7 +18,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 const capturesDir = "../../test/testdata/captures"
 
 // dumpPacket writes a stable, readable text form of p: what the golden
-// files hold.
+// files hold. Each hop line starts with its hook ("-" when unknown).
 func dumpPacket(w *bytes.Buffer, n int, p *Packet) {
 	fmt.Fprintf(w, "packet %d:", n)
 	if p.HasID {
@@ -32,7 +32,11 @@ func dumpPacket(w *bytes.Buffer, n int, p *Packet) {
 	var prev *Header
 	for i := range p.Hops {
 		h := &p.Hops[i]
-		fmt.Fprintf(w, "  %s:%s:%s", h.Table, h.Chain, h.Kind)
+		hook := h.Hook
+		if hook == "" {
+			hook = "-"
+		}
+		fmt.Fprintf(w, "  %-11s %s:%s:%s", hook, h.Table, h.Chain, h.Kind)
 		if h.Rule != 0 {
 			fmt.Fprintf(w, ":%d", h.Rule)
 		}
@@ -129,6 +133,16 @@ func TestGoldenCaptures(t *testing.T) {
 		{"node-to-svc.nft.nftmon.txt", FormatAuto, "node-to-svc.nft.nftmon.golden"},
 		{"node-to-svc.nftmode.nftmon.txt", FormatAuto, "node-to-svc.nftmode.nftmon.golden"},
 		{"seed-001-kernlog.txt", FormatAuto, "seed-001-kernlog.golden"},
+		// The local cluster captures (test/testdata/captures/README.md).
+		{"local-gw-to-nodeport.legacy.kmsg.txt", FormatAuto, "local-gw-to-nodeport.legacy.kmsg.golden"},
+		{"local-gw-to-nodeport.nft.xtmon.txt", FormatAuto, "local-gw-to-nodeport.nft.xtmon.golden"},
+		{"local-gw-to-nodeport.nft.nftmon.txt", FormatAuto, "local-gw-to-nodeport.nft.nftmon.golden"},
+		{"local-pod-to-noendpoints.legacy.kmsg.txt", FormatAuto, "local-pod-to-noendpoints.legacy.kmsg.golden"},
+		{"local-pod-to-noendpoints.nft.xtmon.txt", FormatAuto, "local-pod-to-noendpoints.nft.xtmon.golden"},
+		{"local-pod-to-noendpoints.nft.nftmon.txt", FormatAuto, "local-pod-to-noendpoints.nft.nftmon.golden"},
+		{"local-node-to-udp.legacy.kmsg.txt", FormatAuto, "local-node-to-udp.legacy.kmsg.golden"},
+		{"local-node-to-udp.nft.xtmon.txt", FormatAuto, "local-node-to-udp.nft.xtmon.golden"},
+		{"local-node-to-udp.nft.nftmon.txt", FormatAuto, "local-node-to-udp.nft.nftmon.golden"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.capture, func(t *testing.T) {

@@ -88,6 +88,10 @@ type GroupStats struct {
 	// Duplicates: records dropped because they repeat the packet's last
 	// record exactly (same kmsg sequence or timestamp).
 	Duplicates uint64
+	// Joined: records whose new trace id continued a packet in flight
+	// under another id (the kernel can change a bridged packet's nft
+	// trace id between hooks).
+	Joined uint64
 }
 
 type finishReason uint8
@@ -118,7 +122,13 @@ func keyOf(ev *Event) flowKey {
 	if ev.HasID {
 		return flowKey{id: ev.TraceID, hasID: true}
 	}
-	h := &ev.Header
+	return identOf(&ev.Header)
+}
+
+// identOf is the packet identity part of a flowKey: what a record without
+// trace id is grouped by, and what finds the packet a record with a new
+// trace id continues.
+func identOf(h *Header) flowKey {
 	k := flowKey{family: h.Family, proto: h.Proto, ipid: h.IPID, length: h.Len}
 	switch h.Proto {
 	case ProtoTCP:
@@ -153,6 +163,13 @@ type flight struct {
 	cur    Header // the packet as last seen
 	hasHdr bool
 
+	// ID packets are also indexed by identity (Grouper.idents) once they
+	// show an IP header, so a record with a new trace id can find them.
+	ident     flowKey
+	identHash uint64
+	indexed   bool
+	serial    uint64 // start order, to prefer the oldest of equal candidates
+
 	// Position: the hook and table rank of the last record of a known table
 	// (records of unknown tables do not move it), and whether that table's
 	// traversal has ended.
@@ -161,6 +178,9 @@ type flight struct {
 	done      bool
 	natSeen   bool
 	restarted bool
+	// at is the hook Hop.Hook reports: the last base chain's (any table),
+	// which user chains inherit.
+	at hook
 
 	lastSeq uint64
 	wall    time.Duration
@@ -181,6 +201,8 @@ type Grouper struct {
 	maxHopsInFlight int
 
 	table      flightTable
+	idents     flightTable // ID packets by identity; allocated on first use
+	serial     uint64
 	lruH, lruT *flight
 	fifH, fifT *flight
 	free       []*flight
@@ -214,7 +236,7 @@ func NewGrouper(opts GroupOptions) *Grouper {
 	if g.maxHopsInFlight < g.maxHops {
 		g.maxHopsInFlight = g.maxHops
 	}
-	g.table = newFlightTable(g.maxInFlight)
+	g.table = newFlightTable(g.maxInFlight, false)
 	return g
 }
 
@@ -242,6 +264,14 @@ func (g *Grouper) Add(ev *Event) {
 				f = nil
 			}
 		}
+		if f == nil {
+			if f = g.joinID(ev); f != nil {
+				g.stats.Joined++
+				g.table.remove(f)
+				f.key, f.hash = key, hash
+				g.table.insert(f)
+			}
+		}
 	} else {
 		var dup bool
 		f, dup = g.matchLegacy(key, hash, ev)
@@ -256,7 +286,7 @@ func (g *Grouper) Add(ev *Event) {
 		// Emit what there is; the rest continues as a new packet that keeps
 		// the position and addresses, so it still groups and completes.
 		cont = continuation{first: f.pkt.First, cur: f.cur, hasHdr: f.hasHdr, hook: f.hook, rank: f.rank,
-			done: f.done, natSeen: f.natSeen, restarted: f.restarted}
+			done: f.done, natSeen: f.natSeen, restarted: f.restarted, at: f.at}
 		truncated = true
 		g.finish(f, reasonTruncate)
 		f = nil
@@ -271,6 +301,8 @@ func (g *Grouper) Add(ev *Event) {
 		if truncated {
 			f.pkt.First, f.cur, f.hasHdr = cont.first, cont.cur, cont.hasHdr
 			f.hook, f.rank, f.done, f.natSeen, f.restarted = cont.hook, cont.rank, cont.done, cont.natSeen, cont.restarted
+			f.at = cont.at
+			g.index(f)
 		}
 	}
 	g.appendHop(f, ev)
@@ -285,6 +317,7 @@ type continuation struct {
 	done       bool
 	natSeen    bool
 	restarted  bool
+	at         hook
 }
 
 // Tick tells the Grouper the time on a clock of the caller's choice (the
@@ -388,6 +421,66 @@ func (g *Grouper) splitsID(f *flight, ev *Event) bool {
 	return f.placeOf(ev) == moveBack
 }
 
+// joinID finds the packet in flight that a record with a trace id no packet
+// in flight has continues under another id. The kernel can give a bridged
+// packet a new nft trace id between hooks: in the local-pod-to-noendpoints
+// nft captures, 26731955 covers raw and nat PREROUTING and 5b001a6a the same
+// packet's filter FORWARD. The record must show the packet (same identity,
+// addresses as NAT at the packet's hook may have left them) at a base chain
+// that follows the packet's hook (hooks.go: follows). Of several such
+// packets the oldest wins: packets of one flow traverse in order.
+func (g *Grouper) joinID(ev *Event) *flight {
+	if g.idents.slots == nil || !hasHeader(ev) || ev.Header.Family == 0 {
+		return nil
+	}
+	to := baseHook(ev.Table, ev.Chain)
+	if to == hookNone {
+		return nil
+	}
+	k := identOf(&ev.Header)
+	g.cands = g.idents.collect(k, k.hash(), g.cands[:0])
+	var best *flight
+	for _, c := range g.cands {
+		from := c.at
+		if from == hookNone {
+			from = c.hook
+		}
+		if !follows(from, to) || !sameIdentity(&c.cur, &ev.Header) || !c.tupleFits(ev) {
+			continue
+		}
+		if best == nil || c.serial < best.serial {
+			best = c
+		}
+	}
+	return best
+}
+
+// index keeps an ID packet's entry in g.idents in step with its current
+// header: added once the packet shows an IP header, moved if the identity
+// fields it shows change (a decoder filling in a field it lacked before).
+func (g *Grouper) index(f *flight) {
+	if !f.pkt.HasID || !f.hasHdr {
+		return
+	}
+	k := identOf(&f.cur)
+	if f.indexed {
+		if k == f.ident {
+			return
+		}
+		g.idents.remove(f)
+		f.indexed = false
+	}
+	if k.family == 0 {
+		return // no IP header (ARP in a bridge table): nothing to join by
+	}
+	if g.idents.slots == nil {
+		g.idents = newFlightTable(g.maxInFlight, true)
+	}
+	f.ident, f.identHash = k, k.hash()
+	g.idents.insert(f)
+	f.indexed = true
+}
+
 // hasHeader reports whether ev shows the packet: the header it carried, or
 // one its decoder filled in from earlier records of the same trace id
 // (HasHeader false, Header set).
@@ -469,21 +562,32 @@ const (
 // evPos returns the hook and table rank of ev for a packet at f's position:
 // a user chain runs in the hook of the built-in chain that jumped to it.
 func (f *flight) evPos(ev *Event) (hook, int16) {
-	h := builtinHook(ev.Chain)
+	return f.posAt(baseHook(ev.Table, ev.Chain), ev.Table)
+}
+
+// posAt is evPos for a record in table whose chain's own hook is base
+// (hookNone for a user chain).
+func (f *flight) posAt(base hook, table string) (hook, int16) {
+	h := base
 	if h == hookNone {
 		h = f.hook
 	}
 	if h == hookNone {
 		return hookNone, rankUnknown
 	}
-	return h, tableRank(ev.Table, h)
+	return h, tableRank(table, h)
 }
 
-// placeOf says whether ev can follow f's position. Two exceptions restart a
-// packet at PREROUTING: a bridged packet that DNAT sent to another device
-// (br_netfilter re-injects it into the IP stack), and a packet sent to lo.
+// placeOf says whether ev can follow f's position.
 func (f *flight) placeOf(ev *Event) move {
 	h, r := f.evPos(ev)
+	return f.placeAt(h, r, ev)
+}
+
+// placeAt is placeOf for ev at hook h, table rank r. Two exceptions restart
+// a packet at PREROUTING: a bridged packet that DNAT sent to another device
+// (br_netfilter re-injects it into the IP stack), and a packet sent to lo.
+func (f *flight) placeAt(h hook, r int16, ev *Event) move {
 	if f.hook == hookNone || h == hookNone || r == rankUnknown || f.rank == rankUnknown {
 		return moveOK
 	}
@@ -518,7 +622,8 @@ func (g *Grouper) start(key flowKey, hash uint64, ev *Event) *flight {
 		f = new(flight)
 	}
 	g.used++
-	f.key, f.hash = key, hash
+	g.serial++
+	f.key, f.hash, f.serial = key, hash, g.serial
 	f.hook, f.rank = hookNone, rankUnknown
 	f.pkt.TraceID, f.pkt.HasID = ev.TraceID, ev.HasID
 	f.live = true
@@ -554,8 +659,9 @@ func (g *Grouper) evict() bool {
 
 func (g *Grouper) appendHop(f *flight, ev *Event) {
 	// Place the record before f.cur moves to its header.
-	mv := f.placeOf(ev)
-	h, r := f.evPos(ev)
+	base := baseHook(ev.Table, ev.Chain)
+	h, r := f.posAt(base, ev.Table)
+	mv := f.placeAt(h, r, ev)
 	hdr := &f.cur
 	if hasHeader(ev) {
 		if !f.hasHdr {
@@ -564,10 +670,15 @@ func (g *Grouper) appendHop(f *flight, ev *Event) {
 		}
 		f.cur = ev.Header
 		hdr = &ev.Header
+		g.index(f)
+	}
+	if base != hookNone {
+		f.at = base
 	}
 	f.pkt.Hops = append(f.pkt.Hops, Hop{
 		Table:   ev.Table,
 		Chain:   ev.Chain,
+		Hook:    f.at.String(),
 		Kind:    ev.Kind,
 		Rule:    ev.Rule,
 		Handle:  ev.Handle,
@@ -643,6 +754,10 @@ func (g *Grouper) finish(f *flight, why finishReason) {
 	}
 	f.live = false
 	g.table.remove(f)
+	if f.indexed {
+		g.idents.remove(f)
+		f.indexed = false
+	}
 	g.lruRemove(f)
 	g.inflight--
 	switch why {
@@ -740,10 +855,12 @@ func (g *Grouper) fifoRemove(f *flight) {
 // flightTable is an open-addressing hash multimap from flowKey to live
 // flights (linear probing, backward-shift deletion): fixed size, so adding
 // and removing packets never allocates. It is sized to at least twice
-// MaxInFlight, so it never fills.
+// MaxInFlight, so it never fills. It indexes flights by their key, or with
+// byIdent by their identity.
 type flightTable struct {
-	slots []tslot
-	mask  uint64
+	slots   []tslot
+	mask    uint64
+	byIdent bool
 }
 
 type tslot struct {
@@ -751,26 +868,37 @@ type tslot struct {
 	f    *flight
 }
 
-func newFlightTable(n int) flightTable {
+func newFlightTable(n int, byIdent bool) flightTable {
 	size := 16
 	for size < 2*n {
 		size <<= 1
 	}
-	return flightTable{slots: make([]tslot, size), mask: uint64(size - 1)}
+	return flightTable{slots: make([]tslot, size), mask: uint64(size - 1), byIdent: byIdent}
+}
+
+// entry returns what f is indexed by in t.
+func (t *flightTable) entry(f *flight) (flowKey, uint64) {
+	if t.byIdent {
+		return f.ident, f.identHash
+	}
+	return f.key, f.hash
 }
 
 func (t *flightTable) insert(f *flight) {
-	i := f.hash & t.mask
+	_, hash := t.entry(f)
+	i := hash & t.mask
 	for t.slots[i].f != nil {
 		i = (i + 1) & t.mask
 	}
-	t.slots[i] = tslot{hash: f.hash, f: f}
+	t.slots[i] = tslot{hash: hash, f: f}
 }
 
 func (t *flightTable) find(k flowKey, hash uint64) *flight {
 	for i := hash & t.mask; t.slots[i].f != nil; i = (i + 1) & t.mask {
-		if s := &t.slots[i]; s.hash == hash && s.f.key == k {
-			return s.f
+		if s := &t.slots[i]; s.hash == hash {
+			if fk, _ := t.entry(s.f); fk == k {
+				return s.f
+			}
 		}
 	}
 	return nil
@@ -779,15 +907,18 @@ func (t *flightTable) find(k flowKey, hash uint64) *flight {
 // collect appends every flight with key k to dst.
 func (t *flightTable) collect(k flowKey, hash uint64, dst []*flight) []*flight {
 	for i := hash & t.mask; t.slots[i].f != nil; i = (i + 1) & t.mask {
-		if s := &t.slots[i]; s.hash == hash && s.f.key == k {
-			dst = append(dst, s.f)
+		if s := &t.slots[i]; s.hash == hash {
+			if fk, _ := t.entry(s.f); fk == k {
+				dst = append(dst, s.f)
+			}
 		}
 	}
 	return dst
 }
 
 func (t *flightTable) remove(f *flight) {
-	i := f.hash & t.mask
+	_, hash := t.entry(f)
+	i := hash & t.mask
 	for t.slots[i].f != f {
 		if t.slots[i].f == nil {
 			return

@@ -54,6 +54,31 @@ func dstChanges(p *Packet) []string {
 	return out
 }
 
+// hookRuns lists the hops' hooks as runs: "PREROUTING 4", "FORWARD 4"
+// ("-" for an unknown hook).
+func hookRuns(p *Packet) []string {
+	var out []string
+	last, n := "", 0
+	flush := func() {
+		if n > 0 {
+			if last == "" {
+				last = "-"
+			}
+			out = append(out, fmt.Sprintf("%s %d", last, n))
+		}
+	}
+	for i := range p.Hops {
+		if h := p.Hops[i].Hook; i > 0 && h == last {
+			n++
+			continue
+		}
+		flush()
+		last, n = p.Hops[i].Hook, 1
+	}
+	flush()
+	return out
+}
+
 // group decodes lines with a Decoder of format f and groups them.
 func group(t testing.TB, f Format, opts GroupOptions, lines []string) ([]*Packet, *Grouper) {
 	t.Helper()
@@ -207,6 +232,52 @@ func TestCaptureFacts(t *testing.T) {
 			t.Errorf("stats (-want +got):\n%s", diff)
 		}
 	})
+
+	// The client pod's two SYNs to a Service without endpoints, bridged
+	// (cni0): the trace id changes between PREROUTING and FORWARD
+	// (26731955 -> 5b001a6a, 9b4b4574 -> e81b4bb0), and each packet must
+	// still come out whole, its last hop the REJECT (verdict drop).
+	for _, tt := range []struct {
+		capture  string
+		lastText string
+	}{
+		{"local-pod-to-noendpoints.nft.nftmon.txt", "meta l4proto tcp ip daddr 10.96.23.157 tcp dport 80 counter reject"},
+		{"local-pod-to-noendpoints.nft.xtmon.txt", `-A KUBE-SERVICES -d 10.96.23.157/32 -p tcp -m comment --comment "default/noendpoints has no endpoints" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable`},
+	} {
+		t.Run(tt.capture, func(t *testing.T) {
+			pkts, st := readCapture(t, tt.capture, FormatAuto, GroupOptions{})
+			if diff := cmp.Diff([]uint32{40326, 40327}, firstIDs(pkts)); diff != "" {
+				t.Fatalf("packets by IP ID (-want +got):\n%s", diff)
+			}
+			wantStats := GroupStats{Packets: 2, Complete: 2, Joined: 2}
+			if diff := cmp.Diff(wantStats, st.GroupStats); diff != "" {
+				t.Errorf("group stats (-want +got):\n%s", diff)
+			}
+			for i, wantID := range []uint32{0x26731955, 0x9b4b4574} {
+				p := pkts[i]
+				if !p.HasID || p.TraceID != wantID {
+					t.Errorf("packet %d: trace id %08x (has %v), want the first id %08x", i+1, p.TraceID, p.HasID, wantID)
+				}
+				if diff := cmp.Diff([]string{"PREROUTING 4", "FORWARD 4"}, hookRuns(p)); diff != "" {
+					t.Errorf("packet %d hooks (-want +got):\n%s", i+1, diff)
+				}
+				wantHops := []string{
+					"raw:PREROUTING:rule", "raw:PREROUTING:policy", "nat:PREROUTING:rule", "nat:PREROUTING:policy",
+					"filter:FORWARD:rule", "filter:FORWARD:rule", "filter:FORWARD:rule", "filter:KUBE-SERVICES:rule",
+				}
+				if diff := cmp.Diff(wantHops, hopStrings(p)); diff != "" {
+					t.Errorf("packet %d hops (-want +got):\n%s", i+1, diff)
+				}
+				last := p.Hops[len(p.Hops)-1]
+				if last.Verdict != "DROP" || last.Text != tt.lastText {
+					t.Errorf("packet %d last hop verdict %q text %q, want DROP and %q", i+1, last.Verdict, last.Text, tt.lastText)
+				}
+				if last.Header.Out != "eth0" || p.First.Out != "" {
+					t.Errorf("packet %d: first header out %q, last %q; want the FORWARD header (out eth0) on the FORWARD hops", i+1, p.First.Out, last.Header.Out)
+				}
+			}
+		})
+	}
 
 	nftTests := []struct {
 		capture     string
@@ -449,6 +520,233 @@ func TestGroupIDReuse(t *testing.T) {
 	}
 }
 
+// nftPkt builds an nft monitor "packet:" line for a TCP SYN.
+func nftPkt(id, table, chain, iif, oif, src, dst string, dport, ipid int) string {
+	return fmt.Sprintf(`trace id %s ip %s %s packet: iif %q oif %q ip saddr %s ip daddr %s ip id %d ip length 60 tcp sport 40000 tcp dport %d tcp flags == syn `,
+		id, table, chain, iif, oif, src, dst, ipid, dport)
+}
+
+// TestGroupTraceIDChange: a record whose trace id no packet in flight has
+// continues a packet of another id when it shows the same packet at a later
+// hook (bridged packets under iptables-nft), and only then.
+func TestGroupTraceIDChange(t *testing.T) {
+	const pod, svc, ep = "10.244.0.2", "10.96.0.10", "10.244.0.9"
+	pre := func(id string, ipid int) []string {
+		return []string{
+			nftPkt(id, "raw", "PREROUTING", "cni0", "", pod, svc, 80, ipid),
+			"trace id " + id + " ip raw PREROUTING policy accept",
+		}
+	}
+	fwdDrop := func(id, src, dst string, dport, ipid int) []string {
+		return []string{
+			nftPkt(id, "filter", "FORWARD", "cni0", "eth0", src, dst, dport, ipid),
+			"trace id " + id + " ip filter FORWARD rule reject (verdict drop)",
+		}
+	}
+	cat := func(parts ...[]string) []string {
+		var out []string
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	type pkt struct {
+		ID    uint32
+		Hops  []string
+		Hooks []string
+	}
+	tests := []struct {
+		name      string
+		lines     []string
+		want      []pkt
+		wantStats GroupStats
+	}{
+		{
+			name:      "bridged packet, new id at FORWARD",
+			lines:     cat(pre("00000001", 5), fwdDrop("00000002", pod, svc, 80, 5)),
+			want:      []pkt{{1, []string{"raw:PREROUTING:policy", "filter:FORWARD:rule"}, []string{"PREROUTING 1", "FORWARD 1"}}},
+			wantStats: GroupStats{Packets: 1, Complete: 1, Joined: 1},
+		},
+		{
+			name: "DNAT in PREROUTING, new id at FORWARD and again at POSTROUTING",
+			lines: cat(pre("00000001", 5), []string{
+				nftPkt("00000001", "nat", "PREROUTING", "cni0", "", pod, svc, 80, 5),
+				"trace id 00000001 ip nat KUBE-SEP-X rule meta l4proto tcp counter dnat to 10.244.0.9:8080 (verdict accept)",
+				nftPkt("00000002", "filter", "FORWARD", "cni0", "eth0", pod, ep, 8080, 5),
+				"trace id 00000002 ip filter FORWARD policy accept",
+				nftPkt("00000003", "nat", "POSTROUTING", "cni0", "eth0", pod, ep, 8080, 5),
+				"trace id 00000003 ip nat POSTROUTING policy accept",
+			}),
+			want: []pkt{{1,
+				[]string{"raw:PREROUTING:policy", "nat:KUBE-SEP-X:rule", "filter:FORWARD:policy", "nat:POSTROUTING:policy"},
+				[]string{"PREROUTING 2", "FORWARD 1", "POSTROUTING 1"}}},
+			wantStats: GroupStats{Packets: 1, Complete: 1, Joined: 2},
+		},
+		{
+			name: "kube-proxy nftables base chain names the hook",
+			lines: cat(pre("00000001", 5), []string{
+				nftPkt("00000002", "kube-proxy", "filter-forward", "cni0", "eth0", pod, svc, 80, 5),
+				"trace id 00000002 ip kube-proxy filter-forward rule ct state new jump service-endpoints-check (verdict jump service-endpoints-check)",
+				"trace id 00000002 ip kube-proxy service-endpoints-check rule reject (verdict drop)",
+			}),
+			want: []pkt{{1,
+				[]string{"raw:PREROUTING:policy", "kube-proxy:filter-forward:rule", "kube-proxy:service-endpoints-check:rule"},
+				[]string{"PREROUTING 1", "FORWARD 2"}}},
+			wantStats: GroupStats{Packets: 1, Complete: 1, Joined: 1},
+		},
+		{
+			name:      "another IP ID is another packet",
+			lines:     cat(pre("00000001", 5), fwdDrop("00000002", pod, svc, 80, 6)),
+			want:      []pkt{{2, []string{"filter:FORWARD:rule"}, []string{"FORWARD 1"}}, {1, []string{"raw:PREROUTING:policy"}, []string{"PREROUTING 1"}}},
+			wantStats: GroupStats{Packets: 2, Complete: 1, Flushed: 1},
+		},
+		{
+			name:      "the same identity at PREROUTING again is another packet",
+			lines:     cat(pre("00000001", 5), pre("00000002", 5)),
+			want:      []pkt{{1, []string{"raw:PREROUTING:policy"}, []string{"PREROUTING 1"}}, {2, []string{"raw:PREROUTING:policy"}, []string{"PREROUTING 1"}}},
+			wantStats: GroupStats{Packets: 2, Flushed: 2},
+		},
+		{
+			name: "OUTPUT never continues a packet",
+			lines: cat(pre("00000001", 5), []string{
+				nftPkt("00000002", "raw", "OUTPUT", "", "eth0", pod, svc, 80, 5),
+				"trace id 00000002 ip raw OUTPUT policy accept",
+			}),
+			want:      []pkt{{1, []string{"raw:PREROUTING:policy"}, []string{"PREROUTING 1"}}, {2, []string{"raw:OUTPUT:policy"}, []string{"OUTPUT 1"}}},
+			wantStats: GroupStats{Packets: 2, Flushed: 2},
+		},
+		{
+			name:      "a source rewritten before POSTROUTING is another packet",
+			lines:     cat(pre("00000001", 5), fwdDrop("00000002", "10.244.0.3", svc, 80, 5)),
+			want:      []pkt{{2, []string{"filter:FORWARD:rule"}, []string{"FORWARD 1"}}, {1, []string{"raw:PREROUTING:policy"}, []string{"PREROUTING 1"}}},
+			wantStats: GroupStats{Packets: 2, Complete: 1, Flushed: 1},
+		},
+		{
+			name: "a user chain does not tell the hook",
+			lines: cat(pre("00000001", 5), []string{
+				nftPkt("00000002", "filter", "KUBE-SERVICES", "cni0", "eth0", pod, svc, 80, 5),
+				"trace id 00000002 ip filter KUBE-SERVICES rule reject (verdict drop)",
+			}),
+			want:      []pkt{{2, []string{"filter:KUBE-SERVICES:rule"}, []string{"- 1"}}, {1, []string{"raw:PREROUTING:policy"}, []string{"PREROUTING 1"}}},
+			wantStats: GroupStats{Packets: 2, Complete: 1, Flushed: 1},
+		},
+		{
+			name:  "two packets in flight with one identity: the oldest continues",
+			lines: cat(pre("00000001", 5), pre("00000002", 5), fwdDrop("00000003", pod, svc, 80, 5)),
+			want: []pkt{
+				{1, []string{"raw:PREROUTING:policy", "filter:FORWARD:rule"}, []string{"PREROUTING 1", "FORWARD 1"}},
+				{2, []string{"raw:PREROUTING:policy"}, []string{"PREROUTING 1"}},
+			},
+			wantStats: GroupStats{Packets: 2, Complete: 1, Flushed: 1, Joined: 1},
+		},
+		{
+			name: "the first id, once left, starts a new packet",
+			lines: cat(pre("00000001", 5), []string{
+				nftPkt("00000002", "filter", "FORWARD", "cni0", "eth0", pod, svc, 80, 5),
+				"trace id 00000002 ip filter FORWARD policy accept",
+			}, pre("00000001", 6)),
+			want: []pkt{
+				{1, []string{"raw:PREROUTING:policy", "filter:FORWARD:policy"}, []string{"PREROUTING 1", "FORWARD 1"}},
+				{1, []string{"raw:PREROUTING:policy"}, []string{"PREROUTING 1"}},
+			},
+			wantStats: GroupStats{Packets: 2, Flushed: 2, Joined: 1},
+		},
+		{
+			name: "the new id's own earlier packet is split off first",
+			lines: cat(pre("00000001", 5), []string{
+				// id 2 was the previous packet's (IP ID 4) FORWARD id.
+				nftPkt("00000002", "filter", "FORWARD", "cni0", "eth0", pod, svc, 80, 4),
+				"trace id 00000002 ip filter FORWARD policy accept",
+			}, fwdDrop("00000002", pod, svc, 80, 5)),
+			want: []pkt{
+				{2, []string{"filter:FORWARD:policy"}, []string{"FORWARD 1"}},
+				{1, []string{"raw:PREROUTING:policy", "filter:FORWARD:rule"}, []string{"PREROUTING 1", "FORWARD 1"}},
+			},
+			wantStats: GroupStats{Packets: 2, Split: 1, Complete: 1, Joined: 1},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pkts, g := group(t, FormatNftMonitor, GroupOptions{}, tt.lines)
+			var got []pkt
+			for _, p := range pkts {
+				got = append(got, pkt{p.TraceID, hopStrings(p), hookRuns(p)})
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("packets (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantStats, g.Stats()); diff != "" {
+				t.Errorf("stats (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestBaseHook(t *testing.T) {
+	tests := []struct {
+		table, chain string
+		want         string
+	}{
+		{"raw", "PREROUTING", "PREROUTING"},
+		{"filter", "FORWARD", "FORWARD"},
+		{"nat", "POSTROUTING", "POSTROUTING"},
+		{"mangle", "INPUT", "INPUT"},
+		{"nat", "KUBE-SERVICES", ""},
+		// iptables tables have no kube-proxy style base chains.
+		{"filter", "filter-input", ""},
+		{"kube-proxy", "filter-prerouting-pre-dnat", "PREROUTING"},
+		{"kube-proxy", "filter-prerouting", "PREROUTING"},
+		{"kube-proxy", "filter-input", "INPUT"},
+		{"kube-proxy", "filter-forward", "FORWARD"},
+		{"kube-proxy", "filter-output-pre-dnat", "OUTPUT"},
+		{"kube-proxy", "filter-output-post-dnat", "OUTPUT"},
+		{"kube-proxy", "nat-prerouting", "PREROUTING"},
+		{"kube-proxy", "nat-output", "OUTPUT"},
+		{"kube-proxy", "nat-postrouting", "POSTROUTING"},
+		{"kube-proxy", "services", ""},
+		{"kube-proxy", "masquerading", ""},
+		{"kube-proxy", "filter-inputs", ""},
+		{"kube-proxy", "nat-", ""},
+		{"kube-proxy", "service-6QYGQ5L4-default/filter-input/tcp/", ""},
+		{"kube-proxy", "firewall-check", ""},
+	}
+	for _, tt := range tests {
+		if got := baseHook(tt.table, tt.chain).String(); got != tt.want {
+			t.Errorf("baseHook(%q, %q) = %q, want %q", tt.table, tt.chain, got, tt.want)
+		}
+	}
+}
+
+// TestHopHooks: every hop's hook over the captures, user chains inheriting
+// the hook of the base chain that jumped to them.
+func TestHopHooks(t *testing.T) {
+	tests := []struct {
+		capture string
+		want    [][]string
+	}{
+		{"node-to-svc.nft.nftmon.txt", [][]string{{"OUTPUT 12", "POSTROUTING 3"}}},
+		// kube-proxy nftables mode: "services" and the service chain run
+		// in nat-output (OUTPUT), "masquerading" in nat-postrouting.
+		{"node-to-svc.nftmode.nftmon.txt", [][]string{{"OUTPUT 13", "POSTROUTING 2"}}},
+		{"local-gw-to-nodeport.nft.xtmon.txt", [][]string{{"PREROUTING 10", "FORWARD 3", "POSTROUTING 3"}}},
+		{"local-gw-to-nodeport.legacy.kmsg.txt", [][]string{{"PREROUTING 11", "FORWARD 5", "POSTROUTING 4"}}},
+		{"local-node-to-udp.legacy.kmsg.txt", [][]string{{"OUTPUT 16", "POSTROUTING 4"}}},
+		{"local-pod-to-noendpoints.legacy.kmsg.txt", [][]string{{"PREROUTING 5", "FORWARD 7"}, {"PREROUTING 5", "FORWARD 7"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.capture, func(t *testing.T) {
+			pkts, _ := readCapture(t, tt.capture, FormatAuto, GroupOptions{Ordered: true})
+			var got [][]string
+			for _, p := range pkts {
+				got = append(got, hookRuns(p))
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("hooks per packet (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 // legacyRec builds a bare legacy TRACE record for a TCP SYN.
 func legacyRec(spec, in, out, physin, src, dst string, id int) string {
 	phys := ""
@@ -646,6 +944,32 @@ func TestGroupAllocs(t *testing.T) {
 	if n == 0 {
 		t.Fatal("no packet emitted")
 	}
+
+	t.Run("nft trace id changes", func(t *testing.T) {
+		// The bridged packets whose trace id changes at FORWARD: joining
+		// them (identity index included) allocates nothing either.
+		var evs []Event
+		d := NewDecoder(FormatNftMonitor)
+		for _, l := range captureLines(t, "local-pod-to-noendpoints.nft.nftmon.txt") {
+			var ev Event
+			if d.Decode([]byte(l), &ev) == ResultEvent {
+				evs = append(evs, ev)
+			}
+		}
+		g := NewGrouper(GroupOptions{Emit: func(*Packet) {}})
+		pass := func() {
+			for i := range evs {
+				g.Add(&evs[i])
+			}
+		}
+		pass()
+		if allocs := testing.AllocsPerRun(3, pass); allocs != 0 {
+			t.Errorf("a pass over %d records allocates %v times, want 0", len(evs), allocs)
+		}
+		if st := g.Stats(); st.Joined == 0 || st.Complete != st.Packets {
+			t.Errorf("stats %+v: want joins and every packet complete", st)
+		}
+	})
 }
 
 type failingReader struct {
@@ -825,16 +1149,39 @@ func TestFollow(t *testing.T) {
 
 // TestFlightTable checks the open-addressing table against a model under
 // random inserts and removals, with hashes chosen to collide and to wrap
-// around the end of the slot array.
+// around the end of the slot array, indexing by key and by identity.
 func TestFlightTable(t *testing.T) {
+	for _, byIdent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("byIdent=%v", byIdent), func(t *testing.T) {
+			testFlightTable(t, byIdent)
+		})
+	}
+}
+
+func testFlightTable(t *testing.T, byIdent bool) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	tab := newFlightTable(8) // 16 slots
+	tab := newFlightTable(8, byIdent) // 16 slots
 	live := map[*flight]bool{}
 	keys := []flowKey{{id: 1, hasID: true}, {id: 2, hasID: true}, {ipid: 3}, {ipid: 4, proto: 6}}
 	homes := []uint64{0, 1, 14, 15, 15 + 16, 14 + 32}
+	// The entry the table indexes by is set; the other is a decoy that
+	// must not be looked at.
+	newFlight := func(k flowKey, h uint64) *flight {
+		decoy := flowKey{id: 99, hasID: true}
+		if byIdent {
+			return &flight{ident: k, identHash: h, key: decoy, hash: 3}
+		}
+		return &flight{key: k, hash: h, ident: decoy, identHash: 3}
+	}
+	entry := func(f *flight) (flowKey, uint64) {
+		if byIdent {
+			return f.ident, f.identHash
+		}
+		return f.key, f.hash
+	}
 	for step := 0; step < 20000; step++ {
 		if len(live) < 12 && (len(live) == 0 || rng.IntN(2) == 0) {
-			f := &flight{key: keys[rng.IntN(len(keys))], hash: homes[rng.IntN(len(homes))]}
+			f := newFlight(keys[rng.IntN(len(keys))], homes[rng.IntN(len(homes))])
 			tab.insert(f)
 			live[f] = true
 		} else {
@@ -848,7 +1195,7 @@ func TestFlightTable(t *testing.T) {
 			for _, h := range homes {
 				var want []*flight
 				for f := range live {
-					if f.key == k && f.hash == h {
+					if fk, fh := entry(f); fk == k && fh == h {
 						want = append(want, f)
 					}
 				}
@@ -857,7 +1204,7 @@ func TestFlightTable(t *testing.T) {
 					t.Fatalf("step %d: collect(%v, %d) found %d flights, want %d", step, k, h, len(got), len(want))
 				}
 				for _, f := range got {
-					if !live[f] || f.key != k || f.hash != h {
+					if fk, fh := entry(f); !live[f] || fk != k || fh != h {
 						t.Fatalf("step %d: collect(%v, %d) returned a wrong flight", step, k, h)
 					}
 				}

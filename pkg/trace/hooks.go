@@ -1,5 +1,7 @@
 package trace
 
+import "strings"
+
 // The netfilter hook model the Grouper uses to tell where a packet is in its
 // traversal, when a later record must belong to another packet, and when a
 // packet cannot produce any more records.
@@ -17,7 +19,12 @@ package trace
 //
 // iptables-nft uses the same table and chain names and priorities. Tables of
 // other nft users (kube-proxy's "kube-proxy" table, ...) have no known rank:
-// their records never move or end a packet's position.
+// their records never move or end a packet's position. Their base chains can
+// be named anything; kube-proxy's nftables mode names them TYPE-HOOK or
+// TYPE-HOOK-QUALIFIER ("nat-output", "filter-input",
+// "filter-prerouting-pre-dnat", "filter-output-post-dnat"), which gives their
+// hook for Hop.Hook and for joining a packet whose trace id changed
+// (Grouper.joinID).
 
 type hook uint8
 
@@ -45,6 +52,86 @@ func builtinHook(chain string) hook {
 		return hookPost
 	}
 	return hookNone
+}
+
+// hookNames are the names Hop.Hook reports, indexed by hook.
+var hookNames = [...]string{
+	hookNone: "",
+	hookPre:  "PREROUTING",
+	hookIn:   "INPUT",
+	hookFwd:  "FORWARD",
+	hookOut:  "OUTPUT",
+	hookPost: "POSTROUTING",
+}
+
+// String returns the built-in chain name of h, "" for hookNone.
+func (h hook) String() string {
+	if int(h) < len(hookNames) {
+		return hookNames[h]
+	}
+	return ""
+}
+
+// baseHook returns the hook of a base chain: a built-in chain name in any
+// table, or a kube-proxy style name (see namedHook) in a table without a
+// known rank. It returns hookNone for anything else, user chains included:
+// they run in the hook of the base chain that jumped to them, which only the
+// packet's earlier records tell.
+func baseHook(table, chain string) hook {
+	if h := builtinHook(chain); h != hookNone {
+		return h
+	}
+	if tableRank(table, hookPre) != rankUnknown {
+		// An iptables table: every other chain is a user chain, whatever
+		// its name.
+		return hookNone
+	}
+	return namedHook(chain)
+}
+
+// namedHook reads the hook from a base chain named TYPE-HOOK[-QUALIFIER]
+// with TYPE "filter" or "nat", as kube-proxy's nftables mode names its base
+// chains. kube-proxy's regular chains ("services", "masquerading",
+// "service-HASH-ns/name/tcp/port", ...) never start that way.
+func namedHook(chain string) hook {
+	rest, ok := strings.CutPrefix(chain, "filter-")
+	if !ok {
+		rest, ok = strings.CutPrefix(chain, "nat-")
+	}
+	if !ok {
+		return hookNone
+	}
+	for _, n := range [...]struct {
+		word string
+		h    hook
+	}{
+		{"prerouting", hookPre},
+		{"input", hookIn},
+		{"forward", hookFwd},
+		{"output", hookOut},
+		{"postrouting", hookPost},
+	} {
+		if after, ok := strings.CutPrefix(rest, n.word); ok && (after == "" || after[0] == '-') {
+			return n.h
+		}
+	}
+	return hookNone
+}
+
+// follows reports whether a packet last seen at hook from can next be seen
+// at hook to, a later stage of the same traversal: PREROUTING leads to
+// INPUT, FORWARD or POSTROUTING (iptables-nft registers only the base
+// chains that hold rules, so a forwarded packet may show none at FORWARD);
+// FORWARD and OUTPUT lead to POSTROUTING. Nothing follows INPUT or
+// POSTROUTING, and OUTPUT only ever starts a traversal.
+func follows(from, to hook) bool {
+	switch from {
+	case hookPre:
+		return to == hookIn || to == hookFwd || to == hookPost
+	case hookFwd, hookOut:
+		return to == hookPost
+	}
+	return false
 }
 
 // stage orders hooks along a traversal: PREROUTING or OUTPUT first, then
