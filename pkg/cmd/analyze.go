@@ -124,7 +124,7 @@ func (o *AnalyzeOptions) Run() error {
 				return fmt.Errorf("read --rules: %w", err)
 			}
 			if err := ix.Add(data); err != nil {
-				return fmt.Errorf("--rules %s: %w (give iptables-save, ip6tables-save or nft -a list ruleset output)", path, err)
+				return fmt.Errorf("--rules %s: %w", path, err)
 			}
 		}
 	}
@@ -148,7 +148,7 @@ func (o *AnalyzeOptions) Run() error {
 		records += st.Records
 		malformed += st.Malformed
 	}
-	if o.Summary || o.Output != "json" {
+	if records > 0 && (o.Summary || o.Output != "json") {
 		s := sum.Summary()
 		if err := out.Summary(&s); err != nil {
 			return err

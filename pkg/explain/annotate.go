@@ -73,7 +73,6 @@ func (a *annotator) hop(i int) {
 		Table:  h.Table,
 		Chain:  h.Chain,
 		Kind:   h.Kind.String(),
-		Rule:   h.Rule,
 		Handle: h.Handle,
 		In:     h.Header.In,
 		Out:    h.Header.Out,
@@ -95,6 +94,11 @@ func (a *annotator) hop(i int) {
 	}
 	a.hooks = append(a.hooks, a.hook)
 
+	if h.Kind == trace.KindRule {
+		// For returns and policies the kernel's number is one past the
+		// chain's last rule, not a rule's position.
+		out.Rule = h.Rule
+	}
 	r := a.lookup(h)
 	a.rules = append(a.rules, r)
 	if r != nil {
