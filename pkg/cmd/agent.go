@@ -1,3 +1,5 @@
+//go:build linux
+
 package cmd
 
 import (
@@ -32,6 +34,7 @@ type AgentOptions struct {
 	RulesSnapshot bool
 	StdinWatch    bool
 	Probe         bool
+	ProbeFromIP   string
 	Node          string
 	Services      []string
 	Cleanup       bool
@@ -97,6 +100,7 @@ func (o *AgentOptions) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.RulesSnapshot, "rules-snapshot", o.RulesSnapshot, "snapshot the ruleset to annotate hops with rule text (--rules-snapshot=false: numbers and handles only)")
 	f.BoolVar(&o.StdinWatch, "stdin-watch", false, "stop when stdin reaches EOF (the plugin is gone)")
 	f.BoolVar(&o.Probe, "probe", false, "once ready, open one connection to each traced address")
+	f.StringVar(&o.ProbeFromIP, "probe-from-ip", "", "open the --probe connections from inside the network namespace that has this address (a pod's IP); implies --probe")
 	f.StringVar(&o.Node, "node", "", "node name to put in every record")
 	f.StringArrayVar(&o.Services, "service", nil, "traced Service port, NS/NAME[:PORTNAME]/PROTO (repeatable)")
 	f.BoolVar(&o.Cleanup, "cleanup", false, "remove every svctrace rule on this node and exit")
@@ -162,6 +166,14 @@ func (o *AgentOptions) Complete() error {
 	c.RulesSnapshot = o.RulesSnapshot
 	c.StdinWatch = o.StdinWatch
 	c.Probe = o.Probe
+	if o.ProbeFromIP != "" {
+		a, err := netip.ParseAddr(o.ProbeFromIP)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("invalid --probe-from-ip %q: give the pod's IP address: %w", o.ProbeFromIP, err))
+		}
+		c.ProbeFrom = a.Unmap()
+		c.Probe = true
+	}
 	c.Node = o.Node
 	c.NetlinkRcvBuf = o.NetlinkRcvBuf
 	c.WatchInterval = o.WatchInterval

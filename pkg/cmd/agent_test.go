@@ -1,3 +1,5 @@
+//go:build linux
+
 package cmd
 
 import (
@@ -45,6 +47,19 @@ func TestAgentOptions(t *testing.T) {
 				c.Duration = 0
 			},
 		},
+		{
+			name: "--probe-from-ip implies --probe",
+			args: []string{"--dst=10.96.0.10:80", "--probe-from-ip=10.244.0.7", "--src=10.244.0.7/32"},
+			want: func(c *agent.Config) {
+				c.Dsts = []netip.AddrPort{netip.MustParseAddrPort("10.96.0.10:80")}
+				c.Probe = true
+				c.ProbeFrom = netip.MustParseAddr("10.244.0.7")
+				c.Src = netip.MustParsePrefix("10.244.0.7/32")
+			},
+		},
+		{name: "bad --probe-from-ip", args: []string{"--dst=10.96.0.10:80", "--probe-from-ip=pod"}, wantErr: `invalid --probe-from-ip "pod": give the pod's IP address`},
+		{name: "--probe-from-ip of another family", args: []string{"--dst=[fd00::a]:80", "--probe-from-ip=10.244.0.7"}, wantErr: "--probe-from-ip 10.244.0.7 is of another IP family than every --dst"},
+		{name: "loopback --probe-from-ip", args: []string{"--dst=10.96.0.10:80", "--probe-from-ip=127.0.0.1"}, wantErr: "invalid --probe-from-ip 127.0.0.1: give the pod's IP"},
 		{name: "cleanup", args: []string{"--cleanup", "--node=n1"}},
 		{name: "cleanup with a destination", args: []string{"--cleanup", "--dst=10.0.0.1:80"}, wantErr: "--cleanup takes no --dst"},
 		{name: "nothing to trace", args: []string{}, wantErr: "nothing to trace"},
@@ -81,7 +96,7 @@ func TestAgentOptions(t *testing.T) {
 			}
 			want := agent.DefaultConfig()
 			tt.want(&want)
-			if diff := cmp.Diff(want, o.config, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b }), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+			if diff := cmp.Diff(want, o.config, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b }), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Errorf("config (-want +got):\n%s", diff)
 			}
 		})
