@@ -63,7 +63,6 @@ type annotator struct {
 	p     *trace.Packet
 	hooks []string // hook of each hop (PREROUTING, OUTPUT, ...; "" when unknown)
 	rules []*rules.Rule
-	hook  string
 }
 
 func (a *annotator) hop(i int) {
@@ -89,10 +88,7 @@ func (a *annotator) hop(i int) {
 			out.Dst = endpoint(h.Header.Dst, h.Header.DPort, h.Header.Proto)
 		}
 	}
-	if hk := hookOf(h.Chain); hk != "" {
-		a.hook = hk
-	}
-	a.hooks = append(a.hooks, a.hook)
+	a.hooks = append(a.hooks, h.Hook)
 
 	if h.Kind == trace.KindRule {
 		// For returns and policies the kernel's number is one past the
@@ -128,7 +124,7 @@ func (a *annotator) hop(i int) {
 			// Without the rule, the next record tells: a record in another
 			// user chain of the same table means this rule jumped there.
 			next := &a.p.Hops[i+1]
-			if next.Table == h.Table && next.Chain != h.Chain && hookOf(next.Chain) == "" {
+			if next.Table == h.Table && next.Chain != h.Chain && rules.ClassifyName(next.Chain).Kind != rules.ChainBuiltin {
 				out.Verdict, out.Target = verdictJump, next.Chain
 			}
 		}
@@ -347,22 +343,6 @@ func (a *annotator) chainInfo(table, chain string) rules.ChainInfo {
 func serviceFromComment(c string) string {
 	if strings.HasSuffix(c, " has no endpoints") || strings.HasSuffix(c, " has no local endpoints") {
 		return rules.ServiceFromComment(c)
-	}
-	return ""
-}
-
-// hookOf maps a base chain name to its netfilter hook. kube-proxy's nftables
-// base chains carry the hook in their name (nat-output, filter-prerouting-pre-dnat).
-func hookOf(chain string) string {
-	switch chain {
-	case "PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING":
-		return chain
-	}
-	lower := strings.ToLower(chain)
-	for _, hk := range []string{"postrouting", "prerouting", "input", "forward", "output"} {
-		if strings.HasPrefix(lower, "nat-"+hk) || strings.HasPrefix(lower, "filter-"+hk) {
-			return strings.ToUpper(hk)
-		}
 	}
 	return ""
 }

@@ -38,6 +38,8 @@ var goldenCases = []goldenCase{
 	{"local-gw-to-nodeport.legacy", "local-gw-to-nodeport.legacy.kmsg.txt", []string{"local-gw-to-nodeport.legacy.rules.txt"}},
 	{"local-gw-to-nodeport.nft.xtmon", "local-gw-to-nodeport.nft.xtmon.txt", []string{"local-gw-to-nodeport.nft.rules.txt"}},
 	{"local-pod-to-noendpoints.legacy", "local-pod-to-noendpoints.legacy.kmsg.txt", []string{"local-pod-to-noendpoints.legacy.rules.txt"}},
+	{"local-pod-to-noendpoints.nft.nftmon", "local-pod-to-noendpoints.nft.nftmon.txt", nil},
+	{"local-pod-to-noendpoints.nft.xtmon", "local-pod-to-noendpoints.nft.xtmon.txt", []string{"local-pod-to-noendpoints.nft.rules.txt"}},
 	{"local-node-to-udp.legacy", "local-node-to-udp.legacy.kmsg.txt", []string{"local-node-to-udp.legacy.rules.txt"}},
 }
 
@@ -190,10 +192,18 @@ func TestKeyFacts(t *testing.T) {
 	})
 
 	t.Run("no endpoints: rejected, with the Service's name", func(t *testing.T) {
-		p := byName["local-pod-to-noendpoints.legacy"][0]
-		if p.Verdict != "REJECT" || p.Service != "default/noendpoints" ||
-			!strings.Contains(p.Explain.Reason, "Service default/noendpoints has no endpoints") {
-			t.Errorf("verdict %q service %q reason %q", p.Verdict, p.Service, p.Explain.Reason)
+		for _, name := range []string{"local-pod-to-noendpoints.legacy", "local-pod-to-noendpoints.nft.xtmon"} {
+			p := byName[name][0]
+			if p.Verdict != "REJECT" || p.Service != "default/noendpoints" ||
+				!strings.Contains(p.Explain.Reason, "Service default/noendpoints has no endpoints") {
+				t.Errorf("%s: verdict %q service %q reason %q", name, p.Verdict, p.Service, p.Explain.Reason)
+			}
+		}
+		// nft monitor prints the rule without its comment, and a
+		// trace id that changes between PREROUTING and FORWARD.
+		nft := byName["local-pod-to-noendpoints.nft.nftmon"]
+		if len(nft) != 2 || nft[0].Verdict != "REJECT" || nft[0].Hops[0].Chain != "PREROUTING" {
+			t.Errorf("nft monitor: %d packets, first %+v", len(nft), nft[0])
 		}
 	})
 

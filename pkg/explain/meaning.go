@@ -44,6 +44,12 @@ func (a *annotator) meaning(i int, r *rules.Rule) string {
 		if s := serviceFromComment(commentOf(r)); s != "" {
 			return "Service " + s + " has no endpoints: connection rejected"
 		}
+		if info.Kind == rules.ChainServices || info.Kind == rules.ChainExternalServices {
+			// kube-proxy rejects in these chains only for Services
+			// without endpoints (nft monitor prints no comment).
+			dst := a.p.Hops[i].Header
+			return "the Service at " + endpoint(dst.Dst, dst.DPort, dst.Proto) + " has no endpoints: connection rejected"
+		}
 		return "rejected" + ownerSuffix(info)
 	case record.VerdictDrop:
 		return dropMeaning(info, r)
