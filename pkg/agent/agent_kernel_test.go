@@ -84,12 +84,21 @@ func TestAgentTracesClusterIP(t *testing.T) {
 				if p.Dst != svc.String() || p.Endpoint != ep.String() || p.Service != "default/myapp" || p.Verdict != record.VerdictAccept || p.Node != "n1" {
 					t.Errorf("packet dst %s endpoint %s service %q verdict %s node %q; want %s, %s, default/myapp, ACCEPT, n1", p.Dst, p.Endpoint, p.Service, p.Verdict, p.Node, svc, ep)
 				}
+				// MASQUERADE gives the node's address on the link to
+				// the endpoint: the agent reads it from that interface.
+				masq := tp.nodeIP4()
+				if fam == 6 {
+					masq = tp.nodeIP6()
+				}
 				wantNAT := []record.NAT{
 					{Kind: record.NATDNAT, Chain: tp.sepChain(ep), Table: "nat", Rule: 2, To: ep.String()},
-					{Kind: record.NATMasquerade, Chain: "KUBE-POSTROUTING", Table: "nat", Rule: 3},
+					{Kind: record.NATMasquerade, Chain: "KUBE-POSTROUTING", Table: "nat", Rule: 3, To: masq.String()},
 				}
 				if diff := cmp.Diff(wantNAT, p.NAT); diff != "" {
 					t.Errorf("NAT (-want +got):\n%s", diff)
+				}
+				if p.Explain == nil || p.Explain.SourceSeenByEndpoint != masq.String() {
+					t.Errorf("explain %+v, want the endpoint to see source %s", p.Explain, masq)
 				}
 				// The rule text comes from the snapshot, exactly as
 				// iptables -S prints it.

@@ -157,6 +157,10 @@ type Config struct {
 	StdinWatch bool
 	// Probe opens one connection to each traced address once ready.
 	Probe bool
+	// ProbeFrom, when valid, makes Probe connect from inside the network
+	// namespace (found among the node's processes) that has this address:
+	// a pod's IP.
+	ProbeFrom netip.Addr
 	// Node is the node name put in every record.
 	Node string
 	// Services are the Service ports being traced (chain-hash mapping).
@@ -218,6 +222,23 @@ func (c *Config) Validate() error {
 		}
 		if !ok {
 			errs = append(errs, fmt.Errorf("--src %s is of another IP family than every --dst: nothing would match", c.Src))
+		}
+	}
+	if c.ProbeFrom.IsValid() {
+		a := c.ProbeFrom.Unmap()
+		ok := len(c.NodePorts) > 0 && a.Is4()
+		for _, d := range c.Dsts {
+			if d.Addr().Is4() == a.Is4() {
+				ok = true
+			}
+		}
+		switch {
+		case !c.Probe:
+			errs = append(errs, fmt.Errorf("--probe-from-ip %s needs --probe", a))
+		case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast():
+			errs = append(errs, fmt.Errorf("invalid --probe-from-ip %s: give the pod's IP", a))
+		case !ok:
+			errs = append(errs, fmt.Errorf("--probe-from-ip %s is of another IP family than every --dst: it could connect to none of them", a))
 		}
 	}
 	if c.Duration < 0 {

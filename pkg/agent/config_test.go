@@ -121,6 +121,13 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative duration", mod: func(c *Config) { c.Duration = -time.Second }, wantErr: "--duration"},
 		{name: "negative count", mod: func(c *Config) { c.MaxPackets = -1 }, wantErr: "--max-packets"},
 		{name: "source", mod: func(c *Config) { c.Source = "dmesg" }, wantErr: "invalid --source"},
+		{name: "probe from a pod", mod: func(c *Config) { c.Probe = true; c.ProbeFrom = netip.MustParseAddr("10.244.0.7") }},
+		{name: "probe from a pod to a NodePort", mod: func(c *Config) {
+			c.Dsts, c.NodePorts, c.Probe, c.ProbeFrom = nil, []uint16{30080}, true, netip.MustParseAddr("10.244.0.7")
+		}},
+		{name: "probe from without probe", mod: func(c *Config) { c.ProbeFrom = netip.MustParseAddr("10.244.0.7") }, wantErr: "--probe-from-ip 10.244.0.7 needs --probe"},
+		{name: "probe from another family", mod: func(c *Config) { c.Probe = true; c.ProbeFrom = netip.MustParseAddr("fd00::7") }, wantErr: "another IP family than every --dst"},
+		{name: "probe from unspecified", mod: func(c *Config) { c.Probe = true; c.ProbeFrom = netip.MustParseAddr("0.0.0.0") }, wantErr: "give the pod's IP"},
 		{name: "kern.log without path", mod: func(c *Config) { c.Source = SourceKernLog; c.KernLogPath = "" }, wantErr: "--kern-log"},
 	}
 	for _, tt := range tests {

@@ -35,6 +35,17 @@
 // table the session had to create stays (the kernel cannot remove legacy
 // tables), empty.
 //
+// Live explanations. Each packet record is annotated by package explain;
+// the agent adds what only the node can tell (rtnetlink in its own network
+// namespace, no ip(8)): the address a MASQUERADE gave the packet (the
+// outgoing interface's primary address), and for a packet whose trace stops
+// after PREROUTING the kernel's routing decision for it (RTM_GETROUTE with
+// the input interface, source, mark and DNATed destination) and the
+// rp_filter settings, with the route back to the source to tell the
+// reverse-path filter from other refusals. With --probe-from-ip the probe
+// connects from inside the network namespace that has that address, found
+// among the node's processes (hostPID), from an OS thread locked into it.
+//
 // All host commands (iptables-*, ip6tables-*, nft) run from this package
 // only, through Runner and go-iptables (which always passes --wait, so
 // kube-proxy's iptables-restore is never raced); it never imports client-go.

@@ -10,25 +10,39 @@ import (
 )
 
 // probe opens one connection (TCP) or sends one datagram (UDP) to each
-// traced address, so a trace needs no outside traffic. A refused or timed
-// out connection is still a traced packet: it is logged, not fatal.
+// traced address, so a trace needs no outside traffic: from the node, or
+// with --probe-from-ip from inside the pod that has that address. A refused
+// or timed out connection is still a traced packet: it is logged, not
+// fatal; not getting into the pod's namespace is.
 func (s *session) probe(ctx context.Context) {
 	if s.cfg.Proto == "sctp" {
 		s.warn("--probe does not support SCTP: send traffic yourself")
 		return
 	}
+	from := ""
+	if s.fromNS != nil {
+		from = fmt.Sprintf(" from %s (network namespace of pid %d)", s.fromNS.ip, s.fromNS.pid)
+	}
 	for _, ap := range s.probeAddrs() {
 		if ctx.Err() != nil {
 			return
 		}
-		err := probeOne(ctx, s.cfg.Proto, ap)
+		var err error
+		if s.fromNS != nil {
+			err = s.fromNS.dial(ctx, s.cfg.Proto, ap)
+		} else {
+			err = probeOne(ctx, s.cfg.Proto, ap)
+		}
 		switch {
 		case err == nil:
-			s.log.Printf("probe %s %s: sent", s.cfg.Proto, ap)
+			s.log.Printf("probe %s %s%s: sent", s.cfg.Proto, ap, from)
+		case errors.Is(err, errEnterNetns):
+			s.cancel(fmt.Errorf("probe from %s: %w", s.cfg.ProbeFrom, err))
+			return
 		case errors.Is(err, syscall.ECONNREFUSED):
-			s.log.Printf("probe %s %s: connection refused (the trace shows where)", s.cfg.Proto, ap)
+			s.log.Printf("probe %s %s%s: connection refused (the trace shows where)", s.cfg.Proto, ap, from)
 		default:
-			s.log.Printf("probe %s %s: %v (the trace shows where it went)", s.cfg.Proto, ap, err)
+			s.log.Printf("probe %s %s%s: %v (the trace shows where it went)", s.cfg.Proto, ap, from, err)
 		}
 	}
 }

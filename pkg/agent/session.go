@@ -92,6 +92,7 @@ func RunWith(ctx context.Context, cfg Config, streams IO, opts Options) error {
 		out:   newOutput(streams.Out),
 		log:   log.New(streams.Err, "svctrace agent: ", 0),
 		start: time.Now(),
+		live:  newLiveExplainer(h.ProcRoot),
 	}
 	if s.cfg.WatchInterval <= 0 {
 		s.cfg.WatchInterval = defaultWatch
@@ -117,6 +118,9 @@ type session struct {
 
 	loggerSet map[uint8]bool
 	index     map[Backend]*atomic.Pointer[rules.Index]
+	live      *liveExplainer
+	// fromNS is the network namespace --probe-from-ip connects from.
+	fromNS    *podNetns
 	snapReady chan struct{}
 	packets   chan pktItem
 	emitted   atomic.Int64
@@ -204,6 +208,15 @@ func (s *session) traceSession(ctx context.Context) (removed int, err error) {
 	}
 	if s.sid, err = newSessionID(s.h.proc(), deadline); err != nil {
 		return 0, err
+	}
+	if s.cfg.ProbeFrom.IsValid() {
+		// Found before any rule is added: a pod that is not on this
+		// node fails the session while it has changed nothing.
+		if s.fromNS, err = findNetnsByIP(s.h.ProcRoot, s.cfg.ProbeFrom); err != nil {
+			return 0, fmt.Errorf("--probe-from-ip: %w", err)
+		}
+		defer s.fromNS.Close()
+		s.log.Printf("probing from %s: the network namespace of pid %d", s.cfg.ProbeFrom, s.fromNS.pid)
 	}
 	v4, v6 := s.cfg.families()
 	var want, optional []uint8
@@ -303,10 +316,11 @@ func (s *session) traceSession(ctx context.Context) (removed int, err error) {
 		if src.Name() == SourceNftrace {
 			p.backend = BackendNft
 		}
-		p.g = trace.NewGrouper(trace.GroupOptions{Quiet: s.cfg.Quiet, Emit: p.emitPacket})
 		if s.index[p.backend] == nil {
 			s.index[p.backend] = &atomic.Pointer[rules.Index]{}
 		}
+		p.ending = &snapshotEnding{ix: s.index[p.backend]}
+		p.g = trace.NewGrouper(trace.GroupOptions{Quiet: s.cfg.Quiet, Emit: p.emitPacket, Ending: p.ending.ending})
 		if err := src.Open(); err != nil {
 			return 0, err
 		}
@@ -372,7 +386,13 @@ func (s *session) traceSession(ctx context.Context) (removed int, err error) {
 		s.tickLoop(ctx)
 	}()
 	if s.cfg.Probe {
-		go s.probe(ctx)
+		// Waited for with the others: it may be inside the pod's
+		// namespace, whose handle is closed on the way out.
+		bgWG.Add(1)
+		go func() {
+			defer bgWG.Done()
+			s.probe(ctx)
+		}()
 	}
 	watchDone := make(chan struct{})
 	go func() {
@@ -410,6 +430,9 @@ func (s *session) traceSession(ctx context.Context) (removed int, err error) {
 	}
 	close(s.packets)
 	writerWG.Wait()
+	if err := s.live.Close(); err != nil {
+		s.log.Printf("close the route netlink socket: %v", err)
+	}
 	if s.ignoredPkts > 0 {
 		s.log.Printf("ignored %d packet(s) (%d records) not to the traced destinations: other tracers on the node, or packets whose first records were lost", s.ignoredPkts, s.ignoredHops)
 	}
@@ -497,8 +520,9 @@ type pipeline struct {
 	backend Backend
 	handles atomic.Pointer[map[handleKey]bool]
 
-	mu sync.Mutex
-	g  *trace.Grouper
+	mu     sync.Mutex
+	g      *trace.Grouper
+	ending *snapshotEnding
 
 	pendingLost atomic.Uint64
 	totalLost   atomic.Uint64
@@ -513,6 +537,29 @@ type handleKey struct {
 }
 
 func (p *pipeline) setHandles(h map[handleKey]bool) { p.handles.Store(&h) }
+
+// snapshotEnding is the Grouper's Ending backed by the backend's latest
+// ruleset snapshot, so packets complete at their real end (a DROP policy, a
+// MASQUERADE ending the nat table) instead of after the quiet window. The
+// Grouper calls it with the pipeline's lock held: no lock of its own.
+type snapshotEnding struct {
+	ix   *atomic.Pointer[rules.Index]
+	last *rules.Index
+	fn   func(*trace.Event) trace.Ending
+}
+
+func (e *snapshotEnding) ending(ev *trace.Event) trace.Ending {
+	ix := e.ix.Load()
+	if ix == nil {
+		// No snapshot yet (or --rules-snapshot=false): the Grouper's own
+		// inference.
+		return trace.EndUnknown
+	}
+	if ix != e.last {
+		e.last, e.fn = ix, explain.Ending(ix)
+	}
+	return e.fn(ev)
+}
 
 func (p *pipeline) addEvent(ev *trace.Event) {
 	if p.backend == BackendNft && ev.Table == "raw" && ev.Kind == trace.KindRule && p.isOwnRule(ev) {
@@ -600,6 +647,7 @@ func (s *session) writePackets(ctx context.Context) {
 		}
 		ix := s.waitIndex(ctx, it.backend)
 		rec := explain.Annotate(it.p, ix)
+		s.live.explain(&rec, it.p)
 		rec.Node = s.cfg.Node
 		if it.p.Start > 0 {
 			rec.Time = s.bootWall.Add(it.p.Start).UTC().Format(time.RFC3339Nano)

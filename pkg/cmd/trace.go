@@ -46,6 +46,12 @@ var (
 		# Every node at once, as NDJSON
 		%[1]s svc/myapp --all-nodes -o json
 
+		# The path of a connection from a pod (its image needs no tools)
+		%[1]s svc/myapp --from pod/client --count 1
+
+		# Which pod served how many new connections over a minute
+		%[1]s svc/myapp --timeout 1m --summary
+
 		# Run the agent in a namespace that allows privileged pods
 		%[1]s svc/myapp --agent-namespace kube-system`)
 )
@@ -68,10 +74,13 @@ type TraceOptions struct {
 	AgentNamespace    string
 	Source            string
 	Quiet             bool
+	Summary           bool
+	From              string
 
 	// Set by Complete.
 	arg        string
 	service    string
+	fromPod    string
 	namespace  string
 	restConfig *rest.Config
 	client     kubernetes.Interface
@@ -133,6 +142,8 @@ func NewCmdSvctrace(streams genericiooptions.IOStreams) *cobra.Command {
 	f.StringVar(&o.AgentNamespace, "agent-namespace", o.AgentNamespace, "namespace for the agent pods; it must allow privileged pods (default: the Service's namespace)")
 	f.StringVar(&o.Source, "source", o.Source, "where the agent reads trace events: auto, kmsg, kern.log or nftrace")
 	f.BoolVarP(&o.Quiet, "quiet", "q", o.Quiet, "no progress or informational messages on stderr")
+	f.BoolVar(&o.Summary, "summary", o.Summary, "print only the session summary: packets, new connections per endpoint pod vs. expected share, source NAT, drops by reason, lost records (with -o json: one summary record)")
+	f.StringVar(&o.From, "from", o.From, "open the test connection from inside this pod's network namespace (pod/NAME, in the Service's namespace): traces on the pod's node, only the pod's packets; the pod's image needs no tools")
 
 	registerTraceCompletion(cmd, o.configFlags)
 
@@ -192,6 +203,16 @@ func (o *TraceOptions) Validate() error {
 	if o.Node != "" && o.AllNodes {
 		return errors.New("--node and --all-nodes cannot be used together: pick one")
 	}
+	if o.From != "" {
+		pod, err := kube.ParsePodArg(o.From)
+		if err != nil {
+			return err
+		}
+		if o.AllNodes {
+			return errors.New("--from and --all-nodes cannot be used together: --from traces on the pod's node")
+		}
+		o.fromPod = pod
+	}
 	if o.Count < 0 {
 		return fmt.Errorf("--count %d: use 0 (no limit) or more", o.Count)
 	}
@@ -219,7 +240,13 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	choice, err := kube.ChooseNodes(target, kube.NodeOptions{Node: o.Node, AllNodes: o.AllNodes, Probe: o.Probe})
+	var from *kube.FromPod
+	if o.fromPod != "" {
+		if from, err = kube.ResolveFromPod(ctx, o.client, o.namespace, o.fromPod, target); err != nil {
+			return err
+		}
+	}
+	choice, err := kube.ChooseNodes(target, kube.NodeOptions{Node: o.Node, AllNodes: o.AllNodes, Probe: o.Probe || from != nil, From: from})
 	if err != nil {
 		return err
 	}
@@ -245,24 +272,29 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 		ErrOut:   o.ErrOut,
 		Quiet:    o.Quiet,
 		Terminal: isTerminal(o.ErrOut),
+		// Every session ends with its summary: text and JSON alike.
+		Summarizer:  explain.NewSummarizer(""),
+		SummaryOnly: o.Summary,
 	}
-	if o.Output != "json" {
-		tr.Summarizer = explain.NewSummarizer("")
+	agentOpts := kube.AgentOptions{
+		Duration:   o.Timeout,
+		MaxPackets: o.Count,
+		Probe:      o.Probe || from != nil,
+		AllPackets: o.AllPackets,
+		Source:     o.Source,
+	}
+	if from != nil {
+		agentOpts.ProbeFromIP = from.IP
 	}
 	return tr.Run(ctx, kube.TraceConfig{
-		Target:    target,
-		Nodes:     choice.Nodes,
-		Namespace: o.AgentNamespace,
-		Image:     o.Image,
-		Agent: kube.AgentOptions{
-			Duration:   o.Timeout,
-			MaxPackets: o.Count,
-			Probe:      o.Probe,
-			AllPackets: o.AllPackets,
-			Source:     o.Source,
-		},
+		Target:       target,
+		Nodes:        choice.Nodes,
+		Namespace:    o.AgentNamespace,
+		Image:        o.Image,
+		Agent:        agentOpts,
 		Count:        o.Count,
 		StartTimeout: o.PodRunningTimeout,
+		From:         from,
 	})
 }
 

@@ -21,10 +21,11 @@ func TestTraceValidate(t *testing.T) {
 		return o
 	}
 	tests := []struct {
-		name    string
-		mutate  func(*TraceOptions)
-		wantSvc string
-		wantErr string
+		name     string
+		mutate   func(*TraceOptions)
+		wantSvc  string
+		wantFrom string
+		wantErr  string
 	}{
 		{name: "svc/NAME", mutate: func(*TraceOptions) {}, wantSvc: "myapp"},
 		{name: "bare NAME", mutate: func(o *TraceOptions) { o.arg = "myapp" }, wantSvc: "myapp"},
@@ -38,6 +39,10 @@ func TestTraceValidate(t *testing.T) {
 		{name: "zero start timeout", mutate: func(o *TraceOptions) { o.PodRunningTimeout = 0 }, wantErr: "--pod-running-timeout 0s"},
 		{name: "empty image", mutate: func(o *TraceOptions) { o.Image = "" }, wantErr: "--image is empty"},
 		{name: "wide and json outputs", mutate: func(o *TraceOptions) { o.Output = "wide"; o.Timeout = time.Hour }, wantSvc: "myapp"},
+		{name: "--from a pod", mutate: func(o *TraceOptions) { o.From = "pod/client" }, wantSvc: "myapp", wantFrom: "client"},
+		{name: "--from a deployment", mutate: func(o *TraceOptions) { o.From = "deploy/client" }, wantErr: `--from "deploy/client": give the pod to connect from as pod/NAME`},
+		{name: "--from with --all-nodes", mutate: func(o *TraceOptions) { o.From, o.AllNodes = "pod/client", true }, wantErr: "--from and --all-nodes cannot be used together"},
+		{name: "--summary", mutate: func(o *TraceOptions) { o.Summary = true }, wantSvc: "myapp"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,8 +58,8 @@ func TestTraceValidate(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Validate() error = %v", err)
 			}
-			if o.service != tc.wantSvc {
-				t.Errorf("service = %q, want %q", o.service, tc.wantSvc)
+			if o.service != tc.wantSvc || o.fromPod != tc.wantFrom {
+				t.Errorf("service, from pod = %q, %q; want %q, %q", o.service, o.fromPod, tc.wantSvc, tc.wantFrom)
 			}
 		})
 	}

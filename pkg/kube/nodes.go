@@ -14,6 +14,9 @@ type NodeOptions struct {
 	// Probe means the agent itself sends the traffic (--probe), so any Ready
 	// node will do.
 	Probe bool
+	// From is the pod the test connection comes from (--from): its node is
+	// where the packets enter netfilter, so the trace runs there.
+	From *FromPod
 }
 
 // NodeChoice is the nodes to trace on and why, in words for stderr.
@@ -42,6 +45,8 @@ func ChooseNodes(t *Target, o NodeOptions) (NodeChoice, error) {
 	switch {
 	case o.Node != "" && o.AllNodes:
 		return NodeChoice{}, fmt.Errorf("--node and --all-nodes cannot be used together: pick one")
+	case o.From != nil:
+		return chooseFromNode(t, o)
 	case o.Node != "":
 		for _, n := range t.Nodes {
 			if n.Name != o.Node {
@@ -91,6 +96,23 @@ func ChooseNodes(t *Target, o NodeOptions) (NodeChoice, error) {
 	}
 	return NodeChoice{}, fmt.Errorf("the cluster has %d Ready nodes and a Service's packets are rewritten on the node where they enter (the client pod's node, or the node that receives NodePort/LoadBalancer traffic): pick it with --node (%s), trace every node with --all-nodes, or let the agent send a test connection with --probe",
 		len(ready), nameList(ready))
+}
+
+// chooseFromNode picks the node of the --from pod.
+func chooseFromNode(t *Target, o NodeOptions) (NodeChoice, error) {
+	f := o.From
+	switch {
+	case o.AllNodes:
+		return NodeChoice{}, fmt.Errorf("--from and --all-nodes cannot be used together: --from traces on the node of pod %s (%s)", f.DisplayName(), f.Node)
+	case o.Node != "" && o.Node != f.Node:
+		return NodeChoice{}, fmt.Errorf("--node %s, but pod %s runs on node %s: drop --node (--from traces on the pod's node)", o.Node, f.DisplayName(), f.Node)
+	}
+	for _, n := range t.Nodes {
+		if n.Name == f.Node && !n.Ready {
+			return NodeChoice{}, fmt.Errorf("node %s of pod %s is NotReady, so the agent pod cannot run there: fix the node or pick a pod on a Ready node", f.Node, f.DisplayName())
+		}
+	}
+	return NodeChoice{Nodes: []string{f.Node}, Reason: fmt.Sprintf("on node %s, where pod %s runs (--from)", f.Node, f.DisplayName())}, nil
 }
 
 // nameList joins names for a message, eliding long lists.

@@ -89,6 +89,38 @@ func TestChooseNodes(t *testing.T) {
 			wantWhy: "externalTrafficPolicy is Local",
 		},
 		{
+			name:    "--from traces on the pod's node",
+			target:  Target{Nodes: three, Endpoints: epOnB},
+			opts:    NodeOptions{From: &FromPod{Namespace: "default", Name: "client", Node: "a", IP: "10.244.0.9"}, Probe: true},
+			want:    []string{"a"},
+			wantWhy: "on node a, where pod default/client runs (--from)",
+		},
+		{
+			name:    "--from with the pod's own --node",
+			target:  Target{Nodes: three},
+			opts:    NodeOptions{From: &FromPod{Namespace: "default", Name: "client", Node: "b"}, Node: "b"},
+			want:    []string{"b"},
+			wantWhy: "(--from)",
+		},
+		{
+			name:      "--from with another --node",
+			target:    Target{Nodes: three},
+			opts:      NodeOptions{From: &FromPod{Namespace: "default", Name: "client", Node: "a"}, Node: "b"},
+			wantError: "--node b, but pod default/client runs on node a: drop --node (--from traces on the pod's node)",
+		},
+		{
+			name:      "--from with --all-nodes",
+			target:    Target{Nodes: three},
+			opts:      NodeOptions{From: &FromPod{Namespace: "default", Name: "client", Node: "a"}, AllNodes: true},
+			wantError: "--from and --all-nodes cannot be used together",
+		},
+		{
+			name:      "--from a pod on a NotReady node",
+			target:    Target{Nodes: three},
+			opts:      NodeOptions{From: &FromPod{Namespace: "default", Name: "client", Node: "c"}},
+			wantError: "node c of pod default/client is NotReady",
+		},
+		{
 			name:      "no Ready node",
 			target:    Target{Nodes: []NodeInfo{{Name: "c"}}},
 			wantError: "no node is Ready (NotReady: c)",

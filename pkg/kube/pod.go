@@ -172,6 +172,9 @@ type AgentOptions struct {
 	AllPackets bool
 	// Source is the agent's --source ("" or "auto": the agent decides).
 	Source string
+	// ProbeFromIP makes the probe connect from inside the pod with this IP
+	// (--from), and limits the trace to packets from it.
+	ProbeFromIP string
 }
 
 // AgentArgs is the agent command line for tracing t on node. It is pure.
@@ -191,8 +194,11 @@ func AgentArgs(t *Target, node string, o AgentOptions) []string {
 	if o.MaxPackets > 0 {
 		args = append(args, "--max-packets="+strconv.Itoa(o.MaxPackets))
 	}
-	if o.Probe {
+	if o.Probe || o.ProbeFromIP != "" {
 		args = append(args, "--probe")
+	}
+	if o.ProbeFromIP != "" {
+		args = append(args, "--probe-from-ip="+o.ProbeFromIP, "--src="+o.ProbeFromIP)
 	}
 	if o.AllPackets {
 		args = append(args, "--all-packets")

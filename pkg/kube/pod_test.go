@@ -122,6 +122,13 @@ func TestAgentArgs(t *testing.T) {
 				"--max-packets=3", "--probe", "--all-packets", "--source=kmsg"},
 		},
 		{
+			name: "--from a pod: probe from its namespace, trace only its packets",
+			t:    &Target{Proto: "tcp", Dst: []string{"10.96.0.10:80"}, Services: []string{"default/myapp/tcp"}},
+			o:    AgentOptions{Duration: time.Minute, MaxPackets: 1, Probe: true, ProbeFromIP: "10.244.0.9"},
+			want: []string{"agent", "--dst=10.96.0.10:80", "--proto=tcp", "--service=default/myapp/tcp", "--node=n1", "--duration=1m0s", "--stdin-watch",
+				"--max-packets=1", "--probe", "--probe-from-ip=10.244.0.9", "--src=10.244.0.9"},
+		},
+		{
 			name: "NodePort only (hostname load balancer), no --dst",
 			t:    &Target{Proto: "tcp", NodePorts: []int32{30080}, Services: []string{"default/web/tcp"}},
 			o:    AgentOptions{Duration: time.Minute},

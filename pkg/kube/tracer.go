@@ -42,6 +42,9 @@ type Tracer struct {
 	// Summarizer, when set, counts the packets, and its summary is written
 	// to Out at the end (explain.NewSummarizer fits).
 	Summarizer Summarizer
+	// SummaryOnly writes only the summary to Out: packets and lost records
+	// are counted but not written, warnings go to ErrOut.
+	SummaryOnly bool
 }
 
 // Summarizer aggregates a session's packets into a summary record.
@@ -66,6 +69,9 @@ type TraceConfig struct {
 	// StartTimeout bounds the time from creating the pods to every agent
 	// being ready (image pull included).
 	StartTimeout time.Duration
+	// From is the pod the agent's test connection comes from (--from; its
+	// IP is in Agent.ProbeFromIP), nil for none.
+	From *FromPod
 }
 
 // Timing values; variables so tests can shorten them.
@@ -381,7 +387,9 @@ func (s *loop) record(a *agent, rec any) {
 			s.tr.Summarizer.Add(r)
 		}
 		s.st.clear()
-		if err := s.tr.Out.Packet(r); err != nil {
+		if s.tr.SummaryOnly {
+			// Counted above; only the summary is written.
+		} else if err := s.tr.Out.Packet(r); err != nil {
 			s.fail(fmt.Errorf("write packet: %w", err))
 			return
 		}
@@ -396,6 +404,9 @@ func (s *loop) record(a *agent, rec any) {
 			s.tr.Summarizer.AddLost(r.Count)
 		}
 		s.st.clear()
+		if s.tr.SummaryOnly {
+			return // counted in the summary
+		}
 		if err := s.tr.Out.Lost(r); err != nil {
 			s.fail(fmt.Errorf("write lost record: %w", err))
 		}
@@ -404,6 +415,14 @@ func (s *loop) record(a *agent, rec any) {
 			r.Node = a.node
 		}
 		s.st.clear()
+		if s.tr.SummaryOnly {
+			msg := r.Message
+			if r.Node != "" {
+				msg = "node " + r.Node + ": " + msg
+			}
+			s.warn(msg)
+			return
+		}
 		if err := s.tr.Out.Warning(r); err != nil {
 			s.fail(fmt.Errorf("write warning: %w", err))
 		}
@@ -432,7 +451,10 @@ func (s *loop) announce() {
 		nodes = append(nodes, fmt.Sprintf("%s (%s, kube-proxy %s, %s)", a.node, r.Backend, r.Mode, r.Source))
 	}
 	next := "send traffic now; Ctrl-C to stop"
-	if s.cfg.Agent.Probe {
+	switch {
+	case s.cfg.From != nil:
+		next = fmt.Sprintf("sending a test connection from pod %s (%s); Ctrl-C to stop", s.cfg.From.DisplayName(), s.cfg.From.IP)
+	case s.cfg.Agent.Probe:
 		next = "sending a test connection; Ctrl-C to stop"
 	}
 	s.info(fmt.Sprintf("Tracing %s %s/%s on %s; ready in %.1fs: %s",

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -696,5 +697,68 @@ func TestTracerStatusLine(t *testing.T) {
 				t.Errorf("ready message shown = %v, want %v:\n%q", got, tc.wantTrace, out)
 			}
 		})
+	}
+}
+
+// TestTracerSummaryOnly checks --summary: the packets and lost records are
+// counted into the summary, not written; warnings go to stderr.
+func TestTracerSummaryOnly(t *testing.T) {
+	setup(t)
+	const pod1 = "svctrace-test1-n1"
+	client := fake.NewClientset(namespace("default"))
+	kubelet(client, running)
+	pio := newFakeIO(map[string]script{pod1: {before: []string{
+		readyLine("n1", "v0.1.0"), packetLine("10.199.0.2:40000"),
+		jsonLine(record.Lost{Type: record.TypeLost, Count: 3, Where: "kmsg"}),
+		jsonLine(record.Warning{Type: record.TypeWarning, Node: "n1", Message: "kube-proxy rewrote its rules"}),
+		packetLine("10.199.0.2:40001"), byeLine("duration", ""),
+	}}})
+	sink := &fakeSink{}
+	sum := &fakeSummarizer{endpoints: map[string][]string{}}
+	stderr := &syncBuffer{}
+	tr := &Tracer{Client: client, IO: pio, Out: sink, ErrOut: stderr, Summarizer: sum, SummaryOnly: true}
+	if err := tr.Run(context.Background(), traceConfig("n1")); err != nil {
+		t.Fatalf("Run: %v\nstderr:\n%s", err, stderr)
+	}
+	if len(sink.packets)+len(sink.lost)+len(sink.warnings) != 0 {
+		t.Errorf("wrote %d packets, %d lost, %d warnings; want only the summary", len(sink.packets), len(sink.lost), len(sink.warnings))
+	}
+	want := []record.Summary{{Type: record.TypeSummary, Packets: 2, Lost: 3}}
+	if diff := cmp.Diff(want, sink.summaries); diff != "" {
+		t.Errorf("summaries (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(stderr.String(), "Warning: node n1: kube-proxy rewrote its rules") {
+		t.Errorf("stderr lacks the agent's warning:\n%s", stderr)
+	}
+}
+
+// TestTracerFromPod checks that a --from session says where its test
+// connection comes from.
+func TestTracerFromPod(t *testing.T) {
+	setup(t)
+	const pod1 = "svctrace-test1-n1"
+	client := fake.NewClientset(namespace("default"))
+	kubelet(client, running)
+	var commands [][]string
+	client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pod := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod)
+		commands = append(commands, pod.Spec.Containers[0].Command)
+		return false, nil, nil
+	})
+	pio := newFakeIO(map[string]script{pod1: {before: []string{readyLine("n1", "v0.1.0"), byeLine("duration", "")}}})
+	stderr := &syncBuffer{}
+	tr := &Tracer{Client: client, IO: pio, Out: &fakeSink{}, ErrOut: stderr}
+	cfg := traceConfig("n1")
+	cfg.From = &FromPod{Namespace: "default", Name: "client", Node: "n1", IP: "10.244.0.9"}
+	cfg.Agent.ProbeFromIP = "10.244.0.9"
+	if err := tr.Run(context.Background(), cfg); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	want := "sending a test connection from pod default/client (10.244.0.9); Ctrl-C to stop"
+	if !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr lacks %q:\n%s", want, stderr)
+	}
+	if len(commands) != 1 || !slices.Contains(commands[0], "--probe-from-ip=10.244.0.9") {
+		t.Errorf("agent command lines %v, want one with --probe-from-ip=10.244.0.9", commands)
 	}
 }
