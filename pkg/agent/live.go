@@ -17,11 +17,6 @@ import (
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
 )
 
-// stopsAfterPrerouting is how package explain begins the reason of a packet
-// whose trace ends in PREROUTING without a verdict: the routing decision
-// (or something outside netfilter) discarded it.
-const stopsAfterPrerouting = "the trace stops after PREROUTING"
-
 // liveCacheTTL bounds how long a route check or masquerade address is
 // reused: a flood of identical packets costs one lookup per second, and a
 // routing change shows within a second.
@@ -79,20 +74,13 @@ func (l *liveExplainer) explain(rec *record.Packet, p *trace.Packet) {
 	if rec.Explain == nil || len(p.Hops) == 0 || len(p.Hops) != len(rec.Hops) {
 		return
 	}
-	if rec.Verdict == record.VerdictUnknown && strings.HasPrefix(rec.Explain.Reason, stopsAfterPrerouting) {
+	if rec.Verdict == record.VerdictUnknown && p.Hops[len(p.Hops)-1].Hook == "PREROUTING" {
 		if q, ok := routingQuery(rec, p); ok {
 			rc, err := l.routeCheck(q)
 			if err != nil {
 				l.note(rec, fmt.Sprintf("the live route check failed (%v); run the command above on the node", err))
 			} else {
 				explain.WithRoute(rec, rc.RouteCheck)
-				// The summary ends with the verdict it was written
-				// with; WithRoute may have decided it since.
-				if v := rec.Verdict; v != record.VerdictUnknown {
-					if s, ok := strings.CutSuffix(rec.Explain.Summary, record.VerdictUnknown); ok {
-						rec.Explain.Summary = s + v
-					}
-				}
 				if rc.note != "" {
 					l.note(rec, rc.note)
 				}

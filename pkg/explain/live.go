@@ -29,8 +29,15 @@ type RouteCheck struct {
 }
 
 // WithRoute replaces the offline guess for a packet that vanished after
-// PREROUTING with what the node's routing table says.
+// PREROUTING with what the node's routing table says, and the verdict when
+// the kernel refuses the route.
 func WithRoute(rec *record.Packet, rc RouteCheck) {
+	defer func() {
+		// The summary ends with the verdict it was written with.
+		if s, ok := strings.CutSuffix(rec.Explain.Summary, record.VerdictUnknown); ok && rec.Verdict != record.VerdictUnknown {
+			rec.Explain.Summary = s + rec.Verdict
+		}
+	}()
 	if rec.Explain == nil {
 		rec.Explain = &record.Explain{}
 	}

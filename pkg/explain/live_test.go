@@ -26,10 +26,13 @@ func TestWithRoute(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			rec := record.Packet{Verdict: record.VerdictUnknown}
+			rec := record.Packet{Verdict: record.VerdictUnknown, Explain: &record.Explain{Summary: "Service a/b; UNKNOWN"}}
 			WithRoute(&rec, c.rc)
 			if rec.Verdict != c.wantVerdict {
 				t.Errorf("verdict %q, want %q", rec.Verdict, c.wantVerdict)
+			}
+			if want := "Service a/b; " + c.wantVerdict; rec.Explain.Summary != want {
+				t.Errorf("summary %q, want %q", rec.Explain.Summary, want)
 			}
 			for _, w := range c.wantIn {
 				if !strings.Contains(rec.Explain.Reason, w) {
