@@ -78,18 +78,16 @@ func registerTraceCompletion(cmd *cobra.Command, f *genericclioptions.ConfigFlag
 }
 
 func registerNodeCompletion(cmd *cobra.Command, flag string, f *genericclioptions.ConfigFlags) {
-	_ = cmd.RegisterFlagCompletionFunc(flag, func(c *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-		client, _, ok := completionClient(f)
-		if !ok {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		ctx, cancel := completionContext()
-		defer cancel()
-		return kube.CompleteNodes(ctx, client, toComplete), cobra.ShellCompDirectiveNoFileComp
-	})
+	registerClusterCompletion(cmd, flag, f, kube.CompleteNodes)
 }
 
 func registerNamespaceCompletion(cmd *cobra.Command, flag string, f *genericclioptions.ConfigFlags) {
+	registerClusterCompletion(cmd, flag, f, kube.CompleteNamespaces)
+}
+
+// registerClusterCompletion completes flag with names the cluster lists.
+func registerClusterCompletion(cmd *cobra.Command, flag string, f *genericclioptions.ConfigFlags,
+	names func(context.Context, kubernetes.Interface, string) []string) {
 	_ = cmd.RegisterFlagCompletionFunc(flag, func(c *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		client, _, ok := completionClient(f)
 		if !ok {
@@ -97,6 +95,6 @@ func registerNamespaceCompletion(cmd *cobra.Command, flag string, f *genericclio
 		}
 		ctx, cancel := completionContext()
 		defer cancel()
-		return kube.CompleteNamespaces(ctx, client, toComplete), cobra.ShellCompDirectiveNoFileComp
+		return names(ctx, client, toComplete), cobra.ShellCompDirectiveNoFileComp
 	})
 }

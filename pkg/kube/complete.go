@@ -89,14 +89,7 @@ func CompleteNodes(ctx context.Context, client kubernetes.Interface, toComplete 
 	if err != nil {
 		return nil
 	}
-	var out []string
-	for _, n := range list.Items {
-		if strings.HasPrefix(n.Name, toComplete) {
-			out = append(out, n.Name)
-		}
-	}
-	sort.Strings(out)
-	return out
+	return namesWithPrefix(len(list.Items), func(i int) string { return list.Items[i].Name }, toComplete)
 }
 
 // CompleteNamespaces returns namespace names starting with toComplete.
@@ -105,10 +98,15 @@ func CompleteNamespaces(ctx context.Context, client kubernetes.Interface, toComp
 	if err != nil {
 		return nil
 	}
+	return namesWithPrefix(len(list.Items), func(i int) string { return list.Items[i].Name }, toComplete)
+}
+
+// namesWithPrefix returns the sorted names among n items that start with prefix.
+func namesWithPrefix(n int, name func(i int) string, prefix string) []string {
 	var out []string
-	for _, n := range list.Items {
-		if strings.HasPrefix(n.Name, toComplete) {
-			out = append(out, n.Name)
+	for i := range n {
+		if s := name(i); strings.HasPrefix(s, prefix) {
+			out = append(out, s)
 		}
 	}
 	sort.Strings(out)
