@@ -90,7 +90,6 @@ func WithMasqueradeSource(rec *record.Packet, addr string) {
 				rec.Explain.Notes = slices.DeleteFunc(rec.Explain.Notes, func(s string) bool {
 					return strings.HasPrefix(s, "the endpoint sees the node's address")
 				})
-				rec.Explain.Notes = append(rec.Explain.Notes, "the endpoint sees "+addr+" (masquerade), not the client's "+hostOf(rec.Src))
 			}
 			return
 		}

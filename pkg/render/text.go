@@ -194,8 +194,12 @@ func (t *Text) explain(b *strings.Builder, p *record.Packet) {
 	if ex.Reason != "" {
 		b.WriteString("  " + t.style("why:", bold) + " " + ex.Reason + "\n")
 	}
-	if ex.SourceSeenByEndpoint != "" {
-		b.WriteString("  the endpoint sees source " + ex.SourceSeenByEndpoint + "\n")
+	if seen := ex.SourceSeenByEndpoint; seen != "" {
+		b.WriteString("  the endpoint sees source " + seen)
+		if !strings.HasPrefix(p.Src, seen+":") && p.Src != seen && !strings.HasPrefix(p.Src, "["+seen+"]") {
+			b.WriteString(", not the client " + p.Src)
+		}
+		b.WriteString("\n")
 	}
 	for _, n := range ex.Notes {
 		b.WriteString("  note: " + n + "\n")
