@@ -364,28 +364,13 @@ func ProtoName(p uint8) string {
 	return strconv.Itoa(int(p))
 }
 
-// TCPFlags renders TCP flags in the kernel's order and words ("ACK PSH").
+// TCPFlags renders a TCP packet's flags in the kernel's words ("ACK PSH"),
+// "" for other protocols.
 func TCPFlags(f uint8, proto uint8) string {
-	if proto != trace.ProtoTCP || f == 0 {
+	if proto != trace.ProtoTCP {
 		return ""
 	}
-	names := [...]struct {
-		bit  uint8
-		name string
-	}{
-		{trace.TCPCwr, "CWR"}, {trace.TCPEce, "ECE"}, {trace.TCPUrg, "URG"}, {trace.TCPAck, "ACK"},
-		{trace.TCPPsh, "PSH"}, {trace.TCPRst, "RST"}, {trace.TCPSyn, "SYN"}, {trace.TCPFin, "FIN"},
-	}
-	var b strings.Builder
-	for _, n := range names {
-		if f&n.bit != 0 {
-			if b.Len() > 0 {
-				b.WriteByte(' ')
-			}
-			b.WriteString(n.name)
-		}
-	}
-	return b.String()
+	return trace.FormatTCPFlags(f)
 }
 
 func familyName(f uint8) string {

@@ -1,7 +1,9 @@
 package trace
 
 import (
+	"bytes"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -144,4 +146,41 @@ type Hop struct {
 	Text    string
 	// Header is the packet as it was at this hop (addresses after earlier NAT).
 	Header Header
+}
+
+// tcpFlagNames are the TCP flags in the order the kernel log prints them.
+var tcpFlagNames = [...]struct {
+	bit  uint8
+	name string
+}{
+	{TCPCwr, "CWR"}, {TCPEce, "ECE"}, {TCPUrg, "URG"}, {TCPAck, "ACK"},
+	{TCPPsh, "PSH"}, {TCPRst, "RST"}, {TCPSyn, "SYN"}, {TCPFin, "FIN"},
+}
+
+// TCPFlagBit returns the flag a name stands for, in any case ("SYN" in the
+// kernel log and xtables-monitor, "syn" in nft; nft's "ecn" is ECE), or 0.
+func TCPFlagBit(name []byte) uint8 {
+	if bytes.EqualFold(name, []byte("ecn")) {
+		return TCPEce
+	}
+	for _, f := range tcpFlagNames {
+		if bytes.EqualFold(name, []byte(f.name)) {
+			return f.bit
+		}
+	}
+	return 0
+}
+
+// FormatTCPFlags renders flags as the kernel log does: "ACK PSH".
+func FormatTCPFlags(f uint8) string {
+	var b strings.Builder
+	for _, n := range tcpFlagNames {
+		if f&n.bit != 0 {
+			if b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(n.name)
+		}
+	}
+	return b.String()
 }

@@ -374,24 +374,7 @@ func nftTCPFlags(v []byte) uint8 {
 		} else {
 			v = nil
 		}
-		switch string(w) {
-		case "fin":
-			f |= TCPFin
-		case "syn":
-			f |= TCPSyn
-		case "rst":
-			f |= TCPRst
-		case "psh":
-			f |= TCPPsh
-		case "ack":
-			f |= TCPAck
-		case "urg":
-			f |= TCPUrg
-		case "ecn":
-			f |= TCPEce
-		case "cwr":
-			f |= TCPCwr
-		}
+		f |= TCPFlagBit(w)
 	}
 	return f
 }

@@ -53,22 +53,11 @@ func (d *Decoder) xtmonPacket(b []byte) Result {
 		}
 		eq := bytes.IndexByte(tok, '=')
 		if eq < 0 {
-			switch string(tok) {
-			case "SYN":
-				h.TCPFlags |= TCPSyn
-			case "ACK":
-				h.TCPFlags |= TCPAck
-			case "FIN":
-				h.TCPFlags |= TCPFin
-			case "RST":
-				h.TCPFlags |= TCPRst
-			case "PSH":
-				h.TCPFlags |= TCPPsh
-			case "URG":
-				h.TCPFlags |= TCPUrg
-			default:
+			bit := TCPFlagBit(tok)
+			if bit == 0 {
 				continue
 			}
+			h.TCPFlags |= bit
 			tcpFlags = true
 			continue
 		}
