@@ -37,7 +37,7 @@ func explainPacket(rec *record.Packet, p *trace.Packet, hooks []string) *record.
 		}
 		parts = append(parts, s)
 	}
-	src := hostOf(rec.Src)
+	src := record.Host(rec.Src)
 	switch {
 	case snat != nil:
 		why := masqReason(rec)
@@ -47,7 +47,7 @@ func explainPacket(rec *record.Packet, p *trace.Packet, hooks []string) *record.
 		}
 		parts = append(parts, s)
 		if snat.To != "" {
-			ex.SourceSeenByEndpoint = hostOf(snat.To)
+			ex.SourceSeenByEndpoint = record.Host(snat.To)
 		} else {
 			out := lastOut(rec)
 			ex.Notes = append(ex.Notes, fmt.Sprintf("the endpoint sees the node's address on %s, not the client's %s", ifaceOr(out, "the outgoing interface"), src))
@@ -122,17 +122,4 @@ func lastOut(rec *record.Packet) string {
 		}
 	}
 	return ""
-}
-
-// hostOf strips the port from "ip:port" / "[ip]:port".
-func hostOf(s string) string {
-	if strings.HasPrefix(s, "[") {
-		if i := strings.Index(s, "]"); i > 0 {
-			return s[1:i]
-		}
-	}
-	if strings.Count(s, ":") == 1 {
-		return s[:strings.IndexByte(s, ':')]
-	}
-	return s
 }

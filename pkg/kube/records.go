@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 
@@ -58,19 +57,11 @@ func annotate(p *record.Packet, t *Target, node string) {
 		p.Node = node
 	}
 	if p.EndpointPod == "" && p.Endpoint != "" {
-		p.EndpointPod = t.PodByIP[hostOf(p.Endpoint)]
+		p.EndpointPod = t.PodByIP[record.Host(p.Endpoint)]
 	}
 	if p.Service == "" {
 		p.Service = t.ServiceByAddr[p.Dst]
 	}
-}
-
-// hostOf returns the address part of "ip:port", "[ip6]:port" or "ip".
-func hostOf(s string) string {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().String()
-	}
-	return strings.Trim(s, "[]")
 }
 
 // checkVersion compares the agent's version (from its ready record) with

@@ -206,7 +206,7 @@ func (tr *Tracer) Run(ctx context.Context, cfg TraceConfig) (err error) {
 		for name, eps := range t.EndpointsByService {
 			pods := map[string]string{}
 			for _, ep := range eps {
-				pods[ep] = t.PodByIP[hostOf(ep)]
+				pods[ep] = t.PodByIP[record.Host(ep)]
 			}
 			tr.Summarizer.SetEndpoints(name, eps, pods)
 		}

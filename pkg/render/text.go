@@ -196,7 +196,7 @@ func (t *Text) explain(b *strings.Builder, p *record.Packet) {
 	}
 	if seen := ex.SourceSeenByEndpoint; seen != "" {
 		b.WriteString("  the endpoint sees source " + seen)
-		if !strings.HasPrefix(p.Src, seen+":") && p.Src != seen && !strings.HasPrefix(p.Src, "["+seen+"]") {
+		if record.Host(p.Src) != seen {
 			b.WriteString(", not the client " + p.Src)
 		}
 		b.WriteString("\n")
