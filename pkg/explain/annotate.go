@@ -30,10 +30,10 @@ func Annotate(p *trace.Packet, ix *rules.Index) record.Packet {
 	rec := record.Packet{
 		Type:       record.TypePacket,
 		Family:     familyName(fam),
-		Proto:      ProtoName(p.First.Proto),
+		Proto:      protoName(p.First.Proto),
 		Src:        endpoint(p.First.Src, p.First.SPort, p.First.Proto),
 		Dst:        endpoint(p.First.Dst, p.First.DPort, p.First.Proto),
-		Flags:      TCPFlags(p.First.TCPFlags, p.First.Proto),
+		Flags:      tcpFlags(p.First.TCPFlags, p.First.Proto),
 		Hops:       make([]record.Hop, len(p.Hops)),
 		NAT:        []record.NAT{},
 		Verdict:    record.VerdictUnknown,
@@ -347,8 +347,8 @@ func serviceFromComment(c string) string {
 	return ""
 }
 
-// ProtoName names an IP protocol number the way the JSON contract does.
-func ProtoName(p uint8) string {
+// protoName names an IP protocol number the way the JSON contract does.
+func protoName(p uint8) string {
 	switch p {
 	case trace.ProtoTCP:
 		return "tcp"
@@ -364,9 +364,9 @@ func ProtoName(p uint8) string {
 	return strconv.Itoa(int(p))
 }
 
-// TCPFlags renders a TCP packet's flags in the kernel's words ("ACK PSH"),
+// tcpFlags renders a TCP packet's flags in the kernel's words ("ACK PSH"),
 // "" for other protocols.
-func TCPFlags(f uint8, proto uint8) string {
+func tcpFlags(f uint8, proto uint8) string {
 	if proto != trace.ProtoTCP {
 		return ""
 	}
