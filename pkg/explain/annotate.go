@@ -38,6 +38,13 @@ func Annotate(p *trace.Packet, ix *rules.Index) record.Packet {
 		NAT:        []record.NAT{},
 		Verdict:    record.VerdictUnknown,
 		VerdictHop: -1,
+		IPID:       p.First.IPID,
+	}
+	switch p.First.Proto {
+	case trace.ProtoTCP:
+		rec.TCPSeq = p.First.TCPSeq
+	case trace.ProtoICMP, trace.ProtoICMPv6:
+		rec.ICMPID, rec.ICMPSeq = p.First.ICMPID, p.First.ICMPSeq
 	}
 	if p.HasID {
 		rec.TraceID = fmt.Sprintf("%08x", p.TraceID)

@@ -55,6 +55,79 @@ type Packet struct {
 	VerdictHop int `json:"verdict_hop"`
 	// Explain holds the plain-words analysis of the path.
 	Explain *Explain `json:"explain,omitempty"`
+
+	// What NAT leaves alone, from the packet as first seen: the plugin joins
+	// the legs one packet leaves on several nodes on them. IPID is the IPv4
+	// identification or the IPv6 flow label.
+	IPID    uint32 `json:"ip_id,omitempty"`
+	TCPSeq  uint32 `json:"tcp_seq,omitempty"`
+	ICMPID  uint16 `json:"icmp_id,omitempty"`
+	ICMPSeq uint16 `json:"icmp_seq,omitempty"`
+	// TracedBy says which of the agent's TRACE rules caught the packet:
+	// TracedService (a Service address or NodePort) or TracedEndpoint (an
+	// endpoint's own address, on the endpoint's node: packets DNATed on
+	// another node, or sent straight to the pod).
+	TracedBy string `json:"traced_by,omitempty"`
+	// Egress is where the packet left the node, when it did (live): the
+	// outgoing interface and the route the agent looked up for it.
+	Egress *Egress `json:"egress,omitempty"`
+	// Nodes are the nodes the packet was traced on, in the order it
+	// crossed them (live).
+	Nodes []string `json:"nodes,omitempty"`
+	// EndpointNode is the node of Endpoint (live).
+	EndpointNode string `json:"endpoint_node,omitempty"`
+	// Crossings are the packet's moves from one traced node to the next
+	// (live, joined by the plugin), including one that never arrived.
+	Crossings []Crossing `json:"crossings,omitempty"`
+	// DirectToEndpoint is set on a packet caught only by an endpoint rule
+	// whose other half no traced node reported: it was addressed to the
+	// endpoint itself, not to the Service (or came from an untraced node).
+	DirectToEndpoint bool `json:"direct_to_endpoint,omitempty"`
+}
+
+// Which TRACE rule caught a packet (Packet.TracedBy).
+const (
+	TracedService  = "service"
+	TracedEndpoint = "endpoint"
+)
+
+// Egress is where a packet left its node: the facts of the route that sent
+// it there, as the node's kernel answers `ip route get`.
+type Egress struct {
+	// Out is the outgoing interface.
+	Out string `json:"out"`
+	// Dst is the address the route was looked up for (after DNAT).
+	Dst string `json:"dst"`
+	// Via is the next hop (gateway), "" when Dst is on the link.
+	Via string `json:"via,omitempty"`
+	// Route is the matching route, as ip route prints it ("10.244.1.0/24
+	// via 10.199.0.3 dev eth0 proto 17").
+	Route string `json:"route,omitempty"`
+	// Src is the packet's source when it left (after SNAT), when known.
+	Src string `json:"src,omitempty"`
+}
+
+// Crossing is a packet's move from one node to another.
+type Crossing struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Out, Via and Route say how it left From (see Egress).
+	Out   string `json:"out,omitempty"`
+	Via   string `json:"via,omitempty"`
+	Route string `json:"route,omitempty"`
+	// Dst is the address it was sent to.
+	Dst string `json:"dst"`
+	// In is the interface it arrived on at To.
+	In string `json:"in,omitempty"`
+	// Arrived is false when To's agent never reported the packet within
+	// the join window.
+	Arrived bool `json:"arrived"`
+	// Traced is false when To has no agent (following is off or capped):
+	// nothing could be seen there.
+	Traced bool `json:"traced"`
+	// Hop is the index in Packet.Hops of the first hop on To (-1 when it
+	// did not arrive).
+	Hop int `json:"hop"`
 }
 
 // Hop is one step of a packet's path through the rules.
@@ -104,8 +177,13 @@ type Explain struct {
 	// Reason says why the packet ended as it did (drops, rejects, routing).
 	Reason string `json:"reason,omitempty"`
 	// SourceSeenByEndpoint is the source address the endpoint sees.
-	SourceSeenByEndpoint string   `json:"source_seen_by_endpoint,omitempty"`
-	Notes                []string `json:"notes,omitempty"`
+	// It is what the endpoint's node observed when that node was traced,
+	// else what the rules on the way predict.
+	SourceSeenByEndpoint string `json:"source_seen_by_endpoint,omitempty"`
+	// SourcePredicted is what the earlier node's rules predicted the
+	// endpoint would see, when the endpoint's node observed another source.
+	SourcePredicted string   `json:"source_predicted,omitempty"`
+	Notes           []string `json:"notes,omitempty"`
 }
 
 // Lost reports records the kernel or the reader dropped.
@@ -158,6 +236,9 @@ type Summary struct {
 	Verdicts map[string]int `json:"verdicts"`
 	// Endpoints is the spread of new connections over each Service's endpoints.
 	Endpoints []EndpointShare `json:"endpoints"`
+	// Nodes is the same spread per endpoint node (live, when the
+	// endpoints' nodes are known).
+	Nodes []NodeShare `json:"nodes,omitempty"`
 	// SNAT counts packets whose source was rewritten (SNAT or MASQUERADE).
 	SNAT int `json:"snat"`
 	// Drops counts dropped and rejected packets by reason.
@@ -170,7 +251,9 @@ type EndpointShare struct {
 	Service  string `json:"service,omitempty"`
 	Endpoint string `json:"endpoint"`
 	Pod      string `json:"pod,omitempty"`
-	Count    int    `json:"count"`
+	// Node is the endpoint's node (live).
+	Node  string `json:"node,omitempty"`
+	Count int    `json:"count"`
 	// Share is Count over the Service's packets; Expected is the share the
 	// rules give it (1/n for n endpoints), when known.
 	Share    float64 `json:"share"`
@@ -181,4 +264,17 @@ type EndpointShare struct {
 type Count struct {
 	Reason string `json:"reason"`
 	Count  int    `json:"count"`
+}
+
+// NodeShare is how many new connections the endpoints on one node received.
+type NodeShare struct {
+	Service string `json:"service,omitempty"`
+	Node    string `json:"node"`
+	// Endpoints is how many of the Service's endpoints the node hosts.
+	Endpoints int `json:"endpoints"`
+	Count     int `json:"count"`
+	// Share is Count over the Service's packets; Expected is Endpoints over
+	// the Service's endpoints (kube-proxy balances over endpoints, not nodes).
+	Share    float64 `json:"share"`
+	Expected float64 `json:"expected,omitempty"`
 }
