@@ -44,6 +44,7 @@ type snapshot struct {
 	rules  []Rule
 	chains []chainData
 	byName map[string]int32 // chain name -> index in chains
+	sets   map[string]*nftSet // nft set and map bodies by name (nft input only)
 
 	revOnce sync.Once
 	rev     map[string]string // endpoint chain -> a service chain jumping to it

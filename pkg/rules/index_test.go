@@ -162,6 +162,7 @@ func TestRuleFromCaptures(t *testing.T) {
 				Text:          "meta l4proto tcp dnat ip to numgen random mod 3 map { 0 : 10.244.0.23 . 80, 1 : 10.244.0.24 . 80, 2 : 10.244.0.25 . 80 }",
 				Target:        "dnat",
 				ToDestination: "numgen random mod 3 map { 0 : 10.244.0.23 . 80, 1 : 10.244.0.24 . 80, 2 : 10.244.0.25 . 80 }",
+				Probability:   0.33333333333, // one endpoint in 3
 				Handle:        1466,
 				Pos:           1,
 			},
@@ -555,7 +556,7 @@ func TestChain(t *testing.T) {
 		{
 			name: "nftables mode helper", inputs: []string{nftModeRuleset},
 			family: 4, table: "kube-proxy", chain: "reject-chain",
-			want: ChainInfo{Kind: ChainKubeProxyOther},
+			want: ChainInfo{Kind: ChainReject},
 		},
 		{
 			name: "ip6 endpoint", inputs: []string{web6Legacy},

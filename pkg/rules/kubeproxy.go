@@ -194,8 +194,12 @@ func classifyNftMode(chain string) (ChainInfo, bool) {
 		return ChainInfo{Kind: ChainPostrouting}, true
 	case "firewall-check":
 		return ChainInfo{Kind: ChainProxyFirewall}, true
-	case "cluster-ips-check", "service-endpoints-check", "nodeport-endpoints-check", "reject-chain", "endpoints-check":
-		return ChainInfo{Kind: ChainKubeProxyOther}, true
+	case "service-endpoints-check", "nodeport-endpoints-check", "endpoints-check":
+		return ChainInfo{Kind: ChainEndpointsCheck}, true
+	case "cluster-ips-check":
+		return ChainInfo{Kind: ChainClusterIPsCheck}, true
+	case "reject-chain":
+		return ChainInfo{Kind: ChainReject}, true
 	}
 	if strings.IndexByte(chain, '/') >= 0 {
 		for _, p := range nftServicePrefixes {

@@ -80,9 +80,12 @@ func TestClassifyName(t *testing.T) {
 		{"mark-for-masquerade", ChainInfo{Kind: ChainMarkMasq}},
 		{"masquerading", ChainInfo{Kind: ChainPostrouting}},
 		{"firewall-check", ChainInfo{Kind: ChainProxyFirewall}},
-		{"cluster-ips-check", ChainInfo{Kind: ChainKubeProxyOther}},
-		{"service-endpoints-check", ChainInfo{Kind: ChainKubeProxyOther}},
-		{"nodeport-endpoints-check", ChainInfo{Kind: ChainKubeProxyOther}},
+		{"cluster-ips-check", ChainInfo{Kind: ChainClusterIPsCheck}},
+		{"service-endpoints-check", ChainInfo{Kind: ChainEndpointsCheck}},
+		{"nodeport-endpoints-check", ChainInfo{Kind: ChainEndpointsCheck}},
+		{"reject-chain", ChainInfo{Kind: ChainReject}},
+		{"filter-output-post-dnat", ChainInfo{Kind: ChainBuiltin}}, // v1.33 name
+		{"filter-prerouting", ChainInfo{Kind: ChainBuiltin}},       // v1.33 name
 		{"filter-prerouting-pre-dnat", ChainInfo{Kind: ChainBuiltin}},
 		{"nat-postrouting", ChainInfo{Kind: ChainBuiltin}},
 		{"service-6QYGQ5L4-default/myapp/tcp/", ChainInfo{Kind: ChainService, Service: "default/myapp", Proto: "tcp"}},

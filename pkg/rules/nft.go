@@ -10,8 +10,9 @@ import (
 // AddNftRuleset indexes nft -a list ruleset output (or nft -a list table /
 // list chain output, which has the same shape). Tables of family ip and ip6
 // are indexed under 4 and 6, the others under FamilyInet, FamilyARP,
-// FamilyBridge and FamilyNetdev. Set, map, flowtable and other object bodies
-// are skipped. Rules are kept in listing order with their "# handle N";
+// FamilyBridge and FamilyNetdev. Set and map bodies are kept for
+// SetElement (parsed on first use); flowtable and other object bodies are
+// skipped. Rules are kept in listing order with their "# handle N";
 // listings without -a index rules by position only (Handle 0).
 //
 // Malformed input is an error naming the line: text outside a table,
@@ -42,6 +43,11 @@ type nftParser struct {
 
 	depth  int
 	skipTo int // while skipping an object body: the depth it ends at; -1 otherwise
+
+	// the set or map whose body is being skipped ("" for other objects)
+	setName  string
+	setStart int
+	sets     map[string]*nftSet
 
 	// current table
 	key        tableKey
@@ -142,6 +148,10 @@ func (p *nftParser) handle(code string, codeOff int, comment string, opens, clos
 		}
 		if p.depth == p.skipTo {
 			p.skipTo = -1
+			if p.setName != "" {
+				p.sets[p.setName] = &nftSet{body: p.src[p.setStart:codeOff]}
+				p.setName = ""
+			}
 		}
 		return nil
 	}
@@ -176,9 +186,15 @@ func (p *nftParser) handle(code string, codeOff int, comment string, opens, clos
 				p.closeChain()
 			}
 		case opens > closes:
-			// set, map, flowtable, counter, quota, ct helper ...: skip the body.
+			// set, map, flowtable, counter, quota, ct helper ...: skip the
+			// body, keeping a set's or map's for SetElement.
 			p.skipTo = 1
 			p.depth += opens - closes
+			for _, kw := range [...]string{"set ", "map "} {
+				if strings.HasPrefix(code, kw) {
+					p.setName, p.setStart = unquoteNft(headerArgs(code, kw)), p.off
+				}
+			}
 		case closes > opens:
 			return p.errorf("unbalanced '}' in %q", clip(code))
 		}
@@ -258,6 +274,7 @@ func (p *nftParser) openTable(code string) error {
 		section = section[:i]
 	}
 	p.byName = make(map[string]int32, strings.Count(section, "\tchain ")+1)
+	p.sets = make(map[string]*nftSet)
 	return nil
 }
 
@@ -268,9 +285,9 @@ func (p *nftParser) closeTable() {
 	p.tables = append(p.tables, parsedTable{
 		key:  p.key,
 		nft:  true,
-		snap: &snapshot{rules: rules, chains: chains, byName: p.byName},
+		snap: &snapshot{rules: rules, chains: chains, byName: p.byName, sets: p.sets},
 	})
-	p.byName = nil
+	p.byName, p.sets = nil, nil
 }
 
 // headerArgs returns what a "KEYWORD ARGS {" line (possibly "KEYWORD ARGS
@@ -492,6 +509,14 @@ func parseNftRule(r *Rule, toks []span) []span {
 					// Rounded as iptables-save prints it (%.11f), so both
 					// views of an iptables-nft rule agree.
 					r.Probability = math.Round(float64(n)/float64(mask+1)*1e11) / 1e11
+				}
+			}
+		case "numgen":
+			// kube-proxy nftables mode picks an endpoint uniformly:
+			// numgen random mod N (vmap | map) { 0 : ..., N-1 : ... }
+			if word(k+1) == "random" && word(k+2) == "mod" {
+				if n, err := strconv.ParseUint(word(k+3), 10, 32); err == nil && n > 0 {
+					r.Probability = math.Round(1/float64(n)*1e11) / 1e11
 				}
 			}
 		case "xt":

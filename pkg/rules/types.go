@@ -19,7 +19,8 @@ type Rule struct {
 	// ("ip:port") or nft "dnat to" / "snat to" arguments.
 	ToDestination string
 	ToSource      string
-	// Probability is the statistic match's --probability (0 when absent).
+	// Probability is the statistic match's --probability, or 1/N for an
+	// nft "numgen random mod N" choice (0 when absent).
 	Probability float64
 	// Handle is the nft handle (0 for iptables-save input).
 	Handle uint64
@@ -46,7 +47,10 @@ const (
 	ChainProxyFirewall    ChainKind = "proxy-firewall"    // KUBE-PROXY-FIREWALL / firewall-check
 	ChainExternalServices ChainKind = "external-services" // KUBE-EXTERNAL-SERVICES
 	ChainKubeletFirewall  ChainKind = "kubelet-firewall"  // KUBE-FIREWALL
-	ChainKubeProxyOther   ChainKind = "kube-proxy"        // other kube-proxy chains (nftables mode helpers, canaries)
+	ChainEndpointsCheck   ChainKind = "endpoints-check"   // service-endpoints-check / nodeport-endpoints-check (nftables mode)
+	ChainClusterIPsCheck  ChainKind = "cluster-ips-check" // cluster-ips-check (nftables mode)
+	ChainReject           ChainKind = "reject"            // reject-chain (nftables mode)
+	ChainKubeProxyOther   ChainKind = "kube-proxy"        // other kube-proxy chains (canaries, hints, IPVS mode)
 	ChainCalico           ChainKind = "calico"            // cali-*
 	ChainCilium           ChainKind = "cilium"            // CILIUM_*
 	ChainSvctrace         ChainKind = "svctrace"          // svctrace's own TRACE rules/chains
