@@ -43,7 +43,7 @@ type snapshot struct {
 	// in chain order. Strings in it are substrings of the input.
 	rules  []Rule
 	chains []chainData
-	byName map[string]int32 // chain name -> index in chains
+	byName map[string]int32   // chain name -> index in chains
 	sets   map[string]*nftSet // nft set and map bodies by name (nft input only)
 
 	revOnce sync.Once
