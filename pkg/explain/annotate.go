@@ -58,7 +58,7 @@ func Annotate(p *trace.Packet, ix *rules.Index) record.Packet {
 		rec.Hops[i].Meaning = a.meaning(i, a.rules[i])
 	}
 	a.decide()
-	rec.Explain = explainPacket(&rec, p, a.hooks)
+	rec.Explain = explainPacket(&rec, p, a.hooks, &a.facts)
 	return rec
 }
 
@@ -70,6 +70,7 @@ type annotator struct {
 	p     *trace.Packet
 	hooks []string // hook of each hop (PREROUTING, OUTPUT, ...; "" when unknown)
 	rules []*rules.Rule
+	facts pathFacts // what the meanings found out (meaning.go)
 }
 
 func (a *annotator) hop(i int) {
@@ -325,6 +326,9 @@ func (a *annotator) decide() {
 func (a *annotator) service(i int) string {
 	h := &a.rec.Hops[i]
 	if s := a.chainInfo(h.Table, h.Chain).Service; s != "" {
+		return s
+	}
+	if s := a.mapService(i); s != "" {
 		return s
 	}
 	if r := a.rules[i]; r != nil {

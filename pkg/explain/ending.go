@@ -50,6 +50,10 @@ func targetEnding(r *rules.Rule) trace.Ending {
 		return trace.EndNone
 	}
 	switch strings.ToUpper(r.Target) {
+	case "VMAP":
+		// A verdict map decides (kube-proxy nftables mode: goto a
+		// Service chain, goto reject-chain, drop): the traced verdict says.
+		return trace.EndUnknown
 	case "ACCEPT", "DNAT", "SNAT", "MASQUERADE", "REDIRECT", "NETMAP":
 		return trace.EndTable
 	case "DROP", "REJECT":

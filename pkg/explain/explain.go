@@ -9,7 +9,7 @@ import (
 )
 
 // explainPacket writes the plain-words analysis of an annotated packet.
-func explainPacket(rec *record.Packet, p *trace.Packet, hooks []string) *record.Explain {
+func explainPacket(rec *record.Packet, p *trace.Packet, hooks []string, facts *pathFacts) *record.Explain {
 	ex := &record.Explain{}
 	var parts []string
 	if rec.Service != "" {
@@ -32,7 +32,7 @@ func explainPacket(rec *record.Packet, p *trace.Packet, hooks []string) *record.
 		parts = append(parts, fmt.Sprintf("translated %s -> %s by conntrack (an existing connection: the nat table sees only its first packet)", rec.Dst, orUnknown(dnat.To)))
 	} else if dnat != nil {
 		s := fmt.Sprintf("DNAT %s -> %s in %s", rec.Dst, orUnknown(dnat.To), dnat.Chain)
-		if why := choiceHop(rec); why != "" {
+		if why := facts.choiceText(dnat.Chain); why != "" {
 			s += " (" + why + ")"
 		}
 		parts = append(parts, s)
@@ -40,10 +40,9 @@ func explainPacket(rec *record.Packet, p *trace.Packet, hooks []string) *record.
 	src := record.Host(rec.Src)
 	switch {
 	case snat != nil:
-		why := masqReason(rec)
 		s := "source masqueraded at POSTROUTING"
-		if why != "" {
-			s += " (" + why + ")"
+		if facts.masq != "" {
+			s += " (" + facts.masq + ")"
 		}
 		parts = append(parts, s)
 		if snat.To != "" {
@@ -69,27 +68,13 @@ func explainPacket(rec *record.Packet, p *trace.Packet, hooks []string) *record.
 	return ex
 }
 
-// choiceHop describes the statistic rule that chose the endpoint.
-func choiceHop(rec *record.Packet) string {
-	for _, h := range rec.Hops {
-		if h.Verdict == verdictJump && strings.HasPrefix(h.Meaning, "chose endpoint") {
-			if h.Rule == 0 {
-				return fmt.Sprintf("%s handle %d %s", h.Chain, h.Handle, h.Meaning)
-			}
-			return fmt.Sprintf("%s rule %d %s", h.Chain, h.Rule, h.Meaning)
-		}
+// choiceText describes the rule that chose the endpoint, naming its chain
+// unless the DNAT happened in the same chain.
+func (f *pathFacts) choiceText(dnatChain string) string {
+	if f.choice == "" || f.choiceChain == dnatChain {
+		return f.choice
 	}
-	return ""
-}
-
-// masqReason finds why the packet was marked for masquerade.
-func masqReason(rec *record.Packet) string {
-	for _, h := range rec.Hops {
-		if h.Verdict == verdictJump && strings.Contains(h.Meaning, "mark for masquerade") {
-			return strings.TrimSuffix(h.Meaning, ": mark for masquerade")
-		}
-	}
-	return ""
+	return strings.TrimSpace(f.choiceChain+" "+f.choiceRule) + " " + f.choice
 }
 
 // stopReason explains a path that ends without a verdict.

@@ -115,6 +115,26 @@ func chains(p record.Packet, table string) []string {
 	return out
 }
 
+// hopMeaning returns the meaning of the first hop of chain with verdict.
+func hopMeaning(p record.Packet, chain, verdict string) string {
+	for _, h := range p.Hops {
+		if h.Chain == chain && h.Verdict == verdict {
+			return h.Meaning
+		}
+	}
+	return ""
+}
+
+// jumpMeaningTo returns the meaning of the first jump or goto to chain ("" when none).
+func jumpMeaningTo(p record.Packet, chain string) string {
+	for _, h := range p.Hops {
+		if h.Target == chain && (h.Verdict == "JUMP" || h.Verdict == "GOTO") {
+			return h.Meaning
+		}
+	}
+	return ""
+}
+
 // TestKeyFacts checks by hand what the golden files must say.
 func TestKeyFacts(t *testing.T) {
 	byName := map[string][]record.Packet{}
@@ -168,6 +188,21 @@ func TestKeyFacts(t *testing.T) {
 		p := byName["node-to-svc.nftmode"][0]
 		if p.Service != "default/myapp" || p.Endpoint != "10.244.0.24:80" {
 			t.Errorf("service %q endpoint %q, want default/myapp 10.244.0.24:80", p.Service, p.Endpoint)
+		}
+		// The summary keeps the masquerade reason and the choice, as in iptables mode.
+		for _, want := range []string{"source masqueraded at POSTROUTING (source outside the cluster CIDR)", "chose endpoint 10.244.0.24:80 (probability 0.333)"} {
+			if !strings.Contains(p.Explain.Summary, want) {
+				t.Errorf("summary %q lacks %q", p.Explain.Summary, want)
+			}
+		}
+		// The verdict map lookup names the element the packet matched.
+		if got := hopMeaning(p, "services", "GOTO"); got != "Service default/myapp: cluster IP matched (@service-ips element 10.96.173.227 . tcp . 80)" {
+			t.Errorf("services vmap hop: %q", got)
+		}
+		for _, chain := range []string{"service-endpoints-check", "cluster-ips-check", "firewall-check", "masquerading"} {
+			if m := jumpMeaningTo(p, chain); m == "" {
+				t.Errorf("jump to %s has no meaning", chain)
+			}
 		}
 	})
 
