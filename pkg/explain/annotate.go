@@ -59,6 +59,7 @@ func Annotate(p *trace.Packet, ix *rules.Index) record.Packet {
 	}
 	a.decide()
 	rec.Explain = explainPacket(&rec, p, a.hooks, &a.facts)
+	a.policyChecks()
 	return rec
 }
 

@@ -59,6 +59,9 @@ func (a *annotator) markMeaning(why string) string {
 // meaning says in a few words what hop i means for the packet.
 func (a *annotator) meaning(i int, r *rules.Rule) string {
 	h := &a.rec.Hops[i]
+	if m := a.policyMeaning(i, r); m != "" {
+		return m
+	}
 	info := a.chainInfo(h.Table, h.Chain)
 	switch h.Kind {
 	case "policy":

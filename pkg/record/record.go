@@ -184,6 +184,64 @@ type Explain struct {
 	// endpoint would see, when the endpoint's node observed another source.
 	SourcePredicted string   `json:"source_predicted,omitempty"`
 	Notes           []string `json:"notes,omitempty"`
+	// Policy is the NetworkPolicy check that decided the packet: the one
+	// that refused it (DROP/REJECT), else the last one that admitted it.
+	Policy *PolicyCheck `json:"policy,omitempty"`
+	// Policies are all the NetworkPolicy checks the packet went through,
+	// in path order (a client's egress, then the endpoint's ingress).
+	Policies []PolicyCheck `json:"policies,omitempty"`
+}
+
+// Policy check effects (PolicyCheck.Effect).
+const (
+	PolicyAdmitted = "admitted"  // a policy rule (or the node-local exception) let it through
+	PolicyRefused  = "refused"   // policies select the pod and none admitted it
+	PolicyNone     = "no-policy" // no policy selects the pod in this direction: allowed
+	PolicyNotReady = "not-ready" // the pod's firewall was not programmed yet (kube-router default deny)
+)
+
+// PolicyCheck is one NetworkPolicy decision in a packet's path: a network
+// plugin's firewall for one pod and one direction.
+type PolicyCheck struct {
+	// CNI is the plugin that enforces it: kube-router, calico, cilium.
+	CNI string `json:"cni"`
+	// Direction is ingress (the pod receives the packet) or egress (the
+	// pod sends it).
+	Direction string `json:"direction,omitempty"`
+	// Pod is "ns/name" of the pod the policies select, when known.
+	Pod string `json:"pod,omitempty"`
+	// Iface is the pod's interface when only that is known (Calico).
+	Iface string `json:"iface,omitempty"`
+	// Effect is admitted, refused, no-policy or not-ready.
+	Effect string `json:"effect"`
+	// Namespace and Name are the deciding policy: the one that admitted
+	// the packet, or the first of Policies for a refusal.
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name,omitempty"`
+	// Policies are every policy ("ns/name") selecting Pod in Direction.
+	Policies []string `json:"policies,omitempty"`
+	// Match is what the admitting rule matched the peer on: pods, any,
+	// cidr (kube-router), local-node.
+	Match string `json:"match,omitempty"`
+	// Rule is the 1-based index of the admitting rule in the policy's
+	// ingress (or egress) list, when the plugin could tell (live, with the
+	// cluster's NetworkPolicies).
+	Rule int `json:"rule,omitempty"`
+	// Chain is the pod's firewall chain.
+	Chain string `json:"chain,omitempty"`
+	// Hop is the index in the packet's hops of the deciding hop.
+	Hop int `json:"hop"`
+	// Peer is the other side as the policies see it: the source address
+	// for ingress, the destination for egress.
+	Peer string `json:"peer,omitempty"`
+	// PeerPod is "ns/name" of the peer pod, when known (live).
+	PeerPod string `json:"peer_pod,omitempty"`
+	// Why says, for a refusal, why no rule of each policy matched the
+	// peer (live, from the cluster's NetworkPolicies).
+	Why []string `json:"why,omitempty"`
+	// Missing names the permission the plugin lacked to read the
+	// policies ("list networking.k8s.io/networkpolicies in ns").
+	Missing string `json:"missing_permission,omitempty"`
 }
 
 // Lost reports records the kernel or the reader dropped.
@@ -243,7 +301,19 @@ type Summary struct {
 	SNAT int `json:"snat"`
 	// Drops counts dropped and rejected packets by reason.
 	Drops []Count `json:"drops"`
-	Lost  uint64  `json:"lost"`
+	// PolicyDrops counts refused packets by the policies that selected
+	// the refusing pod.
+	PolicyDrops []PolicyDrop `json:"policy_drops,omitempty"`
+	Lost        uint64       `json:"lost"`
+}
+
+// PolicyDrop is how many packets one pod's policies refused in one direction.
+type PolicyDrop struct {
+	// Policies are the policies ("ns/name") that selected the pod.
+	Policies  []string `json:"policies"`
+	Direction string   `json:"direction,omitempty"`
+	Pod       string   `json:"pod,omitempty"`
+	Count     int      `json:"count"`
 }
 
 // EndpointShare is how many packets one endpoint of a Service received.

@@ -154,6 +154,8 @@ func classifyIptables(chain string) (ChainInfo, bool) {
 			kind = ChainEndpoint
 		default:
 			switch {
+			case isKubeRouterChain(chain):
+				kind = ChainKubeRouter
 			case strings.HasPrefix(chain, "KUBE-"):
 				// Canaries, KUBE-IPTABLES-HINT, KUBE-MARK-DROP, IPVS-mode chains.
 				kind = ChainKubeProxyOther

@@ -51,6 +51,7 @@ const (
 	ChainClusterIPsCheck  ChainKind = "cluster-ips-check" // cluster-ips-check (nftables mode)
 	ChainReject           ChainKind = "reject"            // reject-chain (nftables mode)
 	ChainKubeProxyOther   ChainKind = "kube-proxy"        // other kube-proxy chains (canaries, hints, IPVS mode)
+	ChainKubeRouter       ChainKind = "kube-router"       // KUBE-ROUTER-*, KUBE-POD-FW-*, KUBE-NWPLCY-* (NetworkPolicy firewall)
 	ChainCalico           ChainKind = "calico"            // cali-*
 	ChainCilium           ChainKind = "cilium"            // CILIUM_*
 	ChainSvctrace         ChainKind = "svctrace"          // svctrace's own TRACE rules/chains
