@@ -2,6 +2,7 @@ package explain
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
@@ -147,6 +148,9 @@ func (a *annotator) policyMeaning(i int, r *rules.Rule) string {
 	case rules.PolicyNotReady:
 		return "kube-router default deny: this pod's firewall is not programmed yet: " + verdictWord(h.Verdict)
 	case rules.PolicyAdmit:
+		if strings.Contains(describe(r), "profile") {
+			return "the profile admitted this packet"
+		}
 		return "the pod's NetworkPolicies admitted this packet"
 	case rules.PolicyAccept:
 		if h.Verdict == record.VerdictAccept {
@@ -156,7 +160,7 @@ func (a *annotator) policyMeaning(i int, r *rules.Rule) string {
 	case rules.PolicyProfile:
 		return "no policy decided: profile " + f.Profile + " applies"
 	case rules.PolicyBypass:
-		return who + ": not filtered here (" + trimRuleID(commentOf(r)) + ")"
+		return who + ": not filtered here (" + describe(r) + ")"
 	case rules.PolicyProxy:
 		return "Cilium L7 policy: redirect to its " + f.Proxy + " proxy"
 	}
@@ -166,12 +170,30 @@ func (a *annotator) policyMeaning(i int, r *rules.Rule) string {
 	if t := h.Target; t != "" && (h.Verdict == verdictJump || h.Verdict == verdictGoto) {
 		return who + " chain " + t
 	}
-	return trimRuleID(commentOf(r))
+	if d := describe(r); d != "" {
+		return who + ": " + d
+	}
+	if r != nil && strings.EqualFold(r.Target, "MARK") {
+		return who + ": packet marks for its policy decisions"
+	}
+	return who + " rule"
+}
+
+// describe returns a rule's descriptive comment, without the plugins'
+// rule ids (Calico's "cali:<id>", kube-router's " - <hash>" suffix).
+func describe(r *rules.Rule) string {
+	for _, c := range rules.Comments(r) {
+		if d := trimRuleID(c); d != "" {
+			return d
+		}
+	}
+	return ""
 }
 
 // policyChecks derives the packet's NetworkPolicy checks from its hops and
 // puts them, and for a packet a policy refused the reason, in rec.Explain.
 func (a *annotator) policyChecks() {
+	a.ciliumNotes()
 	var checks []record.PolicyCheck
 	cur := -1 // index in checks of the open check
 	open := func(i int, f rules.PolicyFact, chain string) {
@@ -214,7 +236,8 @@ func (a *annotator) policyChecks() {
 			if p := a.policyName(h, a.rules[i], f); p != "" {
 				c.Policies = appendNew(c.Policies, p)
 			}
-		case rules.PolicyNoPolicy:
+		case rules.PolicyNoPolicy, rules.PolicyProfile:
+			// Calico's profiles decide only when no policy did.
 			if c.Effect == "" {
 				c.Effect, c.Hop = record.PolicyNone, i
 			}
@@ -542,4 +565,73 @@ func orText(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// policyDrops counts refused packets by the policies that refused them.
+type policyDrops struct {
+	counts map[string]*record.PolicyDrop // by policyDropKey
+}
+
+// add counts p if a NetworkPolicy check refused it, and returns the
+// summary's drop reason for it ("" when no policy refused it).
+func (d *policyDrops) add(p *record.Packet) string {
+	if p.Explain == nil || p.Explain.Policy == nil {
+		return ""
+	}
+	c := p.Explain.Policy
+	if c.Effect != record.PolicyRefused && c.Effect != record.PolicyNotReady {
+		return ""
+	}
+	key := policyDropKey(c)
+	if d.counts == nil {
+		d.counts = map[string]*record.PolicyDrop{}
+	}
+	e := d.counts[key]
+	if e == nil {
+		e = &record.PolicyDrop{Policies: c.Policies, Direction: c.Direction, Pod: orText(c.Pod, c.Iface)}
+		if e.Policies == nil {
+			e.Policies = []string{}
+		}
+		d.counts[key] = e
+	}
+	e.Count++
+	return key
+}
+
+// list returns the counts, most first.
+func (d *policyDrops) list() []record.PolicyDrop {
+	var out []record.PolicyDrop
+	for _, e := range d.counts {
+		out = append(out, *e)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Count != out[j].Count {
+			return out[i].Count > out[j].Count
+		}
+		return strings.Join(out[i].Policies, ",")+out[i].Pod < strings.Join(out[j].Policies, ",")+out[j].Pod
+	})
+	return out
+}
+
+// ciliumNotes says what Cilium's chains can and cannot tell: Cilium
+// enforces NetworkPolicy in eBPF, so its drops never show in a netfilter
+// trace; an L7 policy shows as a redirect to its proxy.
+func (a *annotator) ciliumNotes() {
+	seen := false
+	for i := range a.rec.Hops {
+		f := a.policyFact(i)
+		if f.CNI != rules.CNICilium {
+			continue
+		}
+		seen = true
+		if f.Role == rules.PolicyProxy {
+			a.rec.Explain.Notes = append(a.rec.Explain.Notes, fmt.Sprintf(
+				"a Cilium L7 policy redirects this connection to its %s proxy (%s:%s rule %d): the proxy, not the client, connects to the endpoint",
+				f.Proxy, a.rec.Hops[i].Table, a.rec.Hops[i].Chain, a.rec.Hops[i].Rule))
+		}
+	}
+	if seen {
+		a.rec.Explain.Notes = append(a.rec.Explain.Notes,
+			"Cilium enforces NetworkPolicy in eBPF, not in these chains: a policy drop does not show in this trace; on the node, `cilium monitor --type drop` (or `hubble observe --verdict DROPPED`) shows it")
+	}
 }

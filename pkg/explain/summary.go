@@ -17,6 +17,7 @@ type Summarizer struct {
 	endpoints map[[2]string]*record.EndpointShare // (service, endpoint)
 	known     map[string][]string                 // service -> all its endpoints
 	pods      map[string]string                   // endpoint -> pod
+	policy    policyDrops
 }
 
 // NewSummarizer returns an empty summary for node ("" offline).
@@ -76,6 +77,9 @@ func (s *Summarizer) Add(p *record.Packet) {
 		if p.Explain != nil && p.Explain.Reason != "" {
 			reason = p.Explain.Reason
 		}
+		if k := s.policy.add(p); k != "" {
+			reason = k // by policy, not by each source's sentence
+		}
 		s.drops[reason]++
 	}
 }
@@ -117,6 +121,7 @@ func (s *Summarizer) Summary() record.Summary {
 		}
 		return a.Endpoint < b.Endpoint
 	})
+	sum.PolicyDrops = s.policy.list()
 	for r, n := range s.drops {
 		sum.Drops = append(sum.Drops, record.Count{Reason: r, Count: n})
 	}

@@ -62,7 +62,7 @@ func calicoFact(chain string, r *Rule, o *ruleOptions) (PolicyFact, bool) {
 	if r != nil && r.Jump != "" {
 		jf, _ = calicoChain(r.Jump)
 	}
-	if !inChain && jf.CNI == "" {
+	if !inChain && jf.CNI == "" && !calicoRuleID(o) {
 		return PolicyFact{}, false
 	}
 	if r == nil {
@@ -94,6 +94,8 @@ func calicoFact(chain string, r *Rule, o *ruleOptions) (PolicyFact, bool) {
 		f.Sets = o.setNames()
 	case o.hasComment("Return if policy accepted") || o.hasComment("Return if profile accepted"):
 		f.Role = PolicyAdmit
+	case o.target == "ACCEPT" && markBit(o.mark, calicoAcceptMark):
+		f.Role = PolicyAccept
 	case o.target == "DROP" || o.target == "REJECT":
 		f.Role = PolicyRefuse
 		if strings.Contains(strings.Join(o.comments, " "), "INVALID") || strings.Contains(r.Text, "--ctstate INVALID") {
@@ -105,6 +107,17 @@ func calicoFact(chain string, r *Rule, o *ruleOptions) (PolicyFact, bool) {
 		f.Role = PolicyLog
 	}
 	return f, true
+}
+
+// calicoRuleID reports whether the rule carries Calico's "cali:<id>"
+// comment (Calico's rules in the base chains).
+func calicoRuleID(o *ruleOptions) bool {
+	for _, c := range o.comments {
+		if strings.HasPrefix(c, "cali:") {
+			return true
+		}
+	}
+	return false
 }
 
 // calicoPolicyComment reads "KIND ID ingress|egress" (KIND "Policy" before
