@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/rules"
 )
 
 const capturesDir = "../../test/testdata/captures/"
@@ -150,6 +152,18 @@ func TestPruneNftRuleset(t *testing.T) {
 	}
 	if len(got)*2 > len(data) {
 		t.Errorf("pruned output is %d of %d bytes: want most per-Service chains gone", len(got), len(data))
+	}
+	// Verdict map elements (and their comments) stay: explain names the
+	// element a packet matched from them.
+	ix := rules.NewIndex()
+	if err := ix.AddNftRuleset(got); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := ix.SetElement(rules.FamilyIPv4, rules.KubeProxyTable, rules.MapNoEndpointServices, "10.96.190.107", "tcp", "8080"); !ok || e.Comment != "default/noep:web" {
+		t.Errorf("pruned output lost the no-endpoints element: %+v, %v", e, ok)
+	}
+	if _, ok := ix.SetElement(rules.FamilyIPv4, rules.KubeProxyTable, rules.MapServiceIPs, "10.96.4.7", "tcp", "80"); !ok {
+		t.Error("pruned output lost a service-ips element of an untraced Service")
 	}
 }
 
