@@ -65,6 +65,27 @@ func EndpointChainName(servicePortName, proto, endpoint string) string {
 	return prefixSEP + hash16(servicePortName+proto+endpoint)
 }
 
+// nftables-mode chain prefixes kube-proxy names per Service port.
+const (
+	NftPrefixService  = "service-"
+	NftPrefixLocal    = "local-"
+	NftPrefixExternal = "external-"
+	NftPrefixFirewall = "firewall-"
+)
+
+// NftServiceChainName returns the nftables-mode chain kube-proxy creates
+// for a Service port: prefix (NftPrefixService, ...) plus
+// "HASH-ns/name/proto/port", HASH the first 8 characters of
+// base32(sha256("ns/name/proto/port")); port is the port's name ("" for an
+// unnamed port), proto "tcp", "udp" or "sctp".
+func NftServiceChainName(prefix, namespace, name, proto, port string) string {
+	base := namespace + "/" + name + "/" + proto + "/" + port
+	sum := sha256.Sum256([]byte(base))
+	var enc [56]byte
+	base32.StdEncoding.Encode(enc[:], sum[:])
+	return prefix + string(enc[:8]) + "-" + base
+}
+
 func hash16(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	var enc [56]byte // base32 of 32 bytes, padded
@@ -177,10 +198,10 @@ var nftServicePrefixes = [...]struct {
 	prefix string
 	kind   ChainKind
 }{
-	{"service-", ChainService},
-	{"local-", ChainServiceLocal},
-	{"external-", ChainExternal},
-	{"firewall-", ChainFirewall},
+	{NftPrefixService, ChainService},
+	{NftPrefixLocal, ChainServiceLocal},
+	{NftPrefixExternal, ChainExternal},
+	{NftPrefixFirewall, ChainFirewall},
 	{"endpoint-", ChainEndpoint},
 }
 

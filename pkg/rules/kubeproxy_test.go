@@ -166,3 +166,17 @@ func TestLearnServicesWithoutRules(t *testing.T) {
 		}
 	}
 }
+
+func TestNftServiceChainName(t *testing.T) {
+	// Names from kube-proxy's own nftables-mode test rulesets and the capture.
+	for _, tt := range []struct{ prefix, ns, name, proto, port, want string }{
+		{NftPrefixService, "ns1", "svc1", "tcp", "p80", "service-ULMVA6XW-ns1/svc1/tcp/p80"},
+		{NftPrefixExternal, "ns2", "svc2", "tcp", "p80", "external-42NFTM6N-ns2/svc2/tcp/p80"},
+		{NftPrefixFirewall, "ns5", "svc5", "tcp", "p80", "firewall-HVFWP5L3-ns5/svc5/tcp/p80"},
+		{NftPrefixService, "default", "myapp", "tcp", "", "service-6QYGQ5L4-default/myapp/tcp/"},
+	} {
+		if got := NftServiceChainName(tt.prefix, tt.ns, tt.name, tt.proto, tt.port); got != tt.want {
+			t.Errorf("NftServiceChainName(%q, %q, %q, %q, %q) = %q, want %q", tt.prefix, tt.ns, tt.name, tt.proto, tt.port, got, tt.want)
+		}
+	}
+}
