@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Index answers "which rule is rule N (or handle H) of chain C" and "what is
@@ -24,6 +25,55 @@ type Index struct {
 	tables  map[tableKey]*tableViews
 	learned map[string]ChainInfo // chain name -> Service/Proto/Endpoint from LearnServices
 	nrules  int
+	// facts caches what is known about each chain (factKey -> *chainFacts),
+	// computed once on first use; commit and LearnServices start a new map.
+	facts atomic.Pointer[sync.Map]
+}
+
+type factKey struct {
+	family       uint8
+	table, chain string
+}
+
+// chainFacts is everything the Index knows about one chain and its rules.
+type chainFacts struct {
+	info   ChainInfo
+	policy string
+	// rules are the chain's rules by position, from the view Rule answers
+	// from; shares[i] is rules[i]'s endpoint share (see Facts.Share).
+	rules  []Rule
+	shares []float64
+	// byHandle maps an nft handle to the rule RuleByHandle returns and its
+	// share; built on first use.
+	handleOnce sync.Once
+	byHandle   map[uint64]handleFacts
+}
+
+type handleFacts struct {
+	rule  *Rule
+	share float64
+}
+
+// Facts is everything the Index knows about the rule of one hop (or, for a
+// chain's return or policy, about the chain).
+type Facts struct {
+	// Rule is the rule, nil when unknown or not asked for.
+	Rule *Rule
+	// Chain is the hop's chain, as Chain describes it.
+	Chain ChainInfo
+	// Policy is a base chain's policy ("ACCEPT" / "DROP"), "" for user
+	// chains and chains the Index does not know.
+	Policy string
+	// Target is the chain the rule jumps to, as Chain describes it (zero
+	// when the rule does not jump).
+	Target ChainInfo
+	// Share is, for a rule that sends the packet to an endpoint chain, the
+	// part of the Service's new connections it sends there. kube-proxy
+	// tries the endpoint rules in order, rule k with the conditional
+	// probability p_k of its statistic match (1 for the last), so its share
+	// is (1-p_1)...(1-p_{k-1})*p_k: 1/3 each for 0.333, 0.5 and the last of
+	// three. 0 when the rule chooses no endpoint.
+	Share float64
 }
 
 type tableKey struct {
@@ -70,10 +120,12 @@ type parsedTable struct {
 
 // NewIndex returns an empty Index.
 func NewIndex() *Index {
-	return &Index{
+	ix := &Index{
 		tables:  make(map[tableKey]*tableViews),
 		learned: make(map[string]ChainInfo),
 	}
+	ix.facts.Store(new(sync.Map))
+	return ix
 }
 
 // errEmpty is returned for input holding no ruleset at all.
@@ -158,6 +210,7 @@ func (ix *Index) commit(tables []parsedTable) {
 		*old = t.snap
 		ix.nrules += len(t.snap.rules)
 	}
+	ix.facts.Store(new(sync.Map))
 }
 
 // Len returns the number of rules indexed, counting both views of a table
@@ -283,8 +336,133 @@ func (ix *Index) Policy(family uint8, table, chain string) (policy string, ok bo
 // destination), its sibling chains (KUBE-SVC-X / KUBE-EXT-X / ... share X),
 // the service chain that jumps to it, and finally the chain-name hash.
 func (ix *Index) Chain(family uint8, table, chain string) ChainInfo {
+	return ix.chainFacts(family, table, chain).info
+}
+
+// chainFacts returns the chain's facts, computing them on first use.
+func (ix *Index) chainFacts(family uint8, table, chain string) *chainFacts {
+	m := ix.facts.Load()
+	k := factKey{family, table, chain}
+	if f, ok := m.Load(k); ok {
+		return f.(*chainFacts)
+	}
+	ix.mu.RLock()
+	f := ix.computeFacts(family, table, chain)
+	ix.mu.RUnlock()
+	if old, loaded := m.LoadOrStore(k, f); loaded {
+		return old.(*chainFacts)
+	}
+	return f
+}
+
+// computeFacts works out a chain's facts; the caller holds ix.mu.
+func (ix *Index) computeFacts(family uint8, table, chain string) *chainFacts {
+	f := &chainFacts{info: ix.chainInfo(family, table, chain)}
+	s, cd := ix.views(family, table).find(chain)
+	if cd == nil {
+		return f
+	}
+	f.policy = cd.policy
+	f.rules = s.rules[cd.start : cd.start+cd.n]
+	f.shares = endpointShares(f.rules)
+	return f
+}
+
+// endpointShares returns each rule's share of new connections when it sends
+// them to an endpoint chain (see Facts.Share), nil when no rule does.
+func endpointShares(rs []Rule) []float64 {
+	var shares []float64
+	left := 1.0
+	for i := range rs {
+		if ClassifyName(rs[i].Jump).Kind != ChainEndpoint {
+			continue
+		}
+		if shares == nil {
+			shares = make([]float64, len(rs))
+		}
+		p := rs[i].Probability
+		if p <= 0 || p > 1 {
+			p = 1 // the last endpoint rule takes what is left
+		}
+		shares[i] = left * p
+		left *= 1 - p
+	}
+	return shares
+}
+
+// Hop returns in one lookup what the Index knows about a hop: its chain,
+// the chain's policy, and for pos > 0 or handle != 0 the rule (by handle
+// when given, as RuleByHandle finds it, else by position, as Rule does),
+// where it jumps and the endpoint share it gives. ok reports whether the
+// rule (or, when none was asked for, the chain) is known.
+func (ix *Index) Hop(family uint8, table, chain string, pos int, handle uint64) (Facts, bool) {
+	f := ix.chainFacts(family, table, chain)
+	out := Facts{Chain: f.info, Policy: f.policy}
+	var share float64
+	switch {
+	case handle != 0:
+		f.handleOnce.Do(func() { ix.indexHandles(family, table, chain, f) })
+		h, ok := f.byHandle[handle]
+		if !ok {
+			return out, false
+		}
+		out.Rule, share = h.rule, h.share
+	case pos > 0:
+		if pos > len(f.rules) {
+			return out, false
+		}
+		out.Rule = &f.rules[pos-1]
+		if f.shares != nil {
+			share = f.shares[pos-1]
+		}
+	default:
+		return out, f.rules != nil || f.policy != ""
+	}
+	out.Share = share
+	if out.Rule.Jump != "" {
+		out.Target = ix.chainFacts(family, table, out.Rule.Jump).info
+	}
+	return out, true
+}
+
+// indexHandles fills f.byHandle with what RuleByHandle answers for each
+// handle of the chain's nft view.
+func (ix *Index) indexHandles(family uint8, table, chain string, f *chainFacts) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
+	f.byHandle = map[uint64]handleFacts{}
+	tv := ix.views(family, table)
+	if tv == nil || tv.nft == nil {
+		return
+	}
+	cd := tv.nft.chain(chain)
+	if cd == nil {
+		return
+	}
+	nrs := tv.nft.rules[cd.start : cd.start+cd.n]
+	rs := nrs
+	if icd := tv.ipt.chain(chain); icd != nil && icd.n == cd.n {
+		// iptables-nft: the iptables-save text, with the nft handles.
+		rs = make([]Rule, cd.n)
+		copy(rs, tv.ipt.rules[icd.start:icd.start+icd.n])
+		for i := range rs {
+			rs[i].Handle = nrs[i].Handle
+		}
+	}
+	shares := endpointShares(rs)
+	for i := range rs {
+		h := handleFacts{rule: &rs[i]}
+		if shares != nil {
+			h.share = shares[i]
+		}
+		if _, dup := f.byHandle[rs[i].Handle]; !dup {
+			f.byHandle[rs[i].Handle] = h
+		}
+	}
+}
+
+// chainInfo is Chain without the cache; the caller holds ix.mu.
+func (ix *Index) chainInfo(family uint8, table, chain string) ChainInfo {
 	info := classifyIn(table, chain)
 	tv := ix.views(family, table)
 	if _, cd := tv.find(chain); cd != nil && cd.hook != "" {
@@ -506,4 +684,5 @@ func (ix *Index) LearnServices(ports []ServicePort) {
 	for k, v := range learned {
 		ix.learned[k] = v
 	}
+	ix.facts.Store(new(sync.Map))
 }

@@ -936,3 +936,81 @@ func TestNftListingShapes(t *testing.T) {
 		t.Errorf("one-line table ip empty { } not indexed")
 	}
 }
+
+func TestHopFacts(t *testing.T) {
+	third := 1.0 / 3
+	tests := []struct {
+		name          string
+		inputs        []string
+		table, chain  string
+		pos           int
+		handle        uint64
+		wantOK        bool
+		wantShare     float64
+		wantTarget    ChainKind
+		wantPolicy    string
+		wantTargetSvc string
+	}{
+		{name: "first of three statistic rules", inputs: []string{legacyNode}, table: "nat", chain: myappSVC, pos: 2,
+			wantOK: true, wantShare: third, wantTarget: ChainEndpoint, wantTargetSvc: "default/myapp"},
+		{name: "second: probability 0.5 of what is left", inputs: []string{legacyNode}, table: "nat", chain: myappSVC, pos: 3,
+			wantOK: true, wantShare: third, wantTarget: ChainEndpoint, wantTargetSvc: "default/myapp"},
+		{name: "last: no statistic match", inputs: []string{legacyNode}, table: "nat", chain: myappSVC, pos: 4,
+			wantOK: true, wantShare: third, wantTarget: ChainEndpoint, wantTargetSvc: "default/myapp"},
+		{name: "mark for masquerade chooses no endpoint", inputs: []string{legacyNode}, table: "nat", chain: myappSVC, pos: 1,
+			wantOK: true, wantTarget: ChainMarkMasq},
+		{name: "by handle, iptables-nft", inputs: []string{nftNode, nftNodeListing}, table: "nat", chain: myappSVC, handle: 58,
+			wantOK: true, wantShare: third, wantTarget: ChainEndpoint, wantTargetSvc: "default/myapp"},
+		{name: "by handle, nft view only", inputs: []string{nftNodeListing}, table: "nat", chain: myappSVC, handle: 58,
+			wantOK: true, wantShare: third, wantTarget: ChainEndpoint},
+		{name: "unknown handle", inputs: []string{nftNodeListing}, table: "nat", chain: myappSVC, handle: 9999},
+		{name: "past the last rule", inputs: []string{legacyNode}, table: "nat", chain: myappSVC, pos: 9},
+		{name: "policy", inputs: []string{legacyNode}, table: "filter", chain: "OUTPUT", wantOK: true, wantPolicy: "ACCEPT"},
+		{name: "unknown chain", inputs: []string{legacyNode}, table: "filter", chain: "NOPE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ix := indexOf(t, tt.inputs...)
+			f, ok := ix.Hop(4, tt.table, tt.chain, tt.pos, tt.handle)
+			if ok != tt.wantOK {
+				t.Fatalf("ok = %v, want %v", ok, tt.wantOK)
+			}
+			if d := f.Share - tt.wantShare; d > 1e-6 || d < -1e-6 {
+				t.Errorf("share %v, want %v", f.Share, tt.wantShare)
+			}
+			if f.Target.Kind != tt.wantTarget || f.Target.Service != tt.wantTargetSvc && tt.wantTargetSvc != "" {
+				t.Errorf("target %+v, want kind %q service %q", f.Target, tt.wantTarget, tt.wantTargetSvc)
+			}
+			if f.Policy != tt.wantPolicy {
+				t.Errorf("policy %q, want %q", f.Policy, tt.wantPolicy)
+			}
+			if f.Chain != ix.Chain(4, tt.table, tt.chain) {
+				t.Errorf("chain %+v, want what Chain says", f.Chain)
+			}
+			if tt.pos > 0 && ok {
+				r, _ := ix.Rule(4, tt.table, tt.chain, tt.pos)
+				if f.Rule != r {
+					t.Errorf("rule %+v, want Rule's %+v", f.Rule, r)
+				}
+			}
+			if tt.handle != 0 && ok {
+				r, _ := ix.RuleByHandle(4, tt.table, tt.chain, tt.handle)
+				if diff := cmp.Diff(r, f.Rule); diff != "" {
+					t.Errorf("rule differs from RuleByHandle's (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+
+	t.Run("a replaced table is not answered from the cache", func(t *testing.T) {
+		ix := indexOf(t, legacyNode)
+		before, _ := ix.Hop(4, "nat", "KUBE-SERVICES", 3, 0)
+		if err := ix.Add(load(t, legacyPod)); err != nil {
+			t.Fatal(err)
+		}
+		after, _ := ix.Hop(4, "nat", "KUBE-SERVICES", 3, 0)
+		if before.Rule.Comment == after.Rule.Comment || after.Rule.Comment != "default/myapp-np cluster IP" {
+			t.Errorf("rule 3 after replacing: %q (before %q)", after.Rule.Comment, before.Rule.Comment)
+		}
+	})
+}
