@@ -55,6 +55,9 @@ func Annotate(p *trace.Packet, ix *rules.Index) record.Packet {
 	}
 	a.inferNAT()
 	for i := range rec.Hops {
+		a.role(i)
+	}
+	for i := range rec.Hops {
 		rec.Hops[i].Meaning = a.meaning(i, a.rules[i])
 	}
 	a.decide()
@@ -72,6 +75,8 @@ type annotator struct {
 	hooks []string // hook of each hop (PREROUTING, OUTPUT, ...; "" when unknown)
 	rules []*rules.Rule
 	facts pathFacts // what the meanings found out (meaning.go)
+	// hopFacts is what the ruleset says about each hop (one lookup each).
+	hopFacts []rules.Facts
 }
 
 func (a *annotator) hop(i int) {
@@ -84,6 +89,7 @@ func (a *annotator) hop(i int) {
 		Handle: h.Handle,
 		In:     h.Header.In,
 		Out:    h.Header.Out,
+		Hook:   h.Hook,
 	}
 	if h.Header.Mark != 0 {
 		out.Mark = "0x" + strconv.FormatUint(uint64(h.Header.Mark), 16)
@@ -104,7 +110,9 @@ func (a *annotator) hop(i int) {
 		// chain's last rule, not a rule's position.
 		out.Rule = h.Rule
 	}
-	r := a.lookup(h)
+	f := a.lookup(h)
+	r := f.Rule
+	a.hopFacts = append(a.hopFacts, f)
 	a.rules = append(a.rules, r)
 	if r != nil {
 		out.Text = r.Text
@@ -120,8 +128,8 @@ func (a *annotator) hop(i int) {
 		out.Verdict = verdictReturn
 	case trace.KindPolicy:
 		out.Verdict = h.Verdict
-		if out.Verdict == "" && a.ix != nil {
-			out.Verdict, _ = a.ix.Policy(a.fam, h.Table, h.Chain)
+		if out.Verdict == "" {
+			out.Verdict = f.Policy
 		}
 		if out.Verdict == "" && i+1 < len(a.p.Hops) {
 			// The kernel went on with the packet: the policy accepted it.
@@ -140,28 +148,75 @@ func (a *annotator) hop(i int) {
 	}
 }
 
-// lookup finds the hop's rule in the snapshot, or parses the rule text the
-// trace carried.
-func (a *annotator) lookup(h *trace.Hop) *rules.Rule {
-	if h.Kind != trace.KindRule {
-		return nil
-	}
+// lookup asks the snapshot, once, everything about the hop's chain and
+// rule; without the rule there, it parses the rule text the trace carried.
+func (a *annotator) lookup(h *trace.Hop) rules.Facts {
+	var f rules.Facts
+	ok := false
 	if a.ix != nil {
-		if h.Handle != 0 {
-			if r, ok := a.ix.RuleByHandle(a.fam, h.Table, h.Chain, h.Handle); ok {
-				return r
-			}
-		} else if h.Rule > 0 {
-			if r, ok := a.ix.Rule(a.fam, h.Table, h.Chain, h.Rule); ok {
-				return r
-			}
+		pos, handle := 0, uint64(0)
+		if h.Kind == trace.KindRule {
+			pos, handle = h.Rule, h.Handle
+		}
+		f, ok = a.ix.Hop(a.fam, h.Table, h.Chain, pos, handle)
+		if !ok && handle != 0 && h.Text != "" {
+			// xtables-monitor with iptables-save output: no handles there.
+			f, ok = a.ix.HopByText(a.fam, h.Table, h.Chain, h.Text)
+		}
+	} else {
+		f.Chain = rules.ClassifyName(h.Chain)
+	}
+	if h.Kind != trace.KindRule {
+		f.Rule = nil
+		return f
+	}
+	if (!ok || f.Rule == nil) && h.Text != "" {
+		r := rules.ParseRuleText(h.Text)
+		f.Rule = &r
+		if r.Jump != "" {
+			f.Target = a.chainInfo(h.Table, r.Jump)
 		}
 	}
-	if h.Text != "" {
-		r := rules.ParseRuleText(h.Text)
-		return &r
+	return f
+}
+
+// role says what hop i decided, from its verdict and the chains involved,
+// and for the endpoint choice the share the rules give that endpoint.
+func (a *annotator) role(i int) {
+	h := &a.rec.Hops[i]
+	f := &a.hopFacts[i]
+	switch h.Verdict {
+	case verdictDNAT:
+		h.Role = record.RoleDNAT
+		if r := a.rules[i]; r != nil && h.Target != "" {
+			// kube-proxy's nftables mode chooses the endpoint in the
+			// DNAT rule itself.
+			h.Share = rules.NumgenShare(r.Text, h.Target)
+		}
+	case verdictSNAT, verdictMasquerade:
+		h.Role = record.RoleSNAT
+	case record.VerdictAccept:
+		if h.Kind == "rule" {
+			h.Role = record.RoleAccept
+		}
+	case verdictJump, verdictGoto:
+		to := f.Target
+		if to.Kind == rules.ChainUnknown {
+			to = a.chainInfo(h.Table, h.Target)
+		}
+		switch to.Kind {
+		case rules.ChainService, rules.ChainServiceLocal, rules.ChainExternal, rules.ChainFirewall:
+			h.Role = record.RoleService
+		case rules.ChainEndpoint:
+			h.Role, h.Share = record.RoleEndpoint, f.Share
+		case rules.ChainMarkMasq:
+			h.Role = record.RoleMasqueradeMark
+		}
+	case verdictContinue:
+		if f.Chain.Kind != rules.ChainMarkMasq && rules.SetsMasqueradeMark(h.Text) {
+			h.Role = record.RoleMasqueradeMark
+		}
 	}
-	return nil
 }
 
 // ruleVerdict says what a matched rule did: the trace's own verdict (nft)

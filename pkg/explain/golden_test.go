@@ -190,7 +190,7 @@ func TestKeyFacts(t *testing.T) {
 			t.Errorf("service %q endpoint %q, want default/myapp 10.244.0.24:80", p.Service, p.Endpoint)
 		}
 		// The summary keeps the masquerade reason and the choice, as in iptables mode.
-		for _, want := range []string{"source masqueraded at POSTROUTING (source outside the cluster CIDR)", "chose endpoint 10.244.0.24:80 (probability 0.333)"} {
+		for _, want := range []string{"source masqueraded at POSTROUTING (source outside the cluster CIDR)", "chose endpoint 10.244.0.24:80 (share 33.3%)"} {
 			if !strings.Contains(p.Explain.Summary, want) {
 				t.Errorf("summary %q lacks %q", p.Explain.Summary, want)
 			}
@@ -223,6 +223,50 @@ func TestKeyFacts(t *testing.T) {
 				!strings.Contains(strings.Join(p.Explain.Notes, " "), "not the client's 10.199.0.1") {
 				t.Errorf("%s: explanation %+v does not say why and what the pod sees", name, p.Explain)
 			}
+		}
+	})
+
+	t.Run("the endpoint's share, not the rule's conditional probability", func(t *testing.T) {
+		for name, want := range map[string]struct {
+			role, chain string
+			share       float64
+		}{
+			// rule 3 of KUBE-SVC: the second statistic rule of three, probability 0.5
+			"local-gw-to-nodeport.legacy":    {record.RoleEndpoint, "KUBE-SVC-FJ3OGVSJNWO76ZFO", 0.333333},
+			"local-gw-to-nodeport.nft.xtmon": {record.RoleEndpoint, "KUBE-SVC-FJ3OGVSJNWO76ZFO", 0.333333},
+			"node-to-svc.nft.xtmon":          {record.RoleEndpoint, "KUBE-SVC-XJWXQFJLXSXKRMSG", 0.333333},
+			// nftables mode: numgen random mod 3 map
+			"node-to-svc.nftmode": {record.RoleDNAT, "service-6QYGQ5L4-default/myapp/tcp/", 0.333333},
+		} {
+			p := byName[name][0]
+			found := false
+			for _, h := range p.Hops {
+				if h.Role != want.role {
+					continue
+				}
+				found = true
+				if h.Chain != want.chain || h.Share != want.share || !strings.Contains(h.Meaning, "share 33.3%") {
+					t.Errorf("%s: %s hop %s share %v meaning %q, want %s share %v", name, want.role, h.Chain, h.Share, h.Meaning, want.chain, want.share)
+				}
+			}
+			if !found {
+				t.Errorf("%s: no %s hop", name, want.role)
+			}
+		}
+	})
+
+	t.Run("roles: what each deciding hop did", func(t *testing.T) {
+		p := byName["local-gw-to-nodeport.legacy"][0]
+		var got []string
+		for _, h := range p.Hops {
+			if h.Role != "" {
+				got = append(got, h.Chain+" "+h.Role)
+			}
+		}
+		want := []string{"KUBE-NODEPORTS service", "KUBE-EXT-FJ3OGVSJNWO76ZFO masquerade-mark", "KUBE-EXT-FJ3OGVSJNWO76ZFO service",
+			"KUBE-SVC-FJ3OGVSJNWO76ZFO endpoint", "KUBE-SEP-EEUJIA5RBQ2WT7FR dnat", "KUBE-FORWARD accept", "KUBE-POSTROUTING snat"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("roles (-want +got):\n%s", diff)
 		}
 	})
 

@@ -15,7 +15,7 @@ import (
 type pathFacts struct {
 	// choiceChain and choiceRule locate the rule that chose the endpoint
 	// ("KUBE-SVC-X", "rule 3" / "handle 12" / ""), choice says how
-	// ("chose endpoint 10.244.0.5:80 (probability 0.500)").
+	// ("chose endpoint 10.244.0.5:80 (share 33.3%)").
 	choiceChain, choiceRule, choice string
 	// masq is why the connection is masqueraded ("source outside the
 	// cluster CIDR").
@@ -204,8 +204,12 @@ func (a *annotator) jumpMeaning(h *record.Hop, from rules.ChainInfo, r *rules.Ru
 		switch {
 		case strings.Contains(text, "--rcheck") || usesAffinitySet(text):
 			choice = "chose endpoint " + ep + " again (sessionAffinity: ClientIP: this client's earlier endpoint)"
+		case h.Share > 0:
+			choice = fmt.Sprintf("chose endpoint %s (share %s)", ep, sharePct(h.Share))
 		case r != nil && r.Probability > 0:
-			choice = fmt.Sprintf("chose endpoint %s (probability %s)", ep, strconv.FormatFloat(r.Probability, 'f', 3, 64))
+			// Without the chain's other rules only this rule's own
+			// (conditional) probability is known.
+			choice = fmt.Sprintf("chose endpoint %s (rule probability %s)", ep, strconv.FormatFloat(r.Probability, 'f', 3, 64))
 		default:
 			choice = "chose endpoint " + ep
 		}
@@ -264,7 +268,10 @@ func (a *annotator) dnatMeaning(h *record.Hop, info rules.ChainInfo, r *rules.Ru
 	s := "DNAT to endpoint " + h.Target + svcSuffix(info.Service)
 	text := ruleText(h, r)
 	if r != nil && r.Probability > 0 && strings.Contains(text, "numgen ") {
-		choice := fmt.Sprintf("chose endpoint %s (probability %s)", h.Target, strconv.FormatFloat(r.Probability, 'f', 3, 64))
+		choice := fmt.Sprintf("chose endpoint %s (rule probability %s)", h.Target, strconv.FormatFloat(r.Probability, 'f', 3, 64))
+		if h.Share > 0 {
+			choice = fmt.Sprintf("chose endpoint %s (share %s)", h.Target, sharePct(h.Share))
+		}
 		a.facts.setChoice(h, choice)
 		return choice + ": " + s
 	}
@@ -365,6 +372,9 @@ func commentOf(r *rules.Rule) string {
 	}
 	return r.Comment
 }
+
+// sharePct writes a share as a percentage: "33.3%".
+func sharePct(f float64) string { return strconv.FormatFloat(f*100, 'f', 1, 64) + "%" }
 
 func svcSuffix(svc string) string {
 	if svc == "" {

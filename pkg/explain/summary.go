@@ -17,6 +17,7 @@ type Summarizer struct {
 	endpoints map[[2]string]*record.EndpointShare // (service, endpoint)
 	known     map[string][]string                 // service -> all its endpoints
 	pods      map[string]string                   // endpoint -> pod
+	shares    map[[2]string]float64               // (service, endpoint) -> share the rules give it
 	policy    policyDrops
 }
 
@@ -29,6 +30,7 @@ func NewSummarizer(node string) *Summarizer {
 		endpoints: map[[2]string]*record.EndpointShare{},
 		known:     map[string][]string{},
 		pods:      map[string]string{},
+		shares:    map[[2]string]float64{},
 	}
 }
 
@@ -68,6 +70,11 @@ func (s *Summarizer) Add(p *record.Packet) {
 	if p.Endpoint != "" && newConnection(p) {
 		e := s.share(p.Service, p.Endpoint)
 		e.Count++
+		for i := range p.Hops {
+			if h := &p.Hops[i]; h.Share > 0 && (h.Role == record.RoleEndpoint || h.Role == record.RoleDNAT) {
+				s.shares[[2]string{p.Service, p.Endpoint}] = h.Share
+			}
+		}
 		if p.EndpointPod != "" {
 			s.pods[p.Endpoint] = p.EndpointPod
 		}
@@ -109,7 +116,9 @@ func (s *Summarizer) Summary() record.Summary {
 		if total := perService[k[0]]; total > 0 {
 			share.Share = float64(share.Count) / float64(total)
 		}
-		if n := len(s.known[k[0]]); n > 0 {
+		if x, ok := s.shares[k]; ok {
+			share.Expected = x
+		} else if n := len(s.known[k[0]]); n > 0 {
 			share.Expected = 1 / float64(n)
 		}
 		sum.Endpoints = append(sum.Endpoints, share)

@@ -156,7 +156,34 @@ type Hop struct {
 	Out string `json:"out,omitempty"`
 	// Mark is the packet mark at this hop in hex, when non-zero.
 	Mark string `json:"mark,omitempty"`
+	// Hook is the netfilter hook the hop ran in (PREROUTING, INPUT,
+	// FORWARD, OUTPUT, POSTROUTING), when known.
+	Hook string `json:"hook,omitempty"`
+	// Role says what the hop decided for the packet (Role* constants);
+	// empty for hops that only passed it on.
+	Role string `json:"role,omitempty"`
+	// Share is, for the hop that chose the endpoint, the part of the
+	// Service's new connections the rules send to that endpoint (1/3 for
+	// each of three endpoints), when the ruleset tells.
+	Share float64 `json:"share,omitempty"`
 }
+
+// Hop roles (Hop.Role): what a hop decided.
+const (
+	// RoleService: the Service port matched (cluster IP, NodePort,
+	// external or load-balancer IP).
+	RoleService = "service"
+	// RoleMasqueradeMark: the packet was marked to be masqueraded later.
+	RoleMasqueradeMark = "masquerade-mark"
+	// RoleEndpoint: the rule chose the endpoint.
+	RoleEndpoint = "endpoint"
+	// RoleDNAT: the destination was translated.
+	RoleDNAT = "dnat"
+	// RoleSNAT: the source was translated (SNAT or MASQUERADE).
+	RoleSNAT = "snat"
+	// RoleAccept: a rule accepted the packet in its table.
+	RoleAccept = "accept"
+)
 
 // NAT is one address translation applied to the packet.
 type NAT struct {
@@ -325,7 +352,8 @@ type EndpointShare struct {
 	Node  string `json:"node,omitempty"`
 	Count int    `json:"count"`
 	// Share is Count over the Service's packets; Expected is the share the
-	// rules give it (1/n for n endpoints), when known.
+	// rules give it (from the endpoint choice's Hop.Share, else 1/n for n
+	// endpoints), when known.
 	Share    float64 `json:"share"`
 	Expected float64 `json:"expected,omitempty"`
 }

@@ -47,6 +47,9 @@ type chainFacts struct {
 	// share; built on first use.
 	handleOnce sync.Once
 	byHandle   map[uint64]handleFacts
+	// byText maps a rule's text to its position; built on first use.
+	textOnce sync.Once
+	byText   map[string]int
 }
 
 type handleFacts struct {
@@ -368,28 +371,6 @@ func (ix *Index) computeFacts(family uint8, table, chain string) *chainFacts {
 	return f
 }
 
-// endpointShares returns each rule's share of new connections when it sends
-// them to an endpoint chain (see Facts.Share), nil when no rule does.
-func endpointShares(rs []Rule) []float64 {
-	var shares []float64
-	left := 1.0
-	for i := range rs {
-		if ClassifyName(rs[i].Jump).Kind != ChainEndpoint {
-			continue
-		}
-		if shares == nil {
-			shares = make([]float64, len(rs))
-		}
-		p := rs[i].Probability
-		if p <= 0 || p > 1 {
-			p = 1 // the last endpoint rule takes what is left
-		}
-		shares[i] = left * p
-		left *= 1 - p
-	}
-	return shares
-}
-
 // Hop returns in one lookup what the Index knows about a hop: its chain,
 // the chain's policy, and for pos > 0 or handle != 0 the rule (by handle
 // when given, as RuleByHandle finds it, else by position, as Rule does),
@@ -425,6 +406,25 @@ func (ix *Index) Hop(family uint8, table, chain string, pos int, handle uint64) 
 	return out, true
 }
 
+// HopByText is Hop for a rule the trace names by its text only:
+// xtables-monitor prints each rule as iptables -S does, with an nft handle
+// that iptables-save output does not carry. The first rule of the chain
+// with exactly that text answers.
+func (ix *Index) HopByText(family uint8, table, chain, text string) (Facts, bool) {
+	f := ix.chainFacts(family, table, chain)
+	f.textOnce.Do(func() {
+		f.byText = make(map[string]int, len(f.rules))
+		for i := len(f.rules) - 1; i >= 0; i-- {
+			f.byText[f.rules[i].Text] = i + 1
+		}
+	})
+	pos, ok := f.byText[text]
+	if !ok {
+		return Facts{Chain: f.info, Policy: f.policy}, false
+	}
+	return ix.Hop(family, table, chain, pos, 0)
+}
+
 // indexHandles fills f.byHandle with what RuleByHandle answers for each
 // handle of the chain's nft view.
 func (ix *Index) indexHandles(family uint8, table, chain string, f *chainFacts) {
@@ -450,11 +450,11 @@ func (ix *Index) indexHandles(family uint8, table, chain string, f *chainFacts) 
 		}
 	}
 	shares := endpointShares(rs)
+	if shares == nil {
+		shares = make([]float64, len(rs))
+	}
 	for i := range rs {
-		h := handleFacts{rule: &rs[i]}
-		if shares != nil {
-			h.share = shares[i]
-		}
+		h := handleFacts{rule: &rs[i], share: shares[i]}
 		if _, dup := f.byHandle[rs[i].Handle]; !dup {
 			f.byHandle[rs[i].Handle] = h
 		}

@@ -1014,3 +1014,34 @@ func TestHopFacts(t *testing.T) {
 		}
 	})
 }
+
+func TestHopByText(t *testing.T) {
+	ix := indexOf(t, nftNode)
+	text := `-A KUBE-SVC-XJWXQFJLXSXKRMSG -m comment --comment "default/myapp -> 10.244.0.24:80" -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-4VYPMJP5OIECG6XZ`
+	f, ok := ix.HopByText(4, "nat", myappSVC, text)
+	if !ok || f.Rule.Text != text || f.Rule.Pos != 3 || f.Share != 0.333333 {
+		t.Errorf("HopByText = %+v, %v; want rule 3 with share 0.333333", f, ok)
+	}
+	if _, ok := ix.HopByText(4, "nat", myappSVC, "-A KUBE-SVC-XJWXQFJLXSXKRMSG -j NOPE"); ok {
+		t.Error("HopByText found a rule the chain does not have")
+	}
+}
+
+func TestNumgenShare(t *testing.T) {
+	const rule = "meta l4proto tcp dnat ip to numgen random mod 3 map { 0 : 10.244.0.23 . 80, 1 : 10.244.0.24 . 80, 2 : 10.244.0.25 . 80 }"
+	tests := []struct {
+		text, endpoint string
+		want           float64
+	}{
+		{rule, "10.244.0.24:80", 0.333333},
+		{"dnat ip to numgen random mod 4 map { 0 : 10.0.0.1 . 80, 1 : 10.0.0.1 . 80, 2 : 10.0.0.2 . 80, 3 : 10.0.0.3 . 80 }", "10.0.0.1:80", 0.5},
+		{rule, "10.244.0.99:80", 0},
+		{"dnat to 10.244.0.24:80", "10.244.0.24:80", 0},
+		{"dnat ip6 to numgen random mod 2 map { 0 : fd00::1 . 80, 1 : fd00::2 . 80 }", "[fd00::2]:80", 0.5},
+	}
+	for _, tt := range tests {
+		if got := NumgenShare(tt.text, tt.endpoint); got != tt.want {
+			t.Errorf("NumgenShare(%q, %q) = %v, want %v", tt.text, tt.endpoint, got, tt.want)
+		}
+	}
+}
