@@ -3,6 +3,7 @@ package render
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,7 +15,7 @@ import (
 type TextOptions struct {
 	// Color adds ANSI colours (only for a terminal).
 	Color bool
-	// Wide adds interfaces, marks and per-hop addresses.
+	// Wide shows every hop, unfolded, with its interfaces and mark.
 	Wide bool
 	// NoRuleText leaves out the rule text under each rule hop.
 	NoRuleText bool
@@ -73,8 +74,12 @@ func verdictStyle(v string) string {
 	return ""
 }
 
-// Packet writes one packet: a header line, one line per hop (and its rule
-// text), then the explanation.
+// Packet writes one packet: a header line with the story (Service,
+// endpoint, pod, node, verdict) and the packet, then its hops, then the
+// explanation. By default only the hops that decided something (Hop.Role,
+// the verdict hop) are shown with their rule text, and each traversal of a
+// table in which nothing was decided is folded into one line; Wide shows
+// every hop with its interfaces and mark.
 func (t *Text) Packet(p *record.Packet) error {
 	t.n++
 	var b strings.Builder
@@ -82,37 +87,177 @@ func (t *Text) Packet(p *record.Packet) error {
 		b.WriteByte('\n')
 	}
 	t.header(&b, p)
-	t.hops(&b, p)
+	if t.o.Wide {
+		t.lines(&b, p, allHops(p))
+	} else {
+		ls := folded(p)
+		t.lines(&b, p, ls)
+		if hidden := len(p.Hops) - countHops(ls); hidden > 0 {
+			fmt.Fprintf(&b, "  (%s not shown: -o wide shows every hop)\n", plural(hidden, "hop"))
+		}
+	}
 	t.explain(&b, p)
 	_, err := io.WriteString(t.w, b.String())
 	return err
 }
 
 func (t *Text) header(b *strings.Builder, p *record.Packet) {
-	head := fmt.Sprintf("%s %s -> %s", p.Proto, p.Src, p.Dst)
-	if p.Flags != "" {
-		head += " [" + p.Flags + "]"
-	}
-	b.WriteString(t.style(head, bold))
+	what := p.Dst
 	if p.Service != "" {
-		b.WriteString("  service " + t.style(p.Service, bold))
+		what = "Service " + p.Service
 	}
+	b.WriteString(t.style(what, bold))
 	if p.Endpoint != "" {
-		b.WriteString("  endpoint " + p.Endpoint)
-		if p.EndpointPod != "" {
-			b.WriteString(" (" + p.EndpointPod + ")")
-		}
+		b.WriteString(" -> endpoint " + t.style(p.Endpoint, bold))
+	}
+	var where []string
+	if p.EndpointPod != "" {
+		where = append(where, "pod "+p.EndpointPod)
 	}
 	if p.Node != "" {
-		b.WriteString("  node " + p.Node)
+		where = append(where, "node "+p.Node)
 	}
-	b.WriteString("  " + t.style(p.Verdict, verdictStyle(p.Verdict)+bold))
-	b.WriteByte('\n')
+	if len(where) > 0 {
+		b.WriteString(" (" + strings.Join(where, ", ") + ")")
+	}
+	b.WriteString(": " + t.style(p.Verdict, verdictStyle(p.Verdict)+bold) + "\n")
+	pkt := fmt.Sprintf("  %s %s -> %s", p.Proto, p.Src, p.Dst)
+	if p.Flags != "" {
+		pkt += " [" + p.Flags + "]"
+	}
+	b.WriteString(pkt + "\n")
+}
+
+// line is one line of a packet's path: a hop, or a fold of the hops
+// first..last (inclusive) in which nothing was decided.
+type line struct {
+	first, last int
+	fold        bool
+}
+
+func allHops(p *record.Packet) []line {
+	ls := make([]line, len(p.Hops))
+	for i := range p.Hops {
+		ls[i] = line{first: i, last: i}
+	}
+	return ls
+}
+
+func countHops(ls []line) int {
+	n := 0
+	for _, l := range ls {
+		n += l.last - l.first + 1
+	}
+	return n
+}
+
+// decides reports whether hop i is shown on its own in the folded view.
+func decides(p *record.Packet, i int) bool {
+	h := &p.Hops[i]
+	return h.Role != "" || i == p.VerdictHop && h.Kind == "rule"
+}
+
+// folded picks the lines of the folded view. A traversal is the run of
+// hops of one table in one hook (a policy ends it): one where some hop
+// decided something shows those hops only; any other becomes one line, and
+// consecutive traversals that only hit their chain's policy share a line.
+func folded(p *record.Packet) []line {
+	var ls []line
+	for start := 0; start < len(p.Hops); {
+		end := start
+		for end+1 < len(p.Hops) && sameTraversal(&p.Hops[end], &p.Hops[end+1]) {
+			end++
+		}
+		any := false
+		for i := start; i <= end; i++ {
+			if decides(p, i) {
+				ls = append(ls, line{first: i, last: i})
+				any = true
+			}
+		}
+		if !any {
+			if n := len(ls); n > 0 && ls[n-1].fold && policyOnly(p, ls[n-1]) && policyOnly(p, line{first: start, last: end}) &&
+				p.Hops[ls[n-1].last].Verdict == p.Hops[end].Verdict && ls[n-1].last != p.VerdictHop {
+				ls[n-1].last = end
+			} else {
+				ls = append(ls, line{first: start, last: end, fold: true})
+			}
+		}
+		start = end + 1
+	}
+	return ls
+}
+
+func sameTraversal(prev, next *record.Hop) bool {
+	return prev.Kind != "policy" && prev.Table == next.Table && prev.Hook == next.Hook
+}
+
+// policyOnly reports whether each traversal folded in l only hit its base
+// chain's policy (a rule that changed nothing, like svctrace's TRACE rule,
+// aside).
+func policyOnly(p *record.Packet, l line) bool {
+	for i := l.first; i <= l.last; i++ {
+		if h := &p.Hops[i]; h.Kind != "policy" && h.Verdict != "CONTINUE" {
+			return false
+		}
+	}
+	return true
+}
+
+// foldText describes folded hops: the base chains, the user chains they
+// passed through, and how each traversal ended.
+func foldText(p *record.Packet, l line) string {
+	var parts []string
+	for start := l.first; start <= l.last; {
+		end := start
+		for end < l.last && sameTraversal(&p.Hops[end], &p.Hops[end+1]) {
+			end++
+		}
+		base := &p.Hops[start]
+		var chains []string
+		add := func(c string) {
+			if c != "" && c != base.Chain && !slices.Contains(chains, c) {
+				chains = append(chains, c)
+			}
+		}
+		for i := start; i <= end; i++ {
+			h := &p.Hops[i]
+			add(h.Chain)
+			if h.Verdict == "JUMP" || h.Verdict == "GOTO" {
+				// xtables-monitor shows no return from a chain where
+				// nothing matched: the jump says the packet went there.
+				add(h.Target)
+			}
+		}
+		s := base.Table + ":" + base.Chain
+		if len(chains) > 0 {
+			s += ": " + strings.Join(chains, ", ") + ": nothing matched"
+		}
+		if last := &p.Hops[end]; last.Kind == "policy" && last.Verdict != "" {
+			if len(chains) > 0 {
+				s += ";"
+			} else {
+				s += ":"
+			}
+			s += " policy " + last.Verdict
+		}
+		parts = append(parts, s)
+		start = end + 1
+	}
+	if n := len(parts); n > 1 {
+		// Policy-only traversals: "raw:OUTPUT, mangle:OUTPUT: policy ACCEPT".
+		policy := parts[n-1][strings.LastIndex(parts[n-1], ": ")+2:]
+		for i := range parts {
+			parts[i] = strings.TrimSuffix(parts[i], ": "+policy)
+		}
+		return strings.Join(parts, ", ") + ": " + policy
+	}
+	return parts[0]
 }
 
 // hopCells are the plain (uncoloured) cells of one hop line.
 type hopCells struct {
-	where, rule, verdict, extra, meaning string
+	num, where, rule, verdict, extra, meaning string
 }
 
 func (t *Text) cells(h *record.Hop) hopCells {
@@ -153,23 +298,35 @@ func (t *Text) cells(h *record.Hop) hopCells {
 	return c
 }
 
-func (t *Text) hops(b *strings.Builder, p *record.Packet) {
-	cells := make([]hopCells, len(p.Hops))
-	var ww, rw, vw int
-	for i := range p.Hops {
-		c := t.cells(&p.Hops[i])
-		cells[i] = c
-		ww, rw, vw = max(ww, len(c.where)), max(rw, len(c.rule)), max(vw, len(c.verdict))
+func (t *Text) lines(b *strings.Builder, p *record.Packet, ls []line) {
+	cells := make([]hopCells, len(ls))
+	var nw, ww, rw, vw int
+	for k, l := range ls {
+		c := hopCells{num: strconv.Itoa(l.first + 1)}
+		if !l.fold {
+			c = t.cells(&p.Hops[l.first])
+			c.num = strconv.Itoa(l.first + 1)
+			ww, rw, vw = max(ww, len(c.where)), max(rw, len(c.rule)), max(vw, len(c.verdict))
+		} else if l.last > l.first {
+			c.num += "-" + strconv.Itoa(l.last+1)
+		}
+		cells[k] = c
+		nw = max(nw, len(c.num))
 	}
-	nw := len(strconv.Itoa(len(p.Hops)))
-	for i, c := range cells {
-		h := &p.Hops[i]
+	indent := strings.Repeat(" ", 2+nw+2)
+	for k, l := range ls {
+		c := cells[k]
 		mark := " "
-		if i == p.VerdictHop {
+		if p.VerdictHop >= l.first && p.VerdictHop <= l.last {
 			mark = t.style(">", verdictStyle(p.Verdict))
 		}
-		fmt.Fprintf(b, " %s%*d  %s  %s  %s", mark, nw, i+1, pad(c.where, ww), pad(c.rule, rw),
-			t.style(pad(c.verdict, vw), verdictStyle(h.Verdict)))
+		fmt.Fprintf(b, " %s%s  ", mark, pad(c.num, nw))
+		if l.fold {
+			b.WriteString(t.style(foldText(p, l), dim) + "\n")
+			continue
+		}
+		h := &p.Hops[l.first]
+		fmt.Fprintf(b, "%s  %s  %s", pad(c.where, ww), pad(c.rule, rw), t.style(pad(c.verdict, vw), verdictStyle(h.Verdict)))
 		tail := c.meaning
 		if c.extra != "" {
 			tail = strings.TrimSpace(tail + "  [" + c.extra + "]")
@@ -179,7 +336,6 @@ func (t *Text) hops(b *strings.Builder, p *record.Packet) {
 		}
 		b.WriteString("\n")
 		if h.Text != "" && h.Kind == "rule" && !t.o.NoRuleText {
-			indent := strings.Repeat(" ", 2+nw+2)
 			b.WriteString(indent + t.style(h.Text, dim) + "\n")
 		}
 	}
@@ -212,7 +368,7 @@ func (t *Text) Lost(l *record.Lost) error {
 	if l.Where != "" {
 		where = " (" + l.Where + ")"
 	}
-	_, err := fmt.Fprintf(t.w, "%s %d trace records lost%s: some paths may be incomplete\n", t.style("!", yellow+bold), l.Count, where)
+	_, err := fmt.Fprintf(t.w, "%s %s lost%s: some paths may be incomplete\n", t.style("!", yellow+bold), plural64(l.Count, "trace record"), where)
 	return err
 }
 
@@ -233,7 +389,7 @@ func (t *Text) Summary(s *record.Summary) error {
 	if s.Node != "" {
 		b.WriteString(" (node " + s.Node + ")")
 	}
-	fmt.Fprintf(&b, ": %d packets", s.Packets)
+	b.WriteString(": " + plural(s.Packets, "packet"))
 	verdicts := make([]string, 0, len(s.Verdicts))
 	for v := range s.Verdicts {
 		verdicts = append(verdicts, v)
@@ -242,7 +398,7 @@ func (t *Text) Summary(s *record.Summary) error {
 	for _, v := range verdicts {
 		fmt.Fprintf(&b, ", %d %s", s.Verdicts[v], t.style(v, verdictStyle(v)))
 	}
-	fmt.Fprintf(&b, "; %d source-NATed; %d records lost\n", s.SNAT, s.Lost)
+	fmt.Fprintf(&b, "; %d source-NATed; %s lost\n", s.SNAT, plural64(s.Lost, "record"))
 	if len(s.Endpoints) > 0 {
 		rows := [][]string{{"SERVICE", "ENDPOINT", "POD", "PACKETS", "SHARE", "EXPECTED"}}
 		for _, e := range s.Endpoints {
@@ -259,6 +415,21 @@ func (t *Text) Summary(s *record.Summary) error {
 	}
 	_, err := io.WriteString(t.w, b.String())
 	return err
+}
+
+// plural writes a count and a noun that takes an "s" for any count but 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
+}
+
+func plural64(n uint64, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.FormatUint(n, 10) + " " + noun + "s"
 }
 
 func pct(f float64) string { return strconv.FormatFloat(f*100, 'f', 1, 64) + "%" }
