@@ -293,7 +293,7 @@ func TestPluginTextOutput(t *testing.T) {
 		t.Fatalf("trace failed:\n%s", res)
 	}
 	for _, want := range []string{
-		"service default/myapp", svcChain("default/myapp", "tcp"), "DNAT", "MASQUERADE", "ACCEPT", "Summary: 1 packets",
+		"Service default/myapp -> endpoint ", svcChain("default/myapp", "tcp"), "DNAT", "MASQUERADE", "ACCEPT", "Summary: 1 packet,",
 	} {
 		if !strings.Contains(res.Stdout, want) {
 			t.Errorf("text output lacks %q:\n%s", want, res)
