@@ -51,8 +51,9 @@ type CleanupOptions struct {
 	client     kubernetes.Interface
 }
 
-// NewCmdCleanup returns the cleanup command. It shares the root command's
-// cluster flags (-n, --context, --kubeconfig, ...).
+// NewCmdCleanup returns the cleanup command. It takes the root command's
+// cluster flags (-n, --context, --kubeconfig, ...), bound to the same
+// values.
 func NewCmdCleanup(streams genericiooptions.IOStreams, configFlags *genericclioptions.ConfigFlags) *cobra.Command {
 	o := &CleanupOptions{configFlags: configFlags, IOStreams: streams, Image: version.Image, Timeout: 2 * time.Minute}
 	cmd := &cobra.Command{
@@ -72,6 +73,7 @@ func NewCmdCleanup(streams genericiooptions.IOStreams, configFlags *genericcliop
 		},
 	}
 	f := cmd.Flags()
+	configFlags.AddFlags(f)
 	f.StringVar(&o.Node, "node", o.Node, "clean only this node")
 	f.StringVar(&o.AgentNamespace, "agent-namespace", o.AgentNamespace, "namespace for the cleanup pods; it must allow privileged pods (default: the current namespace)")
 	f.StringVar(&o.Image, "image", o.Image, "agent image to run on the nodes")

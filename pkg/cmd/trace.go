@@ -125,8 +125,9 @@ func NewCmdSvctrace(streams genericiooptions.IOStreams) *cobra.Command {
 			return o.Run(c.Context())
 		},
 	}
-	// Persistent: cleanup and completion use the same cluster flags.
-	o.configFlags.AddFlags(cmd.PersistentFlags())
+	// Not persistent: cleanup adds the same cluster flags itself, analyze
+	// and version use none.
+	o.configFlags.AddFlags(cmd.Flags())
 
 	f := cmd.Flags()
 	f.StringVar(&o.Port, "port", o.Port, "trace only this Service port, by name or number (default: all ports)")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/version"
@@ -74,9 +75,32 @@ func TestRootCommand(t *testing.T) {
 	if diff := cmp.Diff([]string{"agent", "analyze", "cleanup", "version"}, got); diff != "" {
 		t.Errorf("subcommands mismatch (-want +got):\n%s", diff)
 	}
-	for _, flag := range []string{"namespace", "context", "kubeconfig", "as"} {
-		if root.PersistentFlags().Lookup(flag) == nil {
-			t.Errorf("kubectl flag --%s is missing", flag)
+	sub := map[string]*cobra.Command{}
+	for _, c := range root.Commands() {
+		sub[c.Name()] = c
+	}
+	for _, flag := range []string{"namespace", "context", "kubeconfig", "as", "token"} {
+		for _, c := range []*cobra.Command{root, sub["cleanup"]} {
+			if c.Flags().Lookup(flag) == nil {
+				t.Errorf("%s: kubectl flag --%s is missing", c.Name(), flag)
+			}
+		}
+		// Offline commands show (and take) only the flags they use.
+		for _, c := range []*cobra.Command{sub["analyze"], sub["version"]} {
+			if c.Flags().Lookup(flag) != nil || c.InheritedFlags().Lookup(flag) != nil {
+				t.Errorf("%s takes the cluster flag --%s it does not use", c.Name(), flag)
+			}
+		}
+	}
+	var help bytes.Buffer
+	root.SetOut(&help)
+	root.SetArgs([]string{"analyze", "--help"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, unused := range []string{"--as", "--token", "--kubeconfig", "--server"} {
+		if strings.Contains(help.String(), unused) {
+			t.Errorf("analyze --help lists %s:\n%s", unused, help.String())
 		}
 	}
 	if root.Annotations["cobra_annotation_command_display_name"] != "kubectl svctrace" {
