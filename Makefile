@@ -23,7 +23,8 @@ build:
 unit:
 	go test -count=1 ./...
 
-## e2e: the built binary against $$KUBECONFIG, or against the local cluster (both kube-proxy backends)
+## e2e: the built binary against $$KUBECONFIG, or against a 2-node local cluster in each kube-proxy
+## configuration (iptables/nft, iptables/legacy, nftables; E2E_CONFIGS and E2E_NODES choose)
 e2e: build
 	hack/e2e.sh
 
@@ -35,7 +36,8 @@ ci:
 	hack/install-deps.sh
 	$(MAKE) test
 
-## demo: local cluster + demo apps + one live trace of svc/myapp (the main job)
+## demo: 2-node local cluster + demo apps + live traces: svc/myapp on one node, and a cross-node
+## path from the client pod to an endpoint on the second node (the main job; DEMO_NODES=N)
 demo:
 	hack/install-deps.sh
 	hack/demo.sh
@@ -56,8 +58,9 @@ verify:
 bench:
 	go test -run '^$$' -bench . -benchmem ./pkg/...
 
+## cluster-up: the local cluster (NODES=1..3, default 2; PROXY_MODE=iptables|nftables; PROXY_BACKEND=nft|legacy)
 cluster-up:
-	hack/local-cluster.sh up
+	hack/local-cluster.sh up $(if $(NODES),--nodes $(NODES)) $(if $(PROXY_MODE),--proxy-mode $(PROXY_MODE)) $(if $(PROXY_BACKEND),--proxy-backend $(PROXY_BACKEND))
 
 cluster-down:
 	hack/local-cluster.sh down

@@ -4,10 +4,14 @@
 # With $KUBECONFIG set: one run of test/e2e against that cluster (tests needing a shell on
 # the node or an outside client skip themselves); if it is the local cluster's kubeconfig, the
 # running local cluster is tested as it is, with SVCTRACE_EXEC*, and left up.
-# Without: for each kube-proxy backend (nft, legacy) bring the local cluster up
-# (hack/local-cluster.sh up --proxy-backend B), apply the demo apps, run test/e2e with
-#   SVCTRACE_BIN=<built binary> KUBECONFIG=_output/local-cluster/kubeconfig SVCTRACE_BACKEND=B
-#   SVCTRACE_EXEC="<repo>/hack/local-cluster.sh exec --"
+# Without: for each kube-proxy configuration MODE/BACKEND in E2E_CONFIGS (default
+# "iptables/nft iptables/legacy nftables/nft") bring the local cluster up with E2E_NODES nodes
+# (default 2: hack/local-cluster.sh up --nodes 2 --proxy-mode MODE --proxy-backend BACKEND; the
+# cluster is switched in place between configurations), apply the demo apps, run test/e2e with
+#   SVCTRACE_BIN=<built binary> KUBECONFIG=_output/local-cluster/kubeconfig
+#   SVCTRACE_PROXY_MODE=MODE SVCTRACE_BACKEND=BACKEND
+#   SVCTRACE_EXEC="<repo>/hack/local-cluster.sh exec --"             (the first node)
+#   SVCTRACE_EXEC_NODE="<repo>/hack/local-cluster.sh exec --node {node} --"
 #   SVCTRACE_EXEC_EXTERNAL="<repo>/hack/local-cluster.sh exec-external --"
 # and finally take the cluster down, also after a failure (SVCTRACE_KEEP_CLUSTER=1 keeps it).
 # Extra `go test` flags: E2E_FLAGS (e.g. E2E_FLAGS='-run TestTrafficFlows').
@@ -21,6 +25,11 @@ export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 CLUSTER="${REPO}/hack/local-cluster.sh"
 LOGS="${REPO}/_output/local-cluster/logs"
 BIN="${REPO}/_output/bin/kubectl-svctrace"
+CONFIGS="${E2E_CONFIGS:-iptables/nft iptables/legacy nftables/nft}"
+NODES="${E2E_NODES:-2}"
+export SVCTRACE_EXEC="${CLUSTER} exec --"
+export SVCTRACE_EXEC_NODE="${CLUSTER} exec --node {node} --"
+export SVCTRACE_EXEC_EXTERNAL="${CLUSTER} exec-external --"
 
 TIMINGS=()
 FAILED=()
@@ -92,23 +101,28 @@ if [[ -n "${KUBECONFIG:-}" ]]; then
     # but with the agent image of the binary just built.
     phase "agent image" "$CLUSTER" images
     SVCTRACE_BACKEND="$(cat "${REPO}/_output/local-cluster/proxy-backend" 2>/dev/null || true)" \
-      SVCTRACE_EXEC="${CLUSTER} exec --" \
-      SVCTRACE_EXEC_EXTERNAL="${CLUSTER} exec-external --" \
+      SVCTRACE_PROXY_MODE="$(cat "${REPO}/_output/local-cluster/proxy-mode" 2>/dev/null || true)" \
       phase "e2e against the running local cluster" run_tests || true
   else
+    unset SVCTRACE_EXEC SVCTRACE_EXEC_NODE SVCTRACE_EXEC_EXTERNAL
     phase "e2e against \$KUBECONFIG" run_tests || true
   fi
   exit 0 # finish reports failures
 fi
 
 [[ "$(id -u)" == 0 ]] || { echo "e2e: the local cluster needs root: run as root or set KUBECONFIG" >&2; exit 1; }
-for backend in nft legacy; do
+for config in $CONFIGS; do
+  mode="${config%/*}"
+  backend="${config#*/}"
   CLUSTER_STARTED=1
-  phase "cluster up (${backend})" "$CLUSTER" up --proxy-backend "$backend"
-  phase "demo apps (${backend})" "$CLUSTER" demo-apps >/dev/null
-  KUBECONFIG="$LOCAL_KUBECONFIG" \
-    SVCTRACE_BACKEND="$backend" \
-    SVCTRACE_EXEC="${CLUSTER} exec --" \
-    SVCTRACE_EXEC_EXTERNAL="${CLUSTER} exec-external --" \
-    phase "e2e tests (${backend})" run_tests || true
+  # After a failed `up` or demo-apps there is nothing to test: the next configuration starts
+  # from a clean machine.
+  if ! phase "cluster up (${config}, ${NODES} nodes)" "$CLUSTER" up --nodes "$NODES" --proxy-mode "$mode" --proxy-backend "$backend" ||
+    ! phase "demo apps (${config})" "$CLUSTER" demo-apps >/dev/null; then
+    print_logs
+    "$CLUSTER" down || true
+    continue
+  fi
+  KUBECONFIG="$LOCAL_KUBECONFIG" SVCTRACE_PROXY_MODE="$mode" SVCTRACE_BACKEND="$backend" \
+    phase "e2e tests (${config})" run_tests || true
 done

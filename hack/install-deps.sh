@@ -7,6 +7,7 @@ set -euo pipefail
 #   containerd runc containernetworking-plugins  the node's container runtime and pod network
 #   etcd-server                                   the API server's store
 #   iptables nftables conntrack                   kube-proxy backends, TRACE captures, agent image
+#   ipset                                         kube-router's NetworkPolicy firewall
 #   umoci                                         OCI images without a Docker engine
 #   busybox-static                                userland of the workload and pause images
 #   iproute2 util-linux                           network namespaces, veths, nsenter
@@ -15,7 +16,7 @@ set -euo pipefail
 #   ca-certificates make                          the Go module proxy over TLS, make targets
 packages=(
   containerd runc etcd-server containernetworking-plugins
-  iptables nftables conntrack umoci busybox-static iproute2 util-linux
+  iptables nftables conntrack ipset umoci busybox-static iproute2 util-linux
   openssl curl ca-certificates make
 )
 

@@ -125,6 +125,19 @@ func clientSeenBy(t testing.TB, pod, path string) string {
 	return client
 }
 
+// masqueradeAddr is the source address node gives a masqueraded connection to pod: the
+// address of its pod bridge (the interface towards the pod) when the pod runs there, its own
+// (eth0's, the way to the pod's node) when the pod runs on another node.
+func masqueradeAddr(t testing.TB, node Node, bridgeIP, pod string) string {
+	t.Helper()
+	var p Pod
+	env.KubectlJSON(t, &p, "get", "pod", pod, "-n", "default")
+	if p.Spec.NodeName == node.Name {
+		return bridgeIP
+	}
+	return node.InternalIP
+}
+
 // curl fetches url and returns the body and the HTTP status (0 when no answer came).
 func curl(t testing.TB, run func(testing.TB, ...string) Result, url string) (string, int, Result) {
 	t.Helper()
@@ -143,9 +156,10 @@ func curl(t testing.TB, run func(testing.TB, ...string) Result, url string) (str
 func TestTrafficFlows(t *testing.T) {
 	env.RequireExec(t)
 	myapp := env.GetService(t, "myapp").Spec.ClusterIP
-	nodeIP := strings.TrimSpace(env.Kubectl(t, "get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`))
-	// The node masquerades to the address of the interface towards the pods: the CNI bridge.
-	bridgeIP := interfaceIPv4(t, env.InCluster, "cni0")
+	// Traffic enters the first node (the namespace env.Exec runs in, its NodePorts).
+	node := env.Nodes(t)[0]
+	nodeIP := node.InternalIP
+	bridgeIP := interfaceIPv4(t, env.InCluster, PodBridge)
 	clientPods := env.ListPods(t, "app=client")
 	if len(clientPods) != 1 || clientPods[0].Status.PodIP == "" {
 		t.Fatalf("want one client pod with an IP, got %+v: run hack/local-cluster.sh demo-apps", clientPods)
@@ -162,8 +176,8 @@ func TestTrafficFlows(t *testing.T) {
 		// fetch sends GET path and returns the answer's body.
 		fetch      func(t *testing.T, path string) string
 		wantServer string // pod name prefix
-		// wantClient is the source address the server must log.
-		wantClient func(t *testing.T) string
+		// wantClient is the source address the server pod must log.
+		wantClient func(t *testing.T, pod string) string
 	}{
 		{
 			name: "node to ClusterIP is masqueraded",
@@ -175,7 +189,7 @@ func TestTrafficFlows(t *testing.T) {
 				return body
 			},
 			wantServer: "myapp-",
-			wantClient: func(*testing.T) string { return bridgeIP },
+			wantClient: func(t *testing.T, pod string) string { return masqueradeAddr(t, node, bridgeIP, pod) },
 		},
 		{
 			name: "client pod to ClusterIP keeps its address",
@@ -188,7 +202,7 @@ func TestTrafficFlows(t *testing.T) {
 				return res.Stdout
 			},
 			wantServer: "myapp-",
-			wantClient: func(*testing.T) string { return clientIP },
+			wantClient: func(*testing.T, string) string { return clientIP },
 		},
 		{
 			name: "gateway to NodePort 30080 is masqueraded",
@@ -200,7 +214,7 @@ func TestTrafficFlows(t *testing.T) {
 				return body
 			},
 			wantServer: "myapp-",
-			wantClient: func(*testing.T) string { return bridgeIP },
+			wantClient: func(t *testing.T, pod string) string { return masqueradeAddr(t, node, bridgeIP, pod) },
 		},
 		{
 			name: "gateway to externalTrafficPolicy Local NodePort keeps its address",
@@ -212,7 +226,7 @@ func TestTrafficFlows(t *testing.T) {
 				return body
 			},
 			wantServer: "myapp-local-",
-			wantClient: func(t *testing.T) string { return interfaceIPv4(t, env.External, "eth0") },
+			wantClient: func(t *testing.T, _ string) string { return interfaceIPv4(t, env.External, "eth0") },
 		},
 	}
 	for i, tc := range tests {
@@ -222,7 +236,7 @@ func TestTrafficFlows(t *testing.T) {
 			if !strings.HasPrefix(pod, tc.wantServer) {
 				t.Errorf("served by %s, want a pod named %s*", pod, tc.wantServer)
 			}
-			if diff := cmp.Diff(tc.wantClient(t), clientSeenBy(t, pod, path)); diff != "" {
+			if diff := cmp.Diff(tc.wantClient(t, pod), clientSeenBy(t, pod, path)); diff != "" {
 				t.Errorf("client address logged by %s (-want +got):\n%s", pod, diff)
 			}
 		})

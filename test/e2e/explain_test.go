@@ -85,7 +85,7 @@ func unusedPodCIDRAddr(t *testing.T) string {
 
 // TestExplainReversePathDrop reproduces a reverse-path filter drop for real: a client on the
 // gateway sends to the NodePort from an address of the pod range, so the SYN arrives on the
-// node's eth0 while the node's route back to that address leaves through cni0. With
+// node's eth0 while the node's route back to that address leaves through its pod bridge. With
 // net.ipv4.conf.all.rp_filter=1 the routing decision drops it right after nat PREROUTING,
 // and the live agent must say so from the kernel's own route lookup.
 func TestExplainReversePathDrop(t *testing.T) {
@@ -110,7 +110,7 @@ func TestExplainReversePathDrop(t *testing.T) {
 		if res.ExitCode != 28 {
 			t.Errorf("the connection from %s did not time out (curl exit code 28), want it dropped:\n%s", spoofed, res)
 		}
-	}, "svc/myapp-nodeport", "--count", "1", "--timeout", "60s", "-o", "json")
+	}, "svc/myapp-nodeport", "--node", nodeName, "--count", "1", "--timeout", "60s", "-o", "json")
 	p := onePacket(t, res)
 	dump, _ := json.MarshalIndent(p, "", "  ")
 	if p.Verdict != record.VerdictDrop {
@@ -135,7 +135,7 @@ func TestExplainReversePathDrop(t *testing.T) {
 			t.Errorf("reason lacks %q:\n%s", want, p.Explain.Reason)
 		}
 	}
-	wantNote := fmt.Sprintf("the route back to %s leaves through cni0, not eth0", spoofed)
+	wantNote := fmt.Sprintf("the route back to %s leaves through %s, not eth0", spoofed, PodBridge)
 	found := false
 	for _, n := range p.Explain.Notes {
 		found = found || strings.HasPrefix(n, wantNote)
@@ -156,21 +156,21 @@ func TestExplainReversePathDrop(t *testing.T) {
 // TestExplainSourceSeenByEndpoint sends one request from the gateway to each NodePort
 // Service and compares the source address svctrace says the endpoint sees with the one the
 // server pod logs: the client's with externalTrafficPolicy Local, the node's masquerade
-// address (the CNI bridge's) with Cluster.
+// address with Cluster (its pod bridge's for a pod on the node, its own for a pod on another).
 func TestExplainSourceSeenByEndpoint(t *testing.T) {
 	env.RequireExec(t)
 	if len(env.ExecExternal) == 0 {
 		t.Skip("SVCTRACE_EXEC_EXTERNAL is not set: no client outside the cluster")
 	}
-	bridgeIP := interfaceIPv4(t, env.InCluster, "cni0")
+	bridgeIP := interfaceIPv4(t, env.InCluster, PodBridge)
+	node := env.Nodes(t)[0]
 	tests := []struct {
 		name, service string
 		port          int
-		wantSource    string
 		wantMasq      bool
 	}{
-		{name: "externalTrafficPolicy Local keeps the client's address", service: "myapp-local", port: 30081, wantSource: gatewayIP},
-		{name: "externalTrafficPolicy Cluster masquerades", service: "myapp-nodeport", port: 30080, wantSource: bridgeIP, wantMasq: true},
+		{name: "externalTrafficPolicy Local keeps the client's address", service: "myapp-local", port: 30081},
+		{name: "externalTrafficPolicy Cluster masquerades", service: "myapp-nodeport", port: 30080, wantMasq: true},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -182,7 +182,7 @@ func TestExplainSourceSeenByEndpoint(t *testing.T) {
 					t.Fatalf("want HTTP 200 from the NodePort:\n%s", res)
 				}
 				pod = servedBy(t, body)
-			}, "svc/"+tc.service, "--count", "1", "--timeout", "60s", "-o", "json")
+			}, "svc/"+tc.service, "--node", nodeName, "--count", "1", "--timeout", "60s", "-o", "json")
 			p := onePacket(t, res)
 			dump, _ := json.MarshalIndent(p, "", "  ")
 			if p.EndpointPod != "default/"+pod {
@@ -195,8 +195,12 @@ func TestExplainSourceSeenByEndpoint(t *testing.T) {
 			if diff := cmp.Diff(logged, p.Explain.SourceSeenByEndpoint); diff != "" {
 				t.Errorf("source seen by the endpoint: svctrace says %q, pod %s logged %q (-logged +svctrace):\n%s\n%s", p.Explain.SourceSeenByEndpoint, pod, logged, diff, dump)
 			}
-			if logged != tc.wantSource {
-				t.Errorf("pod %s logged client %s, want %s", pod, logged, tc.wantSource)
+			wantSource := gatewayIP
+			if tc.wantMasq {
+				wantSource = masqueradeAddr(t, node, bridgeIP, pod)
+			}
+			if logged != wantSource {
+				t.Errorf("pod %s logged client %s, want %s", pod, logged, wantSource)
 			}
 			var masq []record.NAT
 			for _, n := range p.NAT {
@@ -205,8 +209,8 @@ func TestExplainSourceSeenByEndpoint(t *testing.T) {
 				}
 			}
 			if tc.wantMasq {
-				if len(masq) != 1 || masq[0].To != bridgeIP {
-					t.Errorf("masquerade %+v, want one to %s", masq, bridgeIP)
+				if len(masq) != 1 || masq[0].To != wantSource {
+					t.Errorf("masquerade %+v, want one to %s", masq, wantSource)
 				}
 			} else if len(masq) > 0 {
 				t.Errorf("masquerade %+v, want none (externalTrafficPolicy Local)", masq)
@@ -233,7 +237,7 @@ func TestExplainSummary(t *testing.T) {
 		}
 	}
 	t.Run("json", func(t *testing.T) {
-		res := traceWithTraffic(t, send, "svc/myapp", "--count", strconv.Itoa(n), "--timeout", "60s", "--summary", "-o", "json")
+		res := traceWithTraffic(t, send, "svc/myapp", "--node", nodeName, "--count", strconv.Itoa(n), "--timeout", "60s", "--summary", "-o", "json")
 		if res.ExitCode != 0 {
 			t.Fatalf("trace failed:\n%s", res)
 		}
@@ -262,7 +266,7 @@ func TestExplainSummary(t *testing.T) {
 		env.AssertNoLeftovers(t)
 	})
 	t.Run("text", func(t *testing.T) {
-		res := traceWithTraffic(t, send, "svc/myapp", "--count", strconv.Itoa(n), "--timeout", "60s", "--summary")
+		res := traceWithTraffic(t, send, "svc/myapp", "--node", nodeName, "--count", strconv.Itoa(n), "--timeout", "60s", "--summary")
 		if res.ExitCode != 0 {
 			t.Fatalf("trace failed:\n%s", res)
 		}
@@ -293,8 +297,10 @@ func TestExplainFromPod(t *testing.T) {
 		env.Kubectl(t, args...)
 	}
 	atCleanup(t, env.Exec, env.KubectlBin, "delete", "pods", "-n", "default", "-l", "svctrace-e2e=explain", "--grace-period=1", "--wait=true")
-	run(noTools, agentImage, fmt.Sprintf(`--overrides={"spec":{"containers":[{"name":%q,"image":%q,"imagePullPolicy":"Never","command":["/kubectl-svctrace","analyze","-"],"stdin":true,"stdinOnce":false}]}}`, noTools, agentImage))
-	run(hostnetPod, "docker.io/library/svctrace-pause:1", `--overrides={"spec":{"hostNetwork":true}}`)
+	// On the first node, like the client pod: the paths below are that node's.
+	onNode := fmt.Sprintf(`"nodeSelector":{"kubernetes.io/hostname":%q}`, nodeName)
+	run(noTools, agentImage, fmt.Sprintf(`--overrides={"spec":{%s,"containers":[{"name":%q,"image":%q,"imagePullPolicy":"Never","command":["/kubectl-svctrace","analyze","-"],"stdin":true,"stdinOnce":false}]}}`, onNode, noTools, agentImage))
+	run(hostnetPod, "docker.io/library/svctrace-pause:1", `--overrides={"spec":{`+onNode+`,"hostNetwork":true}}`)
 	run(pendingPod, "docker.io/library/svctrace-e2e-no-such-image:1")
 	env.Kubectl(t, "wait", "--for=condition=Ready", "pod/"+noTools, "pod/"+hostnetPod, "-n", "default", "--timeout=120s")
 	if res := env.TryKubectl(t, "exec", "-n", "default", noTools, "--", "sh", "-c", "true"); res.ExitCode == 0 || !strings.Contains(res.Stderr, `"sh": executable file not found`) {

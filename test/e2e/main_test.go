@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -30,11 +31,24 @@ type Env struct {
 	Exec []string
 	// ExecExternal prefixes commands run by a client outside the cluster (gateway namespace).
 	ExecExternal []string
+	// ExecNode prefixes commands that must run on a given node (its network namespace on the
+	// local cluster); its element "{node}" stands for the node's name. Empty: tests that need
+	// it skip.
+	ExecNode []string
 	// Backend is kube-proxy's iptables backend: "nft" or "legacy" ("" when unknown).
 	Backend string
+	// ProxyMode is kube-proxy's mode: "iptables" or "nftables" ("" when unknown).
+	ProxyMode string
 	// KubectlBin is the kubectl command.
 	KubectlBin string
 }
+
+// NodePlaceholder is the element of SVCTRACE_EXEC_NODE that stands for the node's name.
+const NodePlaceholder = "{node}"
+
+// PodBridge is the bridge the pods of a local-cluster node hang on (kube-router's CNI
+// configuration): the address a node masquerades to towards its own pods.
+const PodBridge = "kube-bridge"
 
 // ManagedByLabel marks everything kubectl-svctrace creates in a cluster.
 const ManagedByLabel = "app.kubernetes.io/managed-by=kubectl-svctrace"
@@ -61,7 +75,9 @@ func envFromOS(getenv func(string) string) (Env, error) {
 		Kubeconfig:   getenv("KUBECONFIG"),
 		Exec:         strings.Fields(getenv("SVCTRACE_EXEC")),
 		ExecExternal: strings.Fields(getenv("SVCTRACE_EXEC_EXTERNAL")),
+		ExecNode:     strings.Fields(getenv("SVCTRACE_EXEC_NODE")),
 		Backend:      getenv("SVCTRACE_BACKEND"),
+		ProxyMode:    getenv("SVCTRACE_PROXY_MODE"),
 		KubectlBin:   getenv("SVCTRACE_KUBECTL"),
 	}
 	if e.Bin == "" || e.Kubeconfig == "" {
@@ -77,6 +93,14 @@ func envFromOS(getenv func(string) string) (Env, error) {
 	case "", "nft", "legacy":
 	default:
 		return Env{}, fmt.Errorf("SVCTRACE_BACKEND=%q: want nft or legacy", e.Backend)
+	}
+	switch e.ProxyMode {
+	case "", "iptables", "nftables":
+	default:
+		return Env{}, fmt.Errorf("SVCTRACE_PROXY_MODE=%q: want iptables or nftables", e.ProxyMode)
+	}
+	if len(e.ExecNode) > 0 && !slices.Contains(e.ExecNode, NodePlaceholder) {
+		return Env{}, fmt.Errorf("SVCTRACE_EXEC_NODE=%q has no %s element for the node's name", strings.Join(e.ExecNode, " "), NodePlaceholder)
 	}
 	if e.KubectlBin == "" {
 		e.KubectlBin = "kubectl"
@@ -137,6 +161,28 @@ func RunContext(ctx context.Context, t testing.TB, prefix []string, args ...stri
 func (e Env) InCluster(t testing.TB, args ...string) Result {
 	t.Helper()
 	return Run(t, e.Exec, args...)
+}
+
+// NodePrefix is the command prefix that runs a command on node (see ExecNode).
+func (e Env) NodePrefix(node string) []string {
+	p := make([]string, len(e.ExecNode))
+	for i, a := range e.ExecNode {
+		if a == NodePlaceholder {
+			a = node
+		}
+		p[i] = a
+	}
+	return p
+}
+
+// OnNode runs a command on the named node (in its network namespace on the local cluster);
+// the test is skipped when commands cannot run on a chosen node.
+func (e Env) OnNode(t testing.TB, node string, args ...string) Result {
+	t.Helper()
+	if len(e.ExecNode) == 0 {
+		t.Skip("SVCTRACE_EXEC_NODE is not set: this test needs a shell on each node (the local cluster)")
+	}
+	return Run(t, e.NodePrefix(node), args...)
 }
 
 // RequireExec skips the test when commands cannot run inside the cluster's network.
@@ -252,6 +298,46 @@ type Service struct {
 	} `json:"spec"`
 }
 
+// Node is a node of the cluster under test.
+type Node struct {
+	Name       string
+	InternalIP string
+	PodCIDR    string
+}
+
+// Nodes lists the cluster's nodes, sorted by name (the local cluster's first node,
+// svctrace-node, comes first).
+func (e Env) Nodes(t testing.TB) []Node {
+	t.Helper()
+	var l struct {
+		Items []struct {
+			Metadata ObjectMeta `json:"metadata"`
+			Spec     struct {
+				PodCIDR string `json:"podCIDR"`
+			} `json:"spec"`
+			Status struct {
+				Addresses []struct {
+					Type    string `json:"type"`
+					Address string `json:"address"`
+				} `json:"addresses"`
+			} `json:"status"`
+		} `json:"items"`
+	}
+	e.KubectlJSON(t, &l, "get", "nodes")
+	nodes := make([]Node, 0, len(l.Items))
+	for _, it := range l.Items {
+		n := Node{Name: it.Metadata.Name, PodCIDR: it.Spec.PodCIDR}
+		for _, a := range it.Status.Addresses {
+			if a.Type == "InternalIP" {
+				n.InternalIP = a.Address
+			}
+		}
+		nodes = append(nodes, n)
+	}
+	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	return nodes
+}
+
 // GetService reads a Service in the default namespace.
 func (e Env) GetService(t testing.TB, name string) Service {
 	t.Helper()
@@ -310,19 +396,30 @@ func (e Env) AssertNoLeftovers(t testing.TB) {
 		t.Log("SVCTRACE_EXEC not set: not checking the node's rules for leftovers")
 		return
 	}
+	// Every node's rules when commands can run on each, else those of the node Exec reaches.
+	prefixes := map[string][]string{"": e.Exec}
+	if len(e.ExecNode) > 0 {
+		prefixes = map[string][]string{}
+		for _, n := range e.Nodes(t) {
+			prefixes["node "+n.Name+": "] = e.NodePrefix(n.Name)
+		}
+	}
 	Eventually(t, time.Minute, "svctrace rules left behind", func() error {
 		var found []string
-		for _, dump := range ruleDumps {
-			res := e.InCluster(t, dump...)
-			if res.ExitCode != 0 {
-				return fmt.Errorf("%s failed:\n%s", strings.Join(dump, " "), res)
-			}
-			for _, line := range strings.Split(res.Stdout, "\n") {
-				if strings.Contains(strings.ToLower(line), "svctrace") {
-					found = append(found, strings.Join(dump, " ")+": "+line)
+		for where, prefix := range prefixes {
+			for _, dump := range ruleDumps {
+				res := Run(t, prefix, dump...)
+				if res.ExitCode != 0 {
+					return fmt.Errorf("%s%s failed:\n%s", where, strings.Join(dump, " "), res)
+				}
+				for _, line := range strings.Split(res.Stdout, "\n") {
+					if strings.Contains(strings.ToLower(line), "svctrace") {
+						found = append(found, where+strings.Join(dump, " ")+": "+line)
+					}
 				}
 			}
 		}
+		slices.Sort(found)
 		if len(found) > 0 {
 			return errors.New(strings.Join(found, "\n"))
 		}
@@ -463,12 +560,24 @@ func TestEnvFromOS(t *testing.T) {
 			vars: map[string]string{
 				"SVCTRACE_BIN": bin, "KUBECONFIG": "/k", "SVCTRACE_BACKEND": "legacy",
 				"SVCTRACE_EXEC": "/r/hack/local-cluster.sh exec --", "SVCTRACE_EXEC_EXTERNAL": "/r/hack/local-cluster.sh exec-external --",
+				"SVCTRACE_EXEC_NODE": "/r/hack/local-cluster.sh exec --node {node} --", "SVCTRACE_PROXY_MODE": "iptables",
 			},
 			want: Env{
-				Bin: bin, Kubeconfig: "/k", Backend: "legacy", KubectlBin: "kubectl",
+				Bin: bin, Kubeconfig: "/k", Backend: "legacy", ProxyMode: "iptables", KubectlBin: "kubectl",
 				Exec:         []string{"/r/hack/local-cluster.sh", "exec", "--"},
 				ExecExternal: []string{"/r/hack/local-cluster.sh", "exec-external", "--"},
+				ExecNode:     []string{"/r/hack/local-cluster.sh", "exec", "--node", "{node}", "--"},
 			},
+		},
+		{
+			name:    "unknown proxy mode",
+			vars:    map[string]string{"SVCTRACE_BIN": bin, "KUBECONFIG": "/k", "SVCTRACE_PROXY_MODE": "ipvs"},
+			wantErr: `SVCTRACE_PROXY_MODE="ipvs": want iptables or nftables`,
+		},
+		{
+			name:    "node prefix without the node",
+			vars:    map[string]string{"SVCTRACE_BIN": bin, "KUBECONFIG": "/k", "SVCTRACE_EXEC_NODE": "ssh --"},
+			wantErr: `SVCTRACE_EXEC_NODE="ssh --" has no {node} element for the node's name`,
 		},
 		{
 			name: "other cluster",

@@ -25,6 +25,9 @@ import (
 // node, real TRACE rules, real packets. Each checks the JSON path of the traced packet and
 // that nothing svctrace created is left afterwards.
 
+// nodeName is the local cluster's first node: the one env.Exec runs on, the client pod's,
+// the NodePort address the tests use. With several nodes a trace must be told where the
+// packets enter, so the tests pass --node nodeName.
 const nodeName = "svctrace-node"
 
 // readyLine is what the plugin prints on stderr once every agent traces.
@@ -267,7 +270,7 @@ func TestPluginTraces(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			args := append(append([]string{}, tc.args...), "--count", "1", "--timeout", "60s", "-o", "json")
+			args := append(append([]string{}, tc.args...), "--node", nodeName, "--count", "1", "--timeout", "60s", "-o", "json")
 			var res Result
 			if tc.send == nil {
 				res = env.Plugin(t, args...)
@@ -288,7 +291,7 @@ func TestPluginTraces(t *testing.T) {
 
 func TestPluginTextOutput(t *testing.T) {
 	env.RequireExec(t)
-	res := env.Plugin(t, "svc/myapp", "--probe", "--count", "1", "--timeout", "60s")
+	res := env.Plugin(t, "svc/myapp", "--probe", "--node", nodeName, "--count", "1", "--timeout", "60s")
 	if res.ExitCode != 0 {
 		t.Fatalf("trace failed:\n%s", res)
 	}
@@ -357,7 +360,7 @@ func TestPluginErrors(t *testing.T) {
 // deletes the pod left behind.
 func TestClientKilled(t *testing.T) {
 	env.RequireExec(t)
-	p := env.StartPlugin(t, "svc/myapp", "--timeout", "10m")
+	p := env.StartPlugin(t, "svc/myapp", "--node", nodeName, "--timeout", "10m")
 	p.WaitForOutput(t, readyLine, 90*time.Second)
 	if !hasSvctraceRules(t) {
 		t.Fatal("no svctrace TRACE rule while the agent traces")
@@ -422,13 +425,17 @@ func TestVersionCommand(t *testing.T) {
 // TestCompletion checks shell completion through kubectl's helper protocol.
 func TestCompletion(t *testing.T) {
 	env.RequireExec(t)
+	var nodes []string
+	for _, n := range env.Nodes(t) {
+		nodes = append(nodes, n.Name)
+	}
 	tests := []struct {
 		args []string
 		want []string
 	}{
 		{args: []string{"__complete", "svc/myapp"}, want: []string{"svc/myapp", "svc/myapp-nodeport", "svc/myapp-udp"}},
 		{args: []string{"__complete", "svc/myapp-nodeport", "--port", ""}, want: []string{"http\t80/TCP"}},
-		{args: []string{"__complete", "svc/myapp", "--node", ""}, want: []string{nodeName}},
+		{args: []string{"__complete", "svc/myapp", "--node", ""}, want: nodes},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -456,7 +463,7 @@ func TestMeasureStartup(t *testing.T) {
 	var svctrace, debug []float64
 	for i := 0; i < runs; i++ {
 		start := time.Now()
-		p := env.StartPlugin(t, "svc/myapp", "--probe", "--count", "1", "--timeout", "60s", "-o", "json")
+		p := env.StartPlugin(t, "svc/myapp", "--probe", "--node", nodeName, "--count", "1", "--timeout", "60s", "-o", "json")
 		p.WaitForOutput(t, readyLine, 90*time.Second)
 		svctrace = append(svctrace, time.Since(start).Seconds())
 		res := p.Wait(t, 60*time.Second)
@@ -494,7 +501,7 @@ func TestMeasureLatency(t *testing.T) {
 	myapp := env.GetService(t, "myapp").Spec.ClusterIP
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	argv := append(append([]string{}, env.Exec...), env.Bin, "svc/myapp", "--count", strconv.Itoa(n), "--timeout", "120s", "-o", "json")
+	argv := append(append([]string{}, env.Exec...), env.Bin, "svc/myapp", "--node", nodeName, "--count", strconv.Itoa(n), "--timeout", "120s", "-o", "json")
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
@@ -578,7 +585,7 @@ func percentile(sorted []float64, p float64) float64 {
 // TestInterrupt stops a running trace with SIGINT, as Ctrl-C does: exit 0, everything removed.
 func TestInterrupt(t *testing.T) {
 	env.RequireExec(t)
-	p := env.StartPlugin(t, "svc/myapp", "--timeout", "5m")
+	p := env.StartPlugin(t, "svc/myapp", "--node", nodeName, "--timeout", "5m")
 	p.WaitForOutput(t, readyLine, 90*time.Second)
 	p.Stop()
 	res := p.Wait(t, 60*time.Second)
@@ -613,7 +620,7 @@ func TestClusterRefusals(t *testing.T) {
 	}{
 		{
 			name: "Pod Security admission rejects the privileged pod",
-			args: []string{"svc/myapp", "--agent-namespace", ns},
+			args: []string{"svc/myapp", "--node", nodeName, "--agent-namespace", ns},
 			want: []string{
 				`namespace "` + ns + `" does not allow the agent's privileged pod (Pod Security admission)`,
 				"--agent-namespace", "kubectl label namespace " + ns + " pod-security.kubernetes.io/enforce=privileged",
@@ -627,7 +634,7 @@ func TestClusterRefusals(t *testing.T) {
 		{
 			// localhost:1 refuses at once, on the node's loopback: no traffic leaves the cluster.
 			name: "an image that cannot be pulled",
-			args: []string{"svc/myapp", "--image", "localhost:1/svctrace-agent:missing", "--pod-running-timeout", "90s"},
+			args: []string{"svc/myapp", "--node", nodeName, "--image", "localhost:1/svctrace-agent:missing", "--pod-running-timeout", "90s"},
 			want: []string{`cannot get its image "localhost:1/svctrace-agent:missing"`, "or pass another one with --image"},
 		},
 	}
@@ -701,7 +708,7 @@ func TestMinimalRBAC(t *testing.T) {
 		RunContext(ctx, t, env.Exec, env.KubectlBin, "delete", "-f", file, "--ignore-not-found")
 	})
 	as := []string{"--as", "svctrace-e2e-user"}
-	res := env.Plugin(t, append([]string{"svc/myapp", "--probe", "--count", "1", "--timeout", "60s", "-o", "json"}, as...)...)
+	res := env.Plugin(t, append([]string{"svc/myapp", "--probe", "--node", nodeName, "--count", "1", "--timeout", "60s", "-o", "json"}, as...)...)
 	if strings.Contains(res.Stderr, "Warning:") {
 		t.Errorf("the minimal role is not enough for a warning-free trace:\n%s", res)
 	}
