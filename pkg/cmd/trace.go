@@ -276,6 +276,7 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 		// Every session ends with its summary: text and JSON alike.
 		Summarizer:  explain.NewSummarizer(""),
 		SummaryOnly: o.Summary,
+		Policies:    kube.NewPolicies(o.client, target, from),
 	}
 	agentOpts := kube.AgentOptions{
 		Duration:   o.Timeout,

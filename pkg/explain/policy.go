@@ -292,25 +292,8 @@ func (a *annotator) policyChecks() {
 	if len(out) == 0 {
 		return
 	}
-	ex := a.rec.Explain
-	ex.Policies = out
-	decisive := len(out) - 1
-	for i, c := range out {
-		if c.Effect == record.PolicyRefused || c.Effect == record.PolicyNotReady {
-			decisive = i
-			break
-		}
-	}
-	d := out[decisive]
-	ex.Policy = &d
-	if (d.Effect == record.PolicyRefused || d.Effect == record.PolicyNotReady) && d.Hop == a.rec.VerdictHop {
-		ex.Reason = PolicyReason(&d)
-	}
-	for i := range out {
-		if out[i].Effect == record.PolicyAdmitted {
-			ex.Notes = append(ex.Notes, PolicyAdmission(&out[i]))
-		}
-	}
+	a.rec.Explain.Policies = out
+	refresh(a.rec)
 }
 
 // completeCheck adds what the ruleset says: every policy selecting the pod

@@ -45,6 +45,9 @@ type Tracer struct {
 	// SummaryOnly writes only the summary to Out: packets and lost records
 	// are counted but not written, warnings go to ErrOut.
 	SummaryOnly bool
+	// Policies, when set, adds the cluster's NetworkPolicies to packets'
+	// policy checks (NewPolicies).
+	Policies *Policies
 }
 
 // Summarizer aggregates a session's packets into a summary record.
@@ -381,6 +384,9 @@ func (s *loop) record(a *agent, rec any) {
 			return
 		}
 		annotate(r, s.cfg.Target, a.node)
+		if s.tr.Policies != nil {
+			s.tr.Policies.Explain(r)
+		}
 		s.packets++
 		a.packets++
 		if s.tr.Summarizer != nil {
