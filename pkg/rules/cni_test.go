@@ -61,6 +61,8 @@ const kubeRouterV210 = `*filter
 :KUBE-ROUTER-FORWARD - [0:0]
 -A KUBE-NWPLCY-AAAAAAAAAAAAAAAA -p tcp -m comment --comment "rule to ACCEPT traffic from source pods to dest pods selected by policy name allow-app namespace default" -m set --match-set KUBE-SRC-L4MHFSVOXPQYU4LG src -m set --match-set KUBE-DST-HUHTU77ABP6P4RFE dst -m tcp --dport 80 -j MARK --set-xmark 0x10000/0x10000
 -A KUBE-POD-FW-WWWWWWWWWWWWWWWW -d 10.244.1.5/32 -m comment --comment "run through nw policy allow-app" -j KUBE-NWPLCY-AAAAAAAAAAAAAAAA
+-A KUBE-POD-FW-WWWWWWWWWWWWWWWW -m comment --comment "rule to drop invalid state for pod" -m conntrack --ctstate INVALID -j DROP
+-A KUBE-POD-FW-WWWWWWWWWWWWWWWW -m comment --comment "rule for stateful firewall for pod" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A KUBE-POD-FW-WWWWWWWWWWWWWWWW -m comment --comment "rule to REJECT traffic destined for POD name:web-0 namespace: default" -m mark ! --mark 0x10000/0x10000 -j REJECT --reject-with icmp-port-unreachable
 -A KUBE-ROUTER-FORWARD -d 10.244.1.5/32 -m comment --comment "rule to jump traffic destined to POD name:web-0 namespace: default to chain KUBE-POD-FW-WWWWWWWWWWWWWWWW" -j KUBE-POD-FW-WWWWWWWWWWWWWWWW
 COMMIT
@@ -145,7 +147,9 @@ func TestPolicyRuleFact(t *testing.T) {
 		{"default chain", "KUBE-NWPLCY-DEFAULT", rule(ix, "KUBE-NWPLCY-DEFAULT", 1), kr(PolicyFact{Role: PolicyNoPolicy})},
 		{"v2.10 jump to pod", "KUBE-ROUTER-FORWARD", rule(ixOld, "KUBE-ROUTER-FORWARD", 1), kr(PolicyFact{Role: PolicyPodFirewall, Pod: "default/web-0", Direction: DirIngress})},
 		{"v2.10 policy jump", web, rule(ixOld, web, 1), kr(PolicyFact{Role: PolicyJump, Policy: "allow-app", Direction: DirIngress})},
-		{"v2.10 reject", web, rule(ixOld, web, 2), kr(PolicyFact{Role: PolicyRefuse, Pod: "default/web-0"})},
+		{"v2.10 reject", web, rule(ixOld, web, 4), kr(PolicyFact{Role: PolicyRefuse, Pod: "default/web-0"})},
+		{"v2.1 invalid drop in the pod's chain", web, rule(ixOld, web, 2), kr(PolicyFact{Role: PolicyStateful})},
+		{"v2.1 stateful accept in the pod's chain", web, rule(ixOld, web, 3), kr(PolicyFact{Role: PolicyStateful})},
 		{"v2.10 policy rule", pol, rule(ixOld, pol, 1), kr(PolicyFact{Role: PolicyRuleMatch, Policy: "default/allow-app", Direction: DirIngress, Peer: "pods",
 			Sets: []string{"KUBE-SRC-L4MHFSVOXPQYU4LG", "KUBE-DST-HUHTU77ABP6P4RFE"}})},
 		{"calico dispatch", "cali-to-wl-dispatch", rule(ixCali, "cali-to-wl-dispatch", 1), cali(PolicyFact{Role: PolicyPodFirewall, Direction: DirIngress, Iface: "cali1a2b3c4d5e6"})},
