@@ -112,6 +112,16 @@ func WithPolicyRule(rec *record.Packet, i, rule int) {
 	refresh(rec)
 }
 
+// WithPolicyPod names the pod ("ns/name") of check i when the rules named
+// only its interface.
+func WithPolicyPod(rec *record.Packet, i int, pod string) {
+	if rec.Explain == nil || i < 0 || i >= len(rec.Explain.Policies) || rec.Explain.Policies[i].Pod != "" {
+		return
+	}
+	rec.Explain.Policies[i].Pod = pod
+	refresh(rec)
+}
+
 // WithPolicyMissing records that the plugin could not read the policies of
 // check i: the reason then says which permission would let it tell why.
 func WithPolicyMissing(rec *record.Packet, i int, permission string) {

@@ -84,6 +84,12 @@ func (ps *Policies) explainCheck(p *record.Packet, i int) {
 	if pod == nil {
 		return
 	}
+	if c.Pod == "" {
+		if c.Iface != "" && rules.CalicoWorkloadIface(pod.Namespace, pod.Name) != c.Iface {
+			return // not the pod on that interface
+		}
+		explain.WithPolicyPod(p, i, pod.Namespace+"/"+pod.Name)
+	}
 	list := ps.namespacePolicies(pod.Namespace)
 	if list.err != nil {
 		if apierrors.IsForbidden(list.err) {

@@ -187,3 +187,22 @@ func TestPoliciesAdmittedRuleFromIPSets(t *testing.T) {
 		t.Errorf("notes (-want +got):\n%s", diff)
 	}
 }
+
+func TestPoliciesCalicoInterfaceNamesThePod(t *testing.T) {
+	web := labeledPod("default", "web-0", "10.244.1.5", map[string]string{"app": "web"})
+	allow := ingressPolicy("default", "allow-frontend", map[string]string{"app": "web"})
+	for _, tc := range []struct {
+		iface, want string
+	}{
+		{rules.CalicoWorkloadIface("default", "web-0"), "default/web-0"},
+		{"cali0000000000a", ""}, // another pod's interface: not named
+	} {
+		p := refusedPacket("10.244.1.7")
+		c := &p.Explain.Policies[0]
+		c.CNI, c.Pod, c.Iface = rules.CNICalico, "", tc.iface
+		NewPolicies(fake.NewClientset(web, allow), &Target{Namespace: "default", PodByIP: map[string]string{"10.244.1.5": "default/web-0"}}, nil).Explain(p)
+		if got := p.Explain.Policies[0].Pod; got != tc.want {
+			t.Errorf("iface %s: pod %q, want %q", tc.iface, got, tc.want)
+		}
+	}
+}

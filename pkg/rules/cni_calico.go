@@ -1,6 +1,10 @@
 package rules
 
-import "strings"
+import (
+	"crypto/sha1"
+	"encoding/hex"
+	"strings"
+)
 
 // Calico (felix, iptables data plane): every rule carries a "cali:<hash>"
 // comment (the rule's id, which names nothing). The filter chains dispatch
@@ -142,4 +146,12 @@ func calicoPolicyComment(c string) (kind, policy, dir string, ok bool) {
 		kind = "NetworkPolicy"
 	}
 	return kind, ns + "/" + name, dir, true
+}
+
+// CalicoWorkloadIface returns the host-side interface Calico's CNI plugin
+// names for a pod (the default "cali" prefix and the first 11 hex digits
+// of sha1("namespace.pod")), so cali-tw-<iface> chains map to pods.
+func CalicoWorkloadIface(namespace, pod string) string {
+	sum := sha1.Sum([]byte(namespace + "." + pod))
+	return "cali" + hex.EncodeToString(sum[:])[:11]
 }

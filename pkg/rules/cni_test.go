@@ -241,3 +241,10 @@ func TestClassifyKubeRouterChains(t *testing.T) {
 		t.Errorf("ClassifyName(KUBE-MARK-DROP) = %q", got)
 	}
 }
+
+func TestCalicoWorkloadIface(t *testing.T) {
+	// Known answer: python hashlib sha1("default.web-0").hexdigest()[:11].
+	if got, want := CalicoWorkloadIface("default", "web-0"), "cali0d7763386da"; got != want {
+		t.Errorf("CalicoWorkloadIface = %s, want %s", got, want)
+	}
+}
