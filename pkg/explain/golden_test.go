@@ -40,6 +40,8 @@ var goldenCases = []goldenCase{
 	{"local-pod-to-noendpoints.legacy", "local-pod-to-noendpoints.legacy.kmsg.txt", []string{"local-pod-to-noendpoints.legacy.rules.txt"}},
 	{"local-pod-to-noendpoints.nft.nftmon", "local-pod-to-noendpoints.nft.nftmon.txt", nil},
 	{"local-pod-to-noendpoints.nft.xtmon", "local-pod-to-noendpoints.nft.xtmon.txt", []string{"local-pod-to-noendpoints.nft.rules.txt"}},
+	// kube-proxy v1.33 nftables-mode rule shapes in network namespaces (netns-v133.sh).
+	{"netns-v133", "netns-v133.nftmon.txt", []string{"netns-v133.ruleset.txt"}},
 	{"local-node-to-udp.legacy", "local-node-to-udp.legacy.kmsg.txt", []string{"local-node-to-udp.legacy.rules.txt"}},
 }
 
@@ -202,6 +204,55 @@ func TestKeyFacts(t *testing.T) {
 		for _, chain := range []string{"service-endpoints-check", "cluster-ips-check", "firewall-check", "masquerading"} {
 			if m := jumpMeaningTo(p, chain); m == "" {
 				t.Errorf("jump to %s has no meaning", chain)
+			}
+		}
+	})
+
+	t.Run("kube-proxy v1.33 nftables-mode shapes", func(t *testing.T) {
+		ps := byName["netns-v133"]
+		if len(ps) != 8 {
+			t.Fatalf("%d packets, want 8 (6 connections, 2 of them sent their SYN twice)", len(ps))
+		}
+		type fact struct {
+			service, verdict, endpoint, summary, hop string
+		}
+		want := []fact{
+			{"default/affine", "ACCEPT", "10.244.0.5:80", "source masqueraded at POSTROUTING (source outside the cluster CIDR)",
+				"chose endpoint 10.244.0.5:80 (probability 1.000)"},
+			{"default/affine", "ACCEPT", "10.244.0.5:80", "chose endpoint 10.244.0.5:80 again (sessionAffinity: ClientIP",
+				"sessionAffinity: ClientIP: remember this client for endpoint 10.244.0.5:80"},
+			{"default/affine", "ACCEPT", "10.244.0.5:80", "source masqueraded at POSTROUTING (hairpin: the endpoint calls its own Service)",
+				"hairpin: the endpoint calls its own Service: mark for masquerade"},
+			{"default/lb:http", "ACCEPT", "10.244.0.5:80", "source masqueraded at POSTROUTING (external traffic (externalTrafficPolicy: Cluster))",
+				"Service default/lb:http: NodePort 30082 matched (@service-nodeports element tcp . 30082)"},
+			{"default/lb:http", "DROP", "", "Service default/lb:http; DROP",
+				"Service default/lb:http: load-balancer IP with loadBalancerSourceRanges: check the source (@firewall-ips element 192.168.99.10 . tcp . 80)"},
+			{"default/lb:http", "DROP", "", "Service default/lb:http; DROP", ""},
+			{"default/loc", "DROP", "", "Service default/loc; DROP", ""},
+			{"default/loc", "DROP", "", "Service default/loc; DROP", ""},
+		}
+		for i, w := range want {
+			p := ps[i]
+			if p.Service != w.service || p.Verdict != w.verdict || p.Endpoint != w.endpoint {
+				t.Errorf("packet %d: service %q verdict %q endpoint %q, want %q %q %q", i, p.Service, p.Verdict, p.Endpoint, w.service, w.verdict, w.endpoint)
+			}
+			if !strings.Contains(p.Explain.Summary, w.summary) {
+				t.Errorf("packet %d: summary %q lacks %q", i, p.Explain.Summary, w.summary)
+			}
+			found := w.hop == ""
+			for _, h := range p.Hops {
+				found = found || h.Meaning == w.hop
+			}
+			if !found {
+				t.Errorf("packet %d: no hop means %q", i, w.hop)
+			}
+		}
+		for i, reason := range map[int]string{
+			4: "kube-proxy:firewall-D2RGPZ6L-default/lb/tcp/http: source not in the Service's loadBalancerSourceRanges: dropped",
+			6: "kube-proxy:nodeport-endpoints-check: Service default/loc has no endpoint on this node (externalTrafficPolicy: Local): dropped",
+		} {
+			if !strings.HasPrefix(ps[i].Explain.Reason, reason) {
+				t.Errorf("packet %d: reason %q, want it to start with %q", i, ps[i].Explain.Reason, reason)
 			}
 		}
 	})
