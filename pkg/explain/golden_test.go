@@ -218,7 +218,7 @@ func TestKeyFacts(t *testing.T) {
 		}
 		want := []fact{
 			{"default/affine", "ACCEPT", "10.244.0.5:80", "source masqueraded at POSTROUTING (source outside the cluster CIDR)",
-				"chose endpoint 10.244.0.5:80 (probability 1.000)"},
+				"chose endpoint 10.244.0.5:80 (rule probability 1.000)"},
 			{"default/affine", "ACCEPT", "10.244.0.5:80", "chose endpoint 10.244.0.5:80 again (sessionAffinity: ClientIP",
 				"sessionAffinity: ClientIP: remember this client for endpoint 10.244.0.5:80"},
 			{"default/affine", "ACCEPT", "10.244.0.5:80", "source masqueraded at POSTROUTING (hairpin: the endpoint calls its own Service)",
