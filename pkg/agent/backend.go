@@ -1,11 +1,11 @@
+//go:build linux
+
 package agent
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"sort"
 	"strings"
 )
@@ -295,26 +295,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// readLegacyTables returns the legacy tables that exist in this network
-// namespace (/proc/net/ip_tables_names or ip6_tables_names).
-func readLegacyTables(procRoot string, family uint8) ([]string, error) {
-	name := "ip_tables_names"
-	if family == 6 {
-		name = "ip6_tables_names"
-	}
-	data, err := os.ReadFile(procRoot + "/net/" + name)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil // legacy x_tables not built into this kernel
-		}
-		return nil, fmt.Errorf("read legacy table names: %w", err)
-	}
-	return strings.Fields(string(data)), nil
-}
-
-func linkExists(name string) bool {
-	_, err := net.InterfaceByName(name)
-	return err == nil
 }

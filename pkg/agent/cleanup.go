@@ -1,3 +1,5 @@
+//go:build linux
+
 package agent
 
 import (
@@ -42,11 +44,11 @@ func listSvctraceRules(ctx context.Context, h *Host) ([]listedRule, error) {
 			// listing builds a cache of every table (slow on big nodes).
 			chains := []string{""}
 			if b == BackendNft {
-				n, err := h.nfnl()
+				n, err := h.nftables()
 				if err != nil {
 					return nil, err
 				}
-				if chains, _, err = n.chains(fam, "raw"); err != nil {
+				if chains, _, err = n.Chains(fam, "raw"); err != nil {
 					return nil, err
 				}
 			}

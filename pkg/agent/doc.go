@@ -12,7 +12,8 @@
 // TRACE rules go into the raw table of every backend that holds them. Legacy
 // TRACE output is read from /dev/kmsg (or a syslog file with --source
 // kern.log); iptables-nft TRACE output exists only as nftables trace events,
-// read from netlink group NFNLGRP_NFTRACE and decoded here. When both
+// read from netlink group NFNLGRP_NFTRACE (package kernel's TraceSocket)
+// and decoded by package trace. When both
 // backends hold kube-proxy rules, both sources run and a packet is reported
 // once per backend.
 //
@@ -36,8 +37,9 @@
 // tables), empty.
 //
 // Live explanations. Each packet record is annotated by package explain;
-// the agent adds what only the node can tell (rtnetlink in its own network
-// namespace, no ip(8)): the address a MASQUERADE gave the packet (the
+// the agent adds, as facts (record.Live) that package explain then words,
+// what only the node can tell (rtnetlink in its own network namespace
+// through package kernel, no ip(8)): the address a MASQUERADE gave the packet (the
 // outgoing interface's primary address), and for a packet whose trace stops
 // after PREROUTING the kernel's routing decision for it (RTM_GETROUTE with
 // the input interface, source, mark and DNATed destination) and the
@@ -45,6 +47,9 @@
 // reverse-path filter from other refusals. With --probe-from-ip the probe
 // connects from inside the network namespace that has that address, found
 // among the node's processes (hostPID), from an OS thread locked into it.
+//
+// Kernel I/O (netlink, nf_tables listings, setns, IPT_SO_GET_INFO) is
+// package kernel's; this package orchestrates. It builds on Linux only.
 //
 // All host commands (iptables-*, ip6tables-*, nft) run from this package
 // only, through Runner and go-iptables (which always passes --wait, so

@@ -1,9 +1,12 @@
+//go:build linux
+
 package agent
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -11,6 +14,8 @@ import (
 	"sync"
 
 	"github.com/coreos/go-iptables/iptables"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 )
 
 // Host is the node as the agent sees it: host commands, the nf_tables
@@ -21,7 +26,8 @@ type Host struct {
 	ProcRoot string
 
 	mu   sync.Mutex
-	nl   *nfnl
+	nl   *kernel.Nftables
+	rtnl *kernel.Rtnl
 	ipts map[ipKey]*iptables.IPTables
 }
 
@@ -35,25 +41,31 @@ func NewHost() *Host {
 	return &Host{Runner: ExecRunner{}, ProcRoot: "/proc"}
 }
 
-// Close releases the netlink socket.
+// Close releases the netlink sockets.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	var errs []error
 	if h.nl != nil {
-		err := h.nl.Close()
+		errs = append(errs, h.nl.Close())
 		h.nl = nil
-		return err
 	}
-	return nil
+	if h.rtnl != nil {
+		errs = append(errs, h.rtnl.Close())
+		h.rtnl = nil
+	}
+	return errors.Join(errs...)
 }
 
 func (h *Host) proc() procInfo { return procInfo{root: h.ProcRoot} }
 
-func (h *Host) nfnl() (*nfnl, error) {
+// nftables returns the session's nf_tables netlink connection, opened on
+// first use.
+func (h *Host) nftables() (*kernel.Nftables, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.nl == nil {
-		n, err := dialNfnl()
+		n, err := kernel.OpenNftables()
 		if err != nil {
 			return nil, err
 		}
@@ -133,29 +145,42 @@ func (h *Host) stream(ctx context.Context, name string, args []string, fn func(l
 
 // legacyTables implements prober.
 func (h *Host) legacyTables(fam uint8) ([]string, error) {
-	return readLegacyTables(h.ProcRoot, fam)
+	return kernel.LegacyTables(h.ProcRoot, fam)
 }
 
 // nftTables implements prober.
 func (h *Host) nftTables(fam uint8) ([]string, error) {
-	n, err := h.nfnl()
+	n, err := h.nftables()
 	if err != nil {
 		return nil, err
 	}
-	return n.tables(fam)
+	return n.Tables(fam)
 }
 
 // nftChainExists implements prober.
 func (h *Host) nftChainExists(fam uint8, table, chain string) (bool, error) {
-	n, err := h.nfnl()
+	n, err := h.nftables()
 	if err != nil {
 		return false, err
 	}
-	return n.chainExists(fam, table, chain)
+	return n.ChainExists(fam, table, chain)
 }
 
-// linkExists implements prober.
-func (h *Host) linkExists(name string) bool { return linkExists(name) }
+// linkExists implements prober: asked over route netlink in the agent's
+// namespace (the node's).
+func (h *Host) linkExists(name string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.rtnl == nil {
+		r, err := kernel.OpenRtnl()
+		if err != nil {
+			return false
+		}
+		h.rtnl = r
+	}
+	_, err := h.rtnl.LinkIndex(name)
+	return err == nil
+}
 
 // tablesOf returns the tables that exist in a backend and family.
 func (h *Host) tablesOf(b Backend, fam uint8) ([]string, error) {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package agent
 
 import (
@@ -13,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/explain"
+	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
 )
@@ -22,18 +25,19 @@ import (
 // routing change shows within a second.
 const liveCacheTTL = time.Second
 
-// liveExplainer completes packet explanations with what only the node can
-// say: the kernel's routing decision for a packet that vanished after
-// PREROUTING, and the address MASQUERADE gave a packet. It is used by one
-// goroutine (the session's writer).
+// liveExplainer reads what only the node can say about a packet: the
+// kernel's routing decision for a packet that vanished after PREROUTING,
+// and the address MASQUERADE gave a packet. It reports them as facts
+// (record.Live); package explain words them. It is used by one goroutine
+// (the session's writer).
 type liveExplainer struct {
 	procRoot string
 	// dial opens the rtnetlink socket on first use (a seam for tests).
-	dial func() (*rtnl, error)
+	dial func() (*kernel.Rtnl, error)
 
-	r       *rtnl
+	r       *kernel.Rtnl
 	dialErr error
-	routes  ttlCache[routeQuery, routeResult]
+	routes  ttlCache[kernel.RouteQuery, record.RouteCheck]
 	masq    ttlCache[masqKey, netip.Addr]
 	now     func() time.Time
 }
@@ -44,11 +48,7 @@ type masqKey struct {
 }
 
 func newLiveExplainer(procRoot string) *liveExplainer {
-	return &liveExplainer{
-		procRoot: procRoot,
-		dial:     func() (*rtnl, error) { return dialRtnl(0) },
-		now:      time.Now,
-	}
+	return &liveExplainer{procRoot: procRoot, dial: kernel.OpenRtnl, now: time.Now}
 }
 
 // Close releases the netlink socket.
@@ -61,29 +61,28 @@ func (l *liveExplainer) Close() error {
 	return err
 }
 
-func (l *liveExplainer) conn() (*rtnl, error) {
+func (l *liveExplainer) conn() (*kernel.Rtnl, error) {
 	if l.r == nil && l.dialErr == nil {
 		l.r, l.dialErr = l.dial()
 	}
 	return l.r, l.dialErr
 }
 
-// explain adds the live parts to rec, the record of p. Problems become
-// notes on the record: the offline explanation stays.
+// explain reads the live facts about rec, the record of p, and has package
+// explain add them. What could not be read is a fact too: the offline
+// explanation stays.
 func (l *liveExplainer) explain(rec *record.Packet, p *trace.Packet) {
 	if rec.Explain == nil || len(p.Hops) == 0 || len(p.Hops) != len(rec.Hops) {
 		return
 	}
+	var live record.Live
 	if rec.Verdict == record.VerdictUnknown && p.Hops[len(p.Hops)-1].Hook == "PREROUTING" {
 		if q, ok := routingQuery(rec, p); ok {
 			rc, err := l.routeCheck(q)
 			if err != nil {
-				l.note(rec, fmt.Sprintf("the live route check failed (%v); run the command above on the node", err))
+				live.RouteError = err.Error()
 			} else {
-				explain.WithRoute(rec, rc.RouteCheck)
-				if rc.note != "" {
-					l.note(rec, rc.note)
-				}
+				live.Route = &rc
 			}
 		}
 	}
@@ -100,33 +99,32 @@ func (l *liveExplainer) explain(rec *record.Packet, p *trace.Packet) {
 		if !dst.IsValid() {
 			dst, _ = hostAddr(rec.Endpoint)
 		}
-		addr, err := l.masqueradeSource(rec.Hops[j].Out, dst)
-		if err != nil {
-			l.note(rec, fmt.Sprintf("could not read the masquerade address of %s: %v", rec.Hops[j].Out, err))
-			break
+		live.MasqueradeIface = rec.Hops[j].Out
+		if addr, err := l.masqueradeSource(live.MasqueradeIface, dst); err != nil {
+			live.MasqueradeError = err.Error()
+		} else {
+			live.MasqueradeSource = addr.String()
 		}
-		explain.WithMasqueradeSource(rec, addr.String())
 		break
 	}
-}
-
-func (l *liveExplainer) note(rec *record.Packet, s string) {
-	rec.Explain.Notes = append(rec.Explain.Notes, s)
+	if live != (record.Live{}) {
+		explain.WithLive(rec, p, live)
+	}
 }
 
 // routingQuery is the lookup the kernel made for p after nat PREROUTING:
 // the packet as its last hop shows it, with the destination a DNAT in
 // PREROUTING gave it (traces show the header before the last rule's target
 // ran, and nft traces carry it only at the start of each base chain).
-func routingQuery(rec *record.Packet, p *trace.Packet) (routeQuery, bool) {
+func routingQuery(rec *record.Packet, p *trace.Packet) (kernel.RouteQuery, bool) {
 	h := p.Hops[len(p.Hops)-1].Header
 	if h.In == "" || !h.Src.IsValid() || !h.Dst.IsValid() {
-		return routeQuery{}, false
+		return kernel.RouteQuery{}, false
 	}
-	q := routeQuery{Src: h.Src, Dst: h.Dst, IIf: h.In, Mark: h.Mark}
+	q := kernel.RouteQuery{Src: h.Src, Dst: h.Dst, IIf: h.In, Mark: h.Mark}
 	for _, n := range rec.NAT {
 		if n.Kind == record.NATDNAT {
-			if a, ok := hostAddr(n.To); ok && ipFamily(a) == ipFamily(q.Dst) {
+			if a, ok := hostAddr(n.To); ok && kernel.Family(a) == kernel.Family(q.Dst) {
 				q.Dst = a
 			}
 			break
@@ -135,76 +133,61 @@ func routingQuery(rec *record.Packet, p *trace.Packet) (routeQuery, bool) {
 	return q, true
 }
 
-// routeResult is a route check and what the agent found out besides.
-type routeResult struct {
-	explain.RouteCheck
-	// note is a fact for the record's notes ("" for none): the route back
-	// to the source, when the reverse path decided.
-	note string
+// lookupRoute asks the kernel the route of q and reports query and answer.
+// A refusal is an answer; a missing interface or a socket failure is an
+// error.
+func lookupRoute(r *kernel.Rtnl, q kernel.RouteQuery) (record.RouteLookup, error) {
+	l := record.RouteLookup{Dst: q.Dst.String(), In: q.IIf}
+	if q.Src.IsValid() {
+		l.Src = q.Src.String()
+	}
+	if q.Mark != 0 {
+		l.Mark = "0x" + strconv.FormatUint(uint64(q.Mark), 16)
+	}
+	rt, err := r.Route(q)
+	e, isErrno := kernel.Errno(err)
+	switch {
+	case err == nil:
+		l.Route, l.Dev = rt.String(), rt.Dev
+	case errors.Is(err, kernel.ErrNoInterface) || !isErrno:
+		return record.RouteLookup{}, err
+	default:
+		l.Error, l.Errno = e.Error(), unix.ErrnoName(e)
+	}
+	return l, nil
 }
 
 // routeCheck runs the route lookup of q and reads the rp_filter settings
-// that apply to it.
-//
-// The reverse-path filter is told apart from other refusals by looking up
-// the route back to the source: older kernels answer such a lookup with
-// EXDEV ("Invalid cross-device link"), recent ones (6.18 seen) with EINVAL,
-// as for martian addresses, since input routing reports drop reasons. A refusal whose route back does not leave through the
-// input interface (strict rp_filter) or that has no route back at all
-// (loose) is reported with Errno EXDEV, the kernel's own words kept in Err.
-func (l *liveExplainer) routeCheck(q routeQuery) (routeResult, error) {
+// that apply to it. When the kernel refuses an IPv4 packet with EXDEV or
+// EINVAL (what the reverse-path filter answers, depending on the kernel)
+// it also looks up the route back to the source: with it, package explain
+// tells the filter from other refusals.
+func (l *liveExplainer) routeCheck(q kernel.RouteQuery) (record.RouteCheck, error) {
 	now := l.now()
 	if rc, ok := l.routes.get(q, now); ok {
 		return rc, nil
 	}
 	r, err := l.conn()
 	if err != nil {
-		return routeResult{}, err
+		return record.RouteCheck{}, err
 	}
-	res := routeResult{RouteCheck: explain.RouteCheck{Command: q.command(), InIface: q.IIf}}
-	rc := &res.RouteCheck
-	rt, err := r.getRoute(q)
-	e, isErrno := errnoOf(err)
-	switch {
-	case err == nil:
-		rc.Route = rt.String()
-	case errors.Is(err, errNoInterface) || !isErrno:
-		return routeResult{}, err
-	default:
-		rc.Err = e.Error()
-		rc.Errno = unix.ErrnoName(e)
+	lk, err := lookupRoute(r, q)
+	if err != nil {
+		return record.RouteCheck{}, err
 	}
-	if ipFamily(q.Dst) == 4 {
+	rc := record.RouteCheck{RouteLookup: lk}
+	if kernel.Family(q.Dst) == 4 {
 		rc.RPFilter = readRPFilter(l.procRoot, q.IIf)
-	}
-	if err != nil && (e == unix.EXDEV || e == unix.EINVAL) && ipFamily(q.Dst) == 4 {
-		mode := 0
-		for _, v := range rc.RPFilter {
-			mode = max(mode, v)
-		}
-		back := routeQuery{Dst: q.Src, Mark: q.Mark}
-		brt, berr := r.getRoute(back)
-		rpFails := berr != nil || (mode == 1 && brt.Dev != q.IIf)
-		switch {
-		case e == unix.EINVAL && (mode == 0 || !rpFails):
-			res.note = fmt.Sprintf("not the reverse-path filter (rp_filter=%d; %s): the kernel refused the packet as a martian, an address it never accepts from %s", mode, back.command(), q.IIf)
-		case berr != nil:
-			rc.Errno = "EXDEV"
-			res.note = fmt.Sprintf("the node has no route back to %s (%v; %s)", q.Src, berr, back.command())
-		default:
-			rc.Errno = "EXDEV"
-			res.note = fmt.Sprintf("the route back to %s leaves through %s, not %s: %s (%s)", q.Src, orDash(brt.Dev), q.IIf, brt, back.command())
+		if lk.Errno == "EXDEV" || lk.Errno == "EINVAL" {
+			back, err := lookupRoute(r, kernel.RouteQuery{Dst: q.Src, Mark: q.Mark})
+			if err != nil {
+				return record.RouteCheck{}, err
+			}
+			rc.Back = &back
 		}
 	}
-	l.routes.put(q, res, now)
-	return res, nil
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
+	l.routes.put(q, rc, now)
+	return rc, nil
 }
 
 // readRPFilter reads net.ipv4.conf.{all,DEV}.rp_filter of the reader's
@@ -257,15 +240,15 @@ func (l *liveExplainer) masqueradeSource(out string, dst netip.Addr) (netip.Addr
 	}
 	fam := uint8(4)
 	if dst.IsValid() {
-		fam = ipFamily(dst)
+		fam = kernel.Family(dst)
 	}
-	addrs, err := r.addrs(out, fam)
+	addrs, err := r.Addrs(out, fam)
 	if err != nil {
 		return netip.Addr{}, err
 	}
 	nh := dst
 	if fam == 4 && dst.IsValid() {
-		if rt, err := r.getRoute(routeQuery{Dst: dst, OIf: out}); err == nil && rt.Gateway.IsValid() {
+		if rt, err := r.Route(kernel.RouteQuery{Dst: dst, OIf: out}); err == nil && rt.Gateway.IsValid() {
 			nh = rt.Gateway
 		}
 	}
@@ -278,7 +261,7 @@ func (l *liveExplainer) masqueradeSource(out string, dst netip.Addr) (netip.Addr
 }
 
 // pickMasqueradeSource is the pure part of masqueradeSource.
-func pickMasqueradeSource(addrs []ifAddr, fam uint8, nh netip.Addr) (netip.Addr, bool) {
+func pickMasqueradeSource(addrs []kernel.Addr, fam uint8, nh netip.Addr) (netip.Addr, bool) {
 	var first netip.Addr
 	for _, a := range addrs {
 		if a.Scope != unix.RT_SCOPE_UNIVERSE {

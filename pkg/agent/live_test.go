@@ -1,3 +1,5 @@
+//go:build linux
+
 package agent
 
 import (
@@ -11,73 +13,28 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
+	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
 	"github.com/svctrace/kubectl-svctrace/pkg/rules"
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
 )
 
-func TestRouteQueryCommand(t *testing.T) {
-	tests := []struct {
-		q    routeQuery
-		want string
-	}{
-		{
-			q:    routeQuery{Src: netip.MustParseAddr("192.168.235.13"), Dst: netip.MustParseAddr("10.0.1.12"), IIf: "enp5s0"},
-			want: "ip route get from 192.168.235.13 to 10.0.1.12 iif enp5s0",
-		},
-		{
-			q:    routeQuery{Src: netip.MustParseAddr("10.199.0.1"), Dst: netip.MustParseAddr("10.244.0.7"), IIf: "eth0", Mark: 0x4000},
-			want: "ip route get from 10.199.0.1 to 10.244.0.7 iif eth0 mark 0x4000",
-		},
-		{
-			q:    routeQuery{Src: netip.MustParseAddr("fd00::1"), Dst: netip.MustParseAddr("fd00::2"), IIf: "eth0"},
-			want: "ip -6 route get from fd00::1 to fd00::2 iif eth0",
-		},
-		{
-			q:    routeQuery{Dst: netip.MustParseAddr("10.244.0.7"), OIf: "cni0"},
-			want: "ip route get to 10.244.0.7 oif cni0",
-		},
-	}
-	for _, tt := range tests {
-		if got := tt.q.command(); got != tt.want {
-			t.Errorf("command() = %q, want %q", got, tt.want)
-		}
-	}
-}
-
-func TestRouteString(t *testing.T) {
-	tests := []struct {
-		rt   route
-		want string
-	}{
-		{route{Type: unix.RTN_LOCAL, Dst: netip.MustParseAddr("10.0.1.12"), Dev: "lo"}, "local 10.0.1.12 dev lo"},
-		{route{Type: unix.RTN_UNICAST, Dst: netip.MustParseAddr("10.244.0.5"), Dev: "cni0", PrefSrc: netip.MustParseAddr("10.244.0.1")}, "10.244.0.5 dev cni0 src 10.244.0.1"},
-		{route{Type: unix.RTN_UNICAST, Dst: netip.MustParseAddr("1.2.3.4"), Gateway: netip.MustParseAddr("10.0.0.1"), Dev: "eth0"}, "1.2.3.4 via 10.0.0.1 dev eth0"},
-		{route{Type: unix.RTN_BLACKHOLE, Dst: netip.MustParseAddr("10.151.51.9")}, "blackhole 10.151.51.9"},
-	}
-	for _, tt := range tests {
-		if got := tt.rt.String(); got != tt.want {
-			t.Errorf("String() = %q, want %q", got, tt.want)
-		}
-	}
-}
-
 func TestPickMasqueradeSource(t *testing.T) {
 	pfx := netip.MustParsePrefix
-	v4 := []ifAddr{
+	v4 := []kernel.Addr{
 		{Prefix: pfx("10.0.0.1/24")},
 		{Prefix: pfx("10.0.0.50/24"), Flags: unix.IFA_F_SECONDARY},
 		{Prefix: pfx("192.168.5.1/24")},
 		{Prefix: pfx("127.0.0.5/8"), Scope: unix.RT_SCOPE_HOST},
 	}
-	v6 := []ifAddr{
+	v6 := []kernel.Addr{
 		{Prefix: pfx("fe80::1/64"), Scope: unix.RT_SCOPE_LINK},
 		{Prefix: pfx("fd00:1::5/64"), Flags: unix.IFA_F_TENTATIVE},
 		{Prefix: pfx("fd00:2::5/64")},
 	}
 	tests := []struct {
 		name   string
-		addrs  []ifAddr
+		addrs  []kernel.Addr
 		fam    uint8
 		nh     string
 		want   string
@@ -109,13 +66,13 @@ func TestRoutingQuery(t *testing.T) {
 		name   string
 		rec    record.Packet
 		p      trace.Packet
-		want   routeQuery
+		want   kernel.RouteQuery
 		wantOK bool
 	}{
 		{
 			name:   "no DNAT: the packet as last seen (seed 001)",
 			p:      trace.Packet{Hops: []trace.Hop{hop("192.168.235.13", "10.0.1.12", "enp5s0", 0)}},
-			want:   routeQuery{Src: a("192.168.235.13"), Dst: a("10.0.1.12"), IIf: "enp5s0"},
+			want:   kernel.RouteQuery{Src: a("192.168.235.13"), Dst: a("10.0.1.12"), IIf: "enp5s0"},
 			wantOK: true,
 		},
 		{
@@ -125,7 +82,7 @@ func TestRoutingQuery(t *testing.T) {
 				hop("10.199.0.1", "10.199.0.2", "eth0", 0),
 				hop("10.199.0.1", "10.199.0.2", "eth0", 0x4000),
 			}},
-			want:   routeQuery{Src: a("10.199.0.1"), Dst: a("10.244.0.7"), IIf: "eth0", Mark: 0x4000},
+			want:   kernel.RouteQuery{Src: a("10.199.0.1"), Dst: a("10.244.0.7"), IIf: "eth0", Mark: 0x4000},
 			wantOK: true,
 		},
 		{

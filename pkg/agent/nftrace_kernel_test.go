@@ -1,3 +1,5 @@
+//go:build linux
+
 package agent
 
 import (
@@ -17,7 +19,7 @@ import (
 // until stop is called.
 func collectNftrace(t *testing.T, ns *netns) (events func() []trace.Event, stop func()) {
 	t.Helper()
-	src := NewNftraceSource()
+	src := &nftraceSource{}
 	var openErr error
 	ns.do(t, func() { openErr = src.Open() })
 	if openErr != nil {

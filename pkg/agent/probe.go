@@ -1,3 +1,5 @@
+//go:build linux
+
 package agent
 
 import (
@@ -7,6 +9,8 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 )
 
 // probe opens one connection (TCP) or sends one datagram (UDP) to each
@@ -21,7 +25,7 @@ func (s *session) probe(ctx context.Context) {
 	}
 	from := ""
 	if s.fromNS != nil {
-		from = fmt.Sprintf(" from %s (network namespace of pid %d)", s.fromNS.ip, s.fromNS.pid)
+		from = fmt.Sprintf(" from %s (network namespace of pid %d)", s.fromNS.Addr, s.fromNS.PID)
 	}
 	for _, ap := range s.probeAddrs() {
 		if ctx.Err() != nil {
@@ -29,14 +33,14 @@ func (s *session) probe(ctx context.Context) {
 		}
 		var err error
 		if s.fromNS != nil {
-			err = s.fromNS.dial(ctx, s.cfg.Proto, ap)
+			err = s.fromNS.Do(func() error { return probeOne(ctx, s.cfg.Proto, ap) })
 		} else {
 			err = probeOne(ctx, s.cfg.Proto, ap)
 		}
 		switch {
 		case err == nil:
 			s.log.Printf("probe %s %s%s: sent", s.cfg.Proto, ap, from)
-		case errors.Is(err, errEnterNetns):
+		case errors.Is(err, kernel.ErrEnterNetns):
 			s.cancel(fmt.Errorf("probe from %s: %w", s.cfg.ProbeFrom, err))
 			return
 		case errors.Is(err, syscall.ECONNREFUSED):

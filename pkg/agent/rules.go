@@ -1,9 +1,12 @@
+//go:build linux
+
 package agent
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -166,11 +169,11 @@ func (t *tracer) createFlags(b Backend, fam uint8) (map[string]string, error) {
 	if b != BackendNft {
 		return flags, nil
 	}
-	n, err := t.h.nfnl()
+	n, err := t.h.nftables()
 	if err != nil {
 		return nil, err
 	}
-	chains, ok, err := n.chains(fam, "raw")
+	chains, ok, err := n.Chains(fam, "raw")
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +197,7 @@ func (t *tracer) readBack() error {
 		chain string
 	}
 	listed := map[key][]string{}
-	handles := map[key][]nftRule{}
+	handles := map[key][]kernel.NftRule{}
 	for _, r := range t.rules {
 		k := key{r.Backend, r.Family, r.Chain}
 		if _, ok := listed[k]; !ok {
@@ -208,11 +211,11 @@ func (t *tracer) readBack() error {
 			}
 			listed[k] = lines
 			if r.Backend == BackendNft {
-				n, err := t.h.nfnl()
+				n, err := t.h.nftables()
 				if err != nil {
 					return err
 				}
-				if handles[k], err = n.rules(r.Family, "raw", r.Chain); err != nil {
+				if handles[k], err = n.Rules(r.Family, "raw", r.Chain); err != nil {
 					return err
 				}
 			}
@@ -381,11 +384,11 @@ func dropCreated(ctx context.Context, h *Host, created map[rawChain]string) erro
 		if !strings.ContainsRune(flags, flagCreatedChain) {
 			continue
 		}
-		n, err := h.nfnl()
+		n, err := h.nftables()
 		if err != nil {
 			return err
 		}
-		rs, err := n.rules(rc.fam, "raw", rc.chain)
+		rs, err := n.Rules(rc.fam, "raw", rc.chain)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -399,11 +402,11 @@ func dropCreated(ctx context.Context, h *Host, created map[rawChain]string) erro
 		}
 	}
 	for fam := range tables {
-		n, err := h.nfnl()
+		n, err := h.nftables()
 		if err != nil {
 			return err
 		}
-		chains, ok, err := n.chains(fam, "raw")
+		chains, ok, err := n.Chains(fam, "raw")
 		if err != nil {
 			errs = append(errs, err)
 			continue

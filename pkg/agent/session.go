@@ -1,3 +1,5 @@
+//go:build linux
+
 package agent
 
 import (
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/explain"
+	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
 	"github.com/svctrace/kubectl-svctrace/pkg/rules"
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
@@ -120,7 +123,7 @@ type session struct {
 	index     map[Backend]*atomic.Pointer[rules.Index]
 	live      *liveExplainer
 	// fromNS is the network namespace --probe-from-ip connects from.
-	fromNS    *podNetns
+	fromNS    *kernel.Netns
 	snapReady chan struct{}
 	packets   chan pktItem
 	emitted   atomic.Int64
@@ -139,7 +142,7 @@ func (s *session) run(parent context.Context) (err error) {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	s.cancel = cancel
-	s.bootWall = time.Now().Add(-monotonic())
+	s.bootWall = time.Now().Add(-kernel.Monotonic())
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -212,11 +215,11 @@ func (s *session) traceSession(ctx context.Context) (removed int, err error) {
 	if s.cfg.ProbeFrom.IsValid() {
 		// Found before any rule is added: a pod that is not on this
 		// node fails the session while it has changed nothing.
-		if s.fromNS, err = findNetnsByIP(s.h.ProcRoot, s.cfg.ProbeFrom); err != nil {
+		if s.fromNS, err = kernel.FindNetnsByAddr(s.h.ProcRoot, s.cfg.ProbeFrom); err != nil {
 			return 0, fmt.Errorf("--probe-from-ip: %w", err)
 		}
 		defer s.fromNS.Close()
-		s.log.Printf("probing from %s: the network namespace of pid %d", s.cfg.ProbeFrom, s.fromNS.pid)
+		s.log.Printf("probing from %s: the network namespace of pid %d", s.cfg.ProbeFrom, s.fromNS.PID)
 	}
 	v4, v6 := s.cfg.families()
 	var want, optional []uint8
@@ -258,13 +261,14 @@ func (s *session) traceSession(ctx context.Context) (removed int, err error) {
 	// first (no new traces), sources last (what the kernel queued before
 	// is still read).
 	rulesDone, restDone := false, false
-	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer ccancel()
 	removeRules := func() (int, error) {
 		if rulesDone || s.tr == nil {
 			return 0, nil
 		}
 		rulesDone = true
+		// The cleanup's time starts now, not with the session.
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer ccancel()
 		return s.tr.remove(cctx)
 	}
 	finish := func() error {
@@ -468,7 +472,7 @@ func (s *session) chooseSources() ([]Source, error) {
 		return k
 	}
 	nftrace := func() Source {
-		n := NewNftraceSource()
+		n := &nftraceSource{}
 		n.RcvBuf = s.cfg.NetlinkRcvBuf
 		if s.opts.NftRcvBuf != 0 {
 			n.RcvBuf = s.opts.NftRcvBuf
@@ -616,7 +620,7 @@ func (s *session) tickLoop(ctx context.Context) {
 		case now := <-t.C:
 			for _, p := range s.pipes {
 				p.mu.Lock()
-				p.g.Tick(monotonic())
+				p.g.Tick(kernel.Monotonic())
 				p.mu.Unlock()
 			}
 			// Lost records at most once a second: a flood must not
@@ -740,16 +744,25 @@ func (s *session) watchLoop(ctx context.Context) {
 			}
 		}
 		if changed {
-			missing, err := s.tr.missing(ctx)
-			if err != nil && ctx.Err() == nil {
-				s.warn(fmt.Sprintf("checking the TRACE rules: %v", err))
-			}
-			if len(missing) > 0 && ctx.Err() == nil {
+			// A restore can land between the listings of two chains:
+			// check again after inserting, until nothing is missing.
+			reinserted := 0
+			for range 3 {
+				missing, err := s.tr.missing(ctx)
+				if err != nil && ctx.Err() == nil {
+					s.warn(fmt.Sprintf("checking the TRACE rules: %v", err))
+				}
+				if len(missing) == 0 || ctx.Err() != nil {
+					break
+				}
 				if err := s.tr.reinstall(ctx, missing); err != nil {
 					s.cancel(fmt.Errorf("%d TRACE rule(s) were removed by someone else and could not be inserted again: %w", len(missing), err))
 					return
 				}
-				s.warn(fmt.Sprintf("%d TRACE rule(s) were removed (a restore of the raw table?); inserted them again: packets in between were not traced", len(missing)))
+				reinserted += len(missing)
+			}
+			if reinserted > 0 {
+				s.warn(fmt.Sprintf("%d TRACE rule(s) were removed (a restore of the raw table?); inserted them again: packets in between were not traced", reinserted))
 				for _, p := range s.pipes {
 					p.setHandles(s.tr.nftHandles())
 				}
@@ -791,16 +804,16 @@ func (s *session) watchLoop(ctx context.Context) {
 
 func (s *session) fingerprint(b Backend) (uint64, error) {
 	if b == BackendNft {
-		n, err := s.h.nfnl()
+		n, err := s.h.nftables()
 		if err != nil {
 			return 0, err
 		}
-		g, err := n.genID()
+		g, err := n.GenID()
 		return uint64(g), err
 	}
 	var sum uint64
 	for _, f := range s.det.Families {
-		fp, err := legacyFingerprint(s.h.ProcRoot, f.Family)
+		fp, err := kernel.LegacyFingerprint(s.h.ProcRoot, f.Family)
 		if err != nil {
 			return 0, err
 		}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package agent
 
 import (
@@ -451,11 +453,11 @@ var iptablesTables = []string{"raw", "mangle", "nat", "filter", "security"}
 // is not. It returns the rules as iptables-save text and the same chains as
 // `nft -a list chain` text, whose handles the kernel's trace events name.
 func (s *snapshotter) fetchNftIptables(ctx context.Context, fam uint8, rel relevance) (save, nft []byte, err error) {
-	n, err := s.h.nfnl()
+	n, err := s.h.nftables()
 	if err != nil {
 		return nil, nil, err
 	}
-	tables, err := n.tables(fam)
+	tables, err := n.Tables(fam)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -465,7 +467,7 @@ func (s *snapshotter) fetchNftIptables(ctx context.Context, fam uint8, rel relev
 		if !contains(tables, table) {
 			continue
 		}
-		chains, ok, err := n.chains(fam, table)
+		chains, ok, err := n.Chains(fam, table)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -1,10 +1,11 @@
+//go:build linux
+
 package agent
 
 import (
 	"context"
-	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
 )
@@ -26,13 +27,8 @@ type Source interface {
 	Close() error
 }
 
-// monotonic returns CLOCK_MONOTONIC: the clock of kernel log timestamps,
-// used to stamp nftables trace events (which carry no time) and to Tick the
-// grouper on the same time line as the events.
-func monotonic() time.Duration {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return time.Duration(ts.Nano())
-}
+// nftraceSource is the nftables trace socket (package kernel) as a Source.
+type nftraceSource struct{ kernel.TraceSocket }
+
+// Name implements Source.
+func (*nftraceSource) Name() string { return SourceNftrace }

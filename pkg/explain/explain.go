@@ -58,12 +58,17 @@ func explainPacket(rec *record.Packet, p *trace.Packet, hooks []string, facts *p
 	parts = append(parts, rec.Verdict)
 	ex.Summary = strings.Join(parts, "; ")
 
-	switch rec.Verdict {
-	case record.VerdictDrop, record.VerdictReject:
+	switch {
+	case rec.Live != nil && rec.Live.Route != nil:
+		ex.Reason = routeReason(rec.Live.Route)
+	case rec.Verdict == record.VerdictDrop, rec.Verdict == record.VerdictReject:
 		h := rec.Hops[rec.VerdictHop]
 		ex.Reason = fmt.Sprintf("%s:%s: %s", h.Table, h.Chain, h.Meaning)
-	case record.VerdictUnknown:
+	case rec.Verdict == record.VerdictUnknown:
 		ex.Reason = stopReason(rec, p, hooks)
+	}
+	if rec.Live != nil {
+		ex.Notes = append(ex.Notes, liveNotes(rec.Live)...)
 	}
 	return ex
 }

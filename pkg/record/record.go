@@ -83,6 +83,9 @@ type Packet struct {
 	// whose other half no traced node reported: it was addressed to the
 	// endpoint itself, not to the Service (or came from an untraced node).
 	DirectToEndpoint bool `json:"direct_to_endpoint,omitempty"`
+	// Live is what the node's kernel said about the packet besides its
+	// trace (live mode, when there is something to say).
+	Live *Live `json:"live,omitempty"`
 }
 
 // Which TRACE rule caught a packet (Packet.TracedBy).
@@ -128,6 +131,57 @@ type Crossing struct {
 	// Hop is the index in Packet.Hops of the first hop on To (-1 when it
 	// did not arrive).
 	Hop int `json:"hop"`
+}
+
+// Live holds the facts the agent reads from the node's kernel for one
+// packet; package explain words them.
+type Live struct {
+	// Route is the kernel's routing decision for a packet whose trace
+	// stops after PREROUTING.
+	Route *RouteCheck `json:"route,omitempty"`
+	// RouteError says why that route could not be looked up.
+	RouteError string `json:"route_error,omitempty"`
+	// MasqueradeIface is the interface a MASQUERADE took the packet's new
+	// source from; MasqueradeSource is that address, or MasqueradeError
+	// says why it could not be read.
+	MasqueradeIface  string `json:"masquerade_iface,omitempty"`
+	MasqueradeSource string `json:"masquerade_source,omitempty"`
+	MasqueradeError  string `json:"masquerade_error,omitempty"`
+}
+
+// RouteLookup is one route lookup asked of the node's kernel (rtnetlink
+// RTM_GETROUTE, what `ip route get` asks) and its answer.
+type RouteLookup struct {
+	// The lookup: source and destination addresses, the interface the
+	// packet came in on (a lookup for a received packet) and its mark in
+	// hex.
+	Src  string `json:"src,omitempty"`
+	Dst  string `json:"dst"`
+	In   string `json:"in,omitempty"`
+	Mark string `json:"mark,omitempty"`
+	// Route is the route found, as `ip route get` prints it
+	// ("10.0.1.12 via 10.0.0.1 dev eth0", "local 10.0.1.12 dev lo"); Dev
+	// is the interface it leaves through.
+	Route string `json:"route,omitempty"`
+	Dev   string `json:"dev,omitempty"`
+	// Error is the kernel's refusal in its own words ("invalid
+	// cross-device link", "network is unreachable"), Errno its name
+	// (EXDEV, EINVAL, ENETUNREACH, ...); both empty when a route was found.
+	Error string `json:"error,omitempty"`
+	Errno string `json:"errno,omitempty"`
+}
+
+// RouteCheck is the routing decision for a received packet, with what
+// tells the reverse-path filter from other refusals.
+type RouteCheck struct {
+	RouteLookup
+	// RPFilter holds net.ipv4.conf.{all,IN}.rp_filter as read on the node
+	// (the kernel applies the larger).
+	RPFilter map[string]int `json:"rp_filter,omitempty"`
+	// Back is the route back to the source, looked up when the kernel
+	// refused an IPv4 packet with EXDEV or EINVAL (what the reverse-path
+	// filter answers).
+	Back *RouteLookup `json:"back,omitempty"`
 }
 
 // Hop is one step of a packet's path through the rules.

@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -50,17 +49,6 @@ func benchCorpus(tb testing.TB, copies int) [][]byte {
 		}
 	}
 	return out
-}
-
-// threadCPU returns the CPU time the calling OS thread has used (0 where
-// RUSAGE_THREAD is not available).
-func threadCPU() time.Duration {
-	const rusageThread = 1
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(rusageThread, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // bumpField adds delta (mod m) to the decimal value after key.
