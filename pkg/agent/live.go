@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/svctrace/kubectl-svctrace/pkg/explain"
 	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
@@ -68,12 +67,12 @@ func (l *liveExplainer) conn() (*kernel.Rtnl, error) {
 	return l.r, l.dialErr
 }
 
-// explain reads the live facts about rec, the record of p, and has package
-// explain add them. What could not be read is a fact too: the offline
-// explanation stays.
-func (l *liveExplainer) explain(rec *record.Packet, p *trace.Packet) {
-	if rec.Explain == nil || len(p.Hops) == 0 || len(p.Hops) != len(rec.Hops) {
-		return
+// facts reads what the node can say about rec, the annotated record of p
+// (explain.AnnotateLive's live): nil when there is nothing. What could not
+// be read is a fact too: the offline explanation stays.
+func (l *liveExplainer) facts(rec *record.Packet, p *trace.Packet) *record.Live {
+	if len(p.Hops) == 0 || len(p.Hops) != len(rec.Hops) {
+		return nil
 	}
 	var live record.Live
 	if rec.Verdict == record.VerdictUnknown && p.Hops[len(p.Hops)-1].Hook == "PREROUTING" {
@@ -107,9 +106,10 @@ func (l *liveExplainer) explain(rec *record.Packet, p *trace.Packet) {
 		}
 		break
 	}
-	if live != (record.Live{}) {
-		explain.WithLive(rec, p, live)
+	if live == (record.Live{}) {
+		return nil
 	}
+	return &live
 }
 
 // routingQuery is the lookup the kernel made for p after nat PREROUTING:

@@ -158,8 +158,10 @@ func TestLiveRouteCheck(t *testing.T) {
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("route check (-want +got):\n%s", diff)
 			}
-			rec := record.Packet{Verdict: record.VerdictUnknown, VerdictHop: -1, Explain: &record.Explain{}}
-			explain.WithLive(&rec, &trace.Packet{}, record.Live{Route: &got})
+			// The packet the lookup was for: its trace stops in nat PREROUTING.
+			p := trace.Packet{First: trace.Header{Family: 4, Src: tt.q.Src, Dst: tt.q.Dst, In: tt.q.IIf}}
+			p.Hops = []trace.Hop{{Table: "nat", Chain: "PREROUTING", Kind: trace.KindPolicy, Hook: "PREROUTING", Header: p.First}}
+			rec := explain.AnnotateLive(&p, nil, func(*record.Packet) *record.Live { return &record.Live{Route: &got} })
 			if !strings.HasPrefix(rec.Explain.Reason, tt.reason) || !strings.Contains(rec.Explain.Reason, tt.command) {
 				t.Errorf("reason %q, want it to start with %q and hold %q", rec.Explain.Reason, tt.reason, tt.command)
 			}

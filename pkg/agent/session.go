@@ -650,8 +650,7 @@ func (s *session) writePackets(ctx context.Context) {
 			continue
 		}
 		ix := s.waitIndex(ctx, it.backend)
-		rec := explain.Annotate(it.p, ix)
-		s.live.explain(&rec, it.p)
+		rec := explain.AnnotateLive(it.p, ix, func(r *record.Packet) *record.Live { return s.live.facts(r, it.p) })
 		rec.Node = s.cfg.Node
 		if it.p.Start > 0 {
 			rec.Time = s.bootWall.Add(it.p.Start).UTC().Format(time.RFC3339Nano)

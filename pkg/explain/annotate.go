@@ -26,6 +26,14 @@ const (
 // snapshot): the bare path is still produced, rule text comes from the trace
 // where it carries it, and NAT is inferred from address changes.
 func Annotate(p *trace.Packet, ix *rules.Index) record.Packet {
+	return AnnotateLive(p, ix, nil)
+}
+
+// AnnotateLive is Annotate for the live agent: live, when not nil, gets the
+// annotated record (path, NAT, verdict) and returns what the node's kernel
+// says about the packet besides its trace (nil: nothing); the explanation
+// is written from those facts too (live.go).
+func AnnotateLive(p *trace.Packet, ix *rules.Index, live func(*record.Packet) *record.Live) record.Packet {
 	fam := p.First.Family
 	rec := record.Packet{
 		Type:       record.TypePacket,
@@ -61,6 +69,11 @@ func Annotate(p *trace.Packet, ix *rules.Index) record.Packet {
 		rec.Hops[i].Meaning = a.meaning(i, a.rules[i])
 	}
 	a.decide()
+	if live != nil {
+		if l := live(&rec); l != nil {
+			withLive(&rec, l)
+		}
+	}
 	rec.Explain = explainPacket(&rec, p, a.hooks, &a.facts)
 	a.policyChecks()
 	return rec

@@ -7,16 +7,14 @@ import (
 	"strings"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
-	"github.com/svctrace/kubectl-svctrace/pkg/trace"
 )
 
-// WithLive adds to the record of p what the live agent read from the node's
-// kernel (record.Live: the routing decision for a packet whose trace stops
-// after PREROUTING, the address a MASQUERADE gave the packet) and writes the
-// explanation again from all the facts: a refused route makes the verdict
-// DROP, a masquerade address is the source the endpoint sees.
-func WithLive(rec *record.Packet, p *trace.Packet, live record.Live) {
-	rec.Live = &live
+// withLive puts the live facts on rec and what follows from them on the
+// record: a refused route makes the verdict DROP, a masquerade address is
+// the new source. The explanation written after it words them
+// (routeReason, liveNotes).
+func withLive(rec *record.Packet, live *record.Live) {
+	rec.Live = live
 	if rc := live.Route; rc != nil && rc.Error != "" {
 		rec.Verdict = record.VerdictDrop
 	}
@@ -28,11 +26,6 @@ func WithLive(rec *record.Packet, p *trace.Packet, live record.Live) {
 			}
 		}
 	}
-	hooks := make([]string, len(p.Hops))
-	for i := range p.Hops {
-		hooks[i] = p.Hops[i].Hook
-	}
-	rec.Explain = explainPacket(rec, p, hooks)
 }
 
 // routeCause is what a route check says about a packet.

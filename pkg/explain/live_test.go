@@ -14,6 +14,13 @@ func lookup(src, dst, in, mark string) record.RouteLookup {
 	return record.RouteLookup{Src: src, Dst: dst, In: in, Mark: mark}
 }
 
+// explainLive applies live facts and explains rec, as AnnotateLive does
+// after the path is annotated.
+func explainLive(rec *record.Packet, l *record.Live) {
+	withLive(rec, l)
+	rec.Explain = explainPacket(rec, &trace.Packet{}, nil, &pathFacts{})
+}
+
 func TestWithLiveRoute(t *testing.T) {
 	refused := func(l record.RouteLookup, err, errno string) record.RouteLookup {
 		l.Error, l.Errno = err, errno
@@ -51,9 +58,9 @@ func TestWithLiveRoute(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			rec := record.Packet{Service: "a/b", Verdict: record.VerdictUnknown, VerdictHop: -1, Explain: &record.Explain{Summary: "Service a/b; UNKNOWN"}}
+			rec := record.Packet{Service: "a/b", Verdict: record.VerdictUnknown, VerdictHop: -1}
 			rc := c.rc
-			WithLive(&rec, &trace.Packet{}, record.Live{Route: &rc})
+			explainLive(&rec, &record.Live{Route: &rc})
 			if rec.Verdict != c.wantVerdict {
 				t.Errorf("verdict %q, want %q", rec.Verdict, c.wantVerdict)
 			}
@@ -80,9 +87,9 @@ func TestWithLiveMasqueradeSource(t *testing.T) {
 		return []record.NAT{{Kind: "DNAT", Chain: "KUBE-SEP-X", To: "10.244.0.5:80"}, {Kind: "MASQUERADE", Chain: "KUBE-POSTROUTING", To: masqTo}}
 	}
 	rec := record.Packet{Src: "10.199.0.1:5000", Dst: "10.96.0.10:80", Verdict: record.VerdictAccept, VerdictHop: -1, NAT: nat(""),
-		Hops:    []record.Hop{{Table: "nat", Chain: "POSTROUTING", Out: "cni0"}},
-		Explain: &record.Explain{Notes: []string{"the endpoint sees the node's address on cni0, not the client's 10.199.0.1"}}}
-	WithLive(&rec, &trace.Packet{}, record.Live{MasqueradeIface: "cni0", MasqueradeSource: "10.244.0.1"})
+		Hops: []record.Hop{{Table: "nat", Chain: "POSTROUTING", Out: "cni0"}},
+	}
+	explainLive(&rec, &record.Live{MasqueradeIface: "cni0", MasqueradeSource: "10.244.0.1"})
 	want := record.Packet{Src: "10.199.0.1:5000", Dst: "10.96.0.10:80", Verdict: record.VerdictAccept, VerdictHop: -1, NAT: nat("10.244.0.1"),
 		Hops: []record.Hop{{Table: "nat", Chain: "POSTROUTING", Out: "cni0"}},
 		Explain: &record.Explain{
@@ -97,7 +104,7 @@ func TestWithLiveMasqueradeSource(t *testing.T) {
 	t.Run("address unreadable: the offline note stays, the failure is said", func(t *testing.T) {
 		rec := record.Packet{Src: "10.199.0.1:5000", Dst: "10.96.0.10:80", Verdict: record.VerdictAccept, VerdictHop: -1, NAT: nat(""),
 			Hops: []record.Hop{{Table: "nat", Chain: "POSTROUTING", Out: "cni0"}}}
-		WithLive(&rec, &trace.Packet{}, record.Live{MasqueradeIface: "cni0", MasqueradeError: "cni0 has no global IPv4 address"})
+		explainLive(&rec, &record.Live{MasqueradeIface: "cni0", MasqueradeError: "cni0 has no global IPv4 address"})
 		want := []string{
 			"the endpoint sees the node's address on cni0, not the client's 10.199.0.1",
 			"could not read the masquerade address of cni0: cni0 has no global IPv4 address",

@@ -31,7 +31,7 @@ type textCase struct {
 	o                           TextOptions
 	// route, when set, is the node's routing answer the live agent adds
 	// to a packet whose trace stops after PREROUTING.
-	route *explain.RouteCheck
+	route *record.RouteCheck
 }
 
 var textCases = []textCase{
@@ -43,9 +43,9 @@ var textCases = []textCase{
 	{name: "node-to-svc.nftmode.txt", trace: "node-to-svc.nftmode.nftmon.txt", rules: "node-to-svc.nftmode.ruleset.txt"},
 	{name: "gw-to-nodeport.legacy.txt", trace: "local-gw-to-nodeport.legacy.kmsg.txt", rules: "local-gw-to-nodeport.legacy.rules.txt"},
 	{name: "pod-to-noendpoints.legacy.txt", trace: "local-pod-to-noendpoints.legacy.kmsg.txt", rules: "local-pod-to-noendpoints.legacy.rules.txt"},
-	{name: "rpfilter-drop.kernlog.txt", trace: "seed-001-kernlog.txt", route: &explain.RouteCheck{
-		Command: "ip route get from 192.168.235.13 to 10.0.1.12 iif enp5s0", Err: "invalid cross-device link", Errno: "EXDEV",
-		InIface: "enp5s0", RPFilter: map[string]int{"all": 1, "enp5s0": 0},
+	{name: "rpfilter-drop.kernlog.txt", trace: "seed-001-kernlog.txt", route: &record.RouteCheck{
+		RouteLookup: record.RouteLookup{Src: "192.168.235.13", Dst: "10.0.1.12", In: "enp5s0", Error: "invalid cross-device link", Errno: "EXDEV"},
+		RPFilter:    map[string]int{"all": 1, "enp5s0": 0},
 	}},
 }
 
@@ -92,10 +92,12 @@ func packets(t *testing.T, c textCase) []record.Packet {
 		Ordered: true,
 		Ending:  explain.Ending(ix),
 		Emit: func(p *trace.Packet) {
-			rec := explain.Annotate(p, ix)
-			if last := len(rec.Hops) - 1; c.route != nil && last >= 0 && rec.Verdict == record.VerdictUnknown && rec.Hops[last].Hook == "PREROUTING" {
-				explain.WithRoute(&rec, *c.route)
-			}
+			rec := explain.AnnotateLive(p, ix, func(rec *record.Packet) *record.Live {
+				if last := len(rec.Hops) - 1; c.route != nil && last >= 0 && rec.Verdict == record.VerdictUnknown && rec.Hops[last].Hook == "PREROUTING" {
+					return &record.Live{Route: c.route}
+				}
+				return nil
+			})
 			out = append(out, rec)
 		},
 	}); err != nil {
