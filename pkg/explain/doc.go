@@ -2,5 +2,8 @@
 // each hop with the rule from a ruleset snapshot and what the rule means,
 // derives the NAT applied, the Service and endpoint, the verdict and which
 // hop decided it, and says in plain words why the packet ended as it did.
+// It derives the NetworkPolicy checks a packet went through (which plugin,
+// pod, direction, policies, admitted or refused) and words them, also from
+// the cluster's policy objects pkg/kube matched (WithPolicyMatches).
 // It also aggregates packets into a session summary.
 package explain

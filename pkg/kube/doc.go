@@ -3,7 +3,9 @@
 // to trace on (ChooseNodes), builds the privileged agent pod (AgentPod, a
 // pure function), and runs live sessions: it creates the agent pods, waits
 // for them, streams their NDJSON records, names what it can (nodes, endpoint
-// pods, Services) and always deletes the pods again (Tracer, Cleanup).
+// pods, Services, and what the cluster's NetworkPolicies say about a
+// packet's policy checks: Policies) and always deletes the pods again
+// (Tracer, Cleanup).
 //
 // It talks to the API server only through kubernetes.Interface (so unit
 // tests use fake.NewClientset) and a small PodIO seam for the pod's log and

@@ -11,6 +11,13 @@
 // braces, a truncated listing); options and statements it does not know are
 // not errors, they are simply not extracted.
 //
+// It also reads what network plugins' NetworkPolicy rules say
+// (PolicyRuleFact, FirewallPolicies): kube-router's KUBE-ROUTER-*,
+// KUBE-POD-FW-* and KUBE-NWPLCY-* chains and their comments, the ipset names
+// kube-router hashes from a policy's rules (KubeRouterPolicySet), Calico's
+// cali-* chains, tiers and policy comments (and its workload interface
+// names), Cilium's CILIUM_* chains.
+//
 // The package states facts about rules (target, jump, comment, NAT address,
-// Service, endpoint); pkg/explain turns them into words.
+// Service, endpoint, policy role); pkg/explain turns them into words.
 package rules
