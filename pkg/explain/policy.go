@@ -234,6 +234,11 @@ func (a *annotator) policyChecks() {
 		switch f.Role {
 		case rules.PolicyJump:
 			if p := a.policyName(h, a.rules[i], f); p != "" {
+				if !strings.Contains(p, "/") && f.CNI == rules.CNIKubeRouter && c.Pod != "" {
+					// kube-router before v2.11 names only the policy: it
+					// is in the pod's namespace.
+					p = namespaceOf(c.Pod) + "/" + p
+				}
 				c.Policies = appendNew(c.Policies, p)
 			}
 		case rules.PolicyNoPolicy, rules.PolicyProfile:

@@ -143,7 +143,15 @@ func refresh(rec *record.Packet) {
 		}
 	}
 	ex.Notes = notes
+	// The refusal decides; else the last policy that admitted the packet;
+	// else the last check.
 	decisive := len(ex.Policies) - 1
+	for i := len(ex.Policies) - 1; i >= 0; i-- {
+		if ex.Policies[i].Effect == record.PolicyAdmitted {
+			decisive = i
+			break
+		}
+	}
 	for i, c := range ex.Policies {
 		if c.Effect == record.PolicyRefused || c.Effect == record.PolicyNotReady {
 			decisive = i

@@ -15,6 +15,7 @@ var policyCases = []goldenCase{
 	{"calico-pod-to-svc.legacy", "calico-pod-to-svc.legacy.kmsg.txt", []string{"calico-pod-to-svc.legacy.rules.txt"}},
 	{"calico-pod-to-svc.legacy.norules", "calico-pod-to-svc.legacy.kmsg.txt", nil},
 	{"cilium-pod-to-svc.legacy", "cilium-pod-to-svc.legacy.kmsg.txt", []string{"cilium-pod-to-svc.legacy.rules.txt"}},
+	{"kuberouter-pod-to-svc.legacy", "kuberouter-pod-to-svc.legacy.kmsg.txt", []string{"kuberouter-pod-to-svc.legacy.rules.txt"}},
 }
 
 func init() { goldenCases = append(goldenCases, policyCases...) }
@@ -80,6 +81,36 @@ func TestPolicyKeyFacts(t *testing.T) {
 			t.Errorf("notes %q do not name the DNS proxy", ps[1].Explain.Notes)
 		}
 	})
+}
+
+func TestPolicyKubeRouter(t *testing.T) {
+	ps := capture(t, "kuberouter-pod-to-svc.legacy")
+	refused, admitted := ps[0], ps[1]
+	want := &record.PolicyCheck{
+		CNI: "kube-router", Direction: "ingress", Pod: "svctrace-np/np-web", Effect: record.PolicyRefused,
+		Namespace: "svctrace-np", Name: "allow-frontend", Policies: []string{"svctrace-np/allow-frontend"},
+		Chain: "KUBE-POD-FW-Q3VXZ6J2T4K7M2LA", Hop: refused.VerdictHop, Peer: "10.244.0.12",
+	}
+	if refused.Verdict != record.VerdictReject {
+		t.Errorf("verdict %s, want REJECT", refused.Verdict)
+	}
+	if diff := cmp.Diff(want, refused.Explain.Policy); diff != "" {
+		t.Errorf("explain.policy (-want +got):\n%s", diff)
+	}
+	// Admitted: the policy rule named; the bridged packet's second pass
+	// through the same chain is one decision; the client's egress has no
+	// policy.
+	var got []string
+	for _, c := range admitted.Explain.Policies {
+		got = append(got, c.Direction+" "+c.Pod+" "+c.Effect+" "+c.Name)
+	}
+	wantChecks := []string{"ingress svctrace-np/np-web admitted allow-frontend", "egress svctrace-np/frontend-local no-policy "}
+	if diff := cmp.Diff(wantChecks, got); diff != "" {
+		t.Errorf("checks (-want +got):\n%s", diff)
+	}
+	if admitted.Verdict != record.VerdictAccept || admitted.Explain.Policy.Name != "allow-frontend" || admitted.Explain.Policy.Match != "pods" {
+		t.Errorf("verdict %s, policy %+v", admitted.Verdict, admitted.Explain.Policy)
+	}
 }
 
 func TestPolicyDropsInSummary(t *testing.T) {
