@@ -97,6 +97,9 @@ func (a *annotator) policyMeaning(i int, r *rules.Rule) string {
 		case f.Iface != "" && f.Direction == rules.DirEgress:
 			return fmt.Sprintf("traffic from the pod on %s: check its policies (egress)", f.Iface)
 		}
+		if f.Direction != "" {
+			return "a pod's firewall: check its NetworkPolicies (" + f.Direction + ")"
+		}
 		return "a pod's firewall: check its NetworkPolicies"
 	case rules.PolicyNoPolicy:
 		if f.Direction != "" {

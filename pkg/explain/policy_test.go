@@ -16,6 +16,9 @@ var policyCases = []goldenCase{
 	{"calico-pod-to-svc.legacy.norules", "calico-pod-to-svc.legacy.kmsg.txt", nil},
 	{"cilium-pod-to-svc.legacy", "cilium-pod-to-svc.legacy.kmsg.txt", []string{"cilium-pod-to-svc.legacy.rules.txt"}},
 	{"kuberouter-pod-to-svc.legacy", "kuberouter-pod-to-svc.legacy.kmsg.txt", []string{"kuberouter-pod-to-svc.legacy.rules.txt"}},
+	// Real kernel, iptables-nft, kube-router v2.1 rule shapes (netns-kuberouter.sh).
+	{"netns-kuberouter.nft.xtmon", "netns-kuberouter.nft.xtmon.txt", []string{"netns-kuberouter.nft.rules.txt", "netns-kuberouter.nft.ruleset.txt"}},
+	{"netns-kuberouter.nft.nftmon", "netns-kuberouter.nft.nftmon.txt", []string{"netns-kuberouter.nft.rules.txt", "netns-kuberouter.nft.ruleset.txt"}},
 }
 
 func init() { goldenCases = append(goldenCases, policyCases...) }
@@ -110,6 +113,32 @@ func TestPolicyKubeRouter(t *testing.T) {
 	}
 	if admitted.Verdict != record.VerdictAccept || admitted.Explain.Policy.Name != "allow-frontend" || admitted.Explain.Policy.Match != "pods" {
 		t.Errorf("verdict %s, policy %+v", admitted.Verdict, admitted.Explain.Policy)
+	}
+}
+
+func TestPolicyRealKernel(t *testing.T) {
+	for _, name := range []string{"netns-kuberouter.nft.xtmon", "netns-kuberouter.nft.nftmon"} {
+		ps := capture(t, name)
+		// The client without the ipset entry sent its SYN twice; both refused.
+		var verdicts []string
+		for _, p := range ps {
+			verdicts = append(verdicts, p.Verdict)
+		}
+		if diff := cmp.Diff([]string{"REJECT", "REJECT", "ACCEPT"}, verdicts); diff != "" {
+			t.Errorf("%s: verdicts (-want +got):\n%s", name, diff)
+		}
+		if c := ps[0].Explain.Policy; c == nil || c.Effect != record.PolicyRefused || c.Name != "allow-frontend" || c.Pod != "svctrace-np/np-web" {
+			t.Errorf("%s: refusal %+v, want allow-frontend at svctrace-np/np-web", name, c)
+		}
+		if c := ps[2].Explain.Policy; c == nil || c.Effect != record.PolicyAdmitted {
+			t.Errorf("%s: admission %+v", name, c)
+		}
+	}
+	// xtables-monitor prints the iptables rules: the direction and the
+	// admitting rule's policy come from their comments.
+	p := capture(t, "netns-kuberouter.nft.xtmon")[2]
+	if c := p.Explain.Policy; c.Direction != "ingress" || c.Name != "allow-frontend" || c.Match != "pods" {
+		t.Errorf("xtables-monitor admission %+v, want ingress by allow-frontend's pods rule", c)
 	}
 }
 

@@ -165,11 +165,7 @@ func readOptions(r *Rule) ruleOptions {
 	o := ruleOptions{target: strings.ToUpper(r.Target), jump: r.Jump}
 	s := r.Text
 	if !strings.HasPrefix(s, "-A ") {
-		// nft: only the comment is read (kube-router's nftables mode and
-		// iptables-nft rules listed by nft carry the same comments).
-		if r.Comment != "" {
-			o.comments = []string{r.Comment}
-		}
+		readNftOptions(r, &o)
 		return o
 	}
 	negate := false
@@ -223,6 +219,36 @@ func Comments(r *Rule) []string {
 		return nil
 	}
 	return readOptions(r).comments
+}
+
+// readNftOptions reads an nft rule's comment, addresses and marks, as nft
+// lists iptables-nft rules ("meta mark set mark or 0x10000", "meta mark &
+// 0x00010000 != 0x00010000", "ip daddr 10.244.0.5") and native ones.
+func readNftOptions(r *Rule, o *ruleOptions) {
+	if r.Comment != "" {
+		o.comments = []string{r.Comment}
+	}
+	f := strings.Fields(r.Text)
+	for i := 0; i < len(f); i++ {
+		switch {
+		case i+2 < len(f) && (f[i] == "saddr" || f[i] == "daddr") && (f[i-1] == "ip" || f[i-1] == "ip6"):
+			if f[i] == "saddr" {
+				o.src = f[i+1]
+			} else {
+				o.dst = f[i+1]
+			}
+		case i+4 < len(f) && f[i] == "meta" && f[i+1] == "mark" && f[i+2] == "set" && f[i+3] == "mark" && f[i+4] == "or":
+			if i+5 < len(f) {
+				o.setMark = f[i+5] + "/" + f[i+5]
+			}
+		case i+5 < len(f) && f[i] == "meta" && f[i+1] == "mark" && f[i+2] == "&":
+			v := f[i+5] + "/" + f[i+3]
+			if f[i+4] == "!=" {
+				v = "!" + v
+			}
+			o.mark = v
+		}
+	}
 }
 
 // hasComment reports whether one of the rule's comments is c.

@@ -140,7 +140,7 @@ func kubeRouterFact(chain string, r *Rule, o *ruleOptions) (PolicyFact, bool) {
 		f.Role = PolicyLocalNode
 	case o.target == "ACCEPT" && markBit(o.mark, kubeRouterOKMark):
 		f.Role = PolicyAccept
-	case o.target == "MARK" && markBit(o.setMark, kubeRouterOKMark):
+	case markBit(o.setMark, kubeRouterOKMark):
 		f.Role = PolicyAdmit
 	case o.target == "RETURN" && cf.Role == PolicyEntry:
 		f.Role = PolicyBypass
