@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/rules"
 )
 
 // Backend is an iptables backend.
@@ -189,6 +191,19 @@ func Detect(ctx context.Context, h prober, want, optional []uint8) (Detection, e
 		}
 		if f.Legacy && f.Nft {
 			d.Warnings = append(d.Warnings, fmt.Sprintf("IPv%d: kube-proxy chains exist in both iptables-legacy and iptables-nft: tracing both backends", fam))
+		}
+		if f.Legacy && !f.Nft && contains(nftTables, "filter") {
+			// kube-proxy in legacy, a network plugin in iptables-nft (the
+			// local cluster's kube-router): its policy chains are not traced.
+			for _, e := range rules.FirewallEntryChains {
+				ok, err := h.nftChainExists(fam, "filter", e.Chain)
+				if err != nil {
+					return err
+				}
+				if ok {
+					d.Warnings = append(d.Warnings, fmt.Sprintf("IPv%d: %s's NetworkPolicy chains (%s) are in iptables-nft but kube-proxy's are in iptables-legacy, and only the legacy tables are traced: a packet a policy drops shows as a path that ends without a verdict; check `iptables-nft -S %s` on the node", fam, e.CNI, e.Chain, e.Chain))
+				}
+			}
 		}
 		if f.IPVS {
 			d.Warnings = append(d.Warnings, "kube-proxy runs in ipvs mode: IPVS picks the endpoint outside netfilter, so traces show the Service address up to INPUT and the endpoint only after IPVS rewrote it")

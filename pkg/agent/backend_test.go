@@ -79,7 +79,25 @@ func TestDetect(t *testing.T) {
 			wantBack: "legacy",
 			wantMode: ModeIptables,
 			// The canary in the small mangle table answers at once.
-			wantCalls: []string{"iptables-legacy -w -t mangle -S", "netlink: chain KUBE-PROXY-CANARY in ip4 mangle", "netlink: chain KUBE-SERVICES in ip4 nat"},
+			wantCalls: []string{"iptables-legacy -w -t mangle -S", "netlink: chain KUBE-PROXY-CANARY in ip4 mangle", "netlink: chain KUBE-SERVICES in ip4 nat",
+				// Is a network plugin's policy in the nft filter table?
+				"netlink: chain KUBE-ROUTER-FORWARD in ip4 filter", "netlink: chain cali-FORWARD in ip4 filter", "netlink: chain CILIUM_FORWARD in ip4 filter"},
+		},
+		{
+			name: "legacy kube-proxy, kube-router's policy chains in nft (the local cluster's legacy setup)",
+			node: fakeProber{
+				legacy: map[uint8][]string{4: {"mangle", "nat", "filter"}},
+				nft:    map[uint8][]string{4: {"mangle", "nat", "filter"}},
+				chains: map[string][]string{
+					"iptables-legacy mangle": {"KUBE-PROXY-CANARY"},
+					"iptables-nft filter":    {"KUBE-ROUTER-FORWARD", "KUBE-ROUTER-INPUT"},
+				},
+			},
+			want:     []uint8{4},
+			wantFam:  []FamilyDetection{{Family: 4, Legacy: true}},
+			wantBack: "legacy",
+			wantMode: ModeIptables,
+			wantWarn: "IPv4: kube-router's NetworkPolicy chains (KUBE-ROUTER-FORWARD) are in iptables-nft but kube-proxy's are in iptables-legacy",
 		},
 		{
 			name: "nft kube-proxy without a canary: KUBE-SERVICES in nat",

@@ -12,6 +12,15 @@ const (
 	CNICilium     = "cilium"
 )
 
+// FirewallEntryChains are the filter-table chains each plugin hangs its
+// NetworkPolicy enforcement on, by plugin: where they exist tells which
+// iptables backend holds a node's policy rules.
+var FirewallEntryChains = [...]struct{ CNI, Chain string }{
+	{CNIKubeRouter, kubeRouterForward},
+	{CNICalico, "cali-FORWARD"},
+	{CNICilium, "CILIUM_FORWARD"},
+}
+
 // Directions of a NetworkPolicy check, as the policy API names them:
 // ingress is traffic the selected pod receives, egress traffic it sends.
 const (
