@@ -42,13 +42,13 @@ func perServiceChainsIn(data []byte, nft bool) []string {
 	var out []string
 	forEachLine(data, func(line string) {
 		if nft {
-			if name, ok := nftChainStart(strings.TrimSpace(line)); ok && perServiceNft(name) {
+			if name, ok := nftChainStart(strings.TrimSpace(line)); ok && rules.NewReach(rules.NftSyntax, rules.Traced{}).PerService(name) {
 				out = append(out, name)
 			}
 			return
 		}
 		if strings.HasPrefix(line, ":") {
-			if c := firstField(line[1:]); perServiceIptables(c) {
+			if c := firstField(line[1:]); rules.NewReach(rules.IptablesSyntax, rules.Traced{}).PerService(c) {
 				out = append(out, c)
 			}
 		}
@@ -61,7 +61,7 @@ func TestPruneIptablesSave(t *testing.T) {
 	tests := []struct {
 		name    string
 		capture string
-		rel     relevance
+		traced  rules.Traced
 		extra   []string
 		want    []string // per-Service chains kept
 		wantAll bool     // nothing pruned
@@ -69,32 +69,32 @@ func TestPruneIptablesSave(t *testing.T) {
 		{
 			name:    "ClusterIP keeps its service and endpoint chains only",
 			capture: "node-to-svc.legacy.rules.txt",
-			rel:     relevance{dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.173.227:80")}, proto: "tcp"},
+			traced:  rules.Traced{Dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.173.227:80")}, Proto: "tcp"},
 			want:    []string{"KUBE-SEP-4VYPMJP5OIECG6XZ", "KUBE-SEP-CDTZ4LIGVJRJUPAW", "KUBE-SEP-TJXBIUI2E22QKLD4", "KUBE-SVC-XJWXQFJLXSXKRMSG"},
 		},
 		{
 			name:    "the kubernetes Service",
 			capture: "node-to-svc.legacy.rules.txt",
-			rel:     relevance{dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.0.1:443")}, proto: "tcp"},
+			traced:  rules.Traced{Dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.0.1:443")}, Proto: "tcp"},
 			want:    []string{"KUBE-SEP-4UC2PMYWTATREZAU", "KUBE-SVC-NPX46M4PTMTKRN6Y"},
 		},
 		{
 			name:    "a wrong port leads nowhere: everything kept",
 			capture: "node-to-svc.legacy.rules.txt",
-			rel:     relevance{dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.173.227:81")}, proto: "tcp"},
+			traced:  rules.Traced{Dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.173.227:81")}, Proto: "tcp"},
 			wantAll: true,
 		},
 		{
 			name:    "hash names of the traced Service are kept even if unreferenced",
 			capture: "node-to-svc.legacy.rules.txt",
-			rel:     relevance{dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.0.1:443")}, proto: "tcp"},
+			traced:  rules.Traced{Dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.0.1:443")}, Proto: "tcp"},
 			extra:   []string{"KUBE-SVC-XJWXQFJLXSXKRMSG"},
 			want:    []string{"KUBE-SEP-4UC2PMYWTATREZAU", "KUBE-SEP-4VYPMJP5OIECG6XZ", "KUBE-SEP-CDTZ4LIGVJRJUPAW", "KUBE-SEP-TJXBIUI2E22QKLD4", "KUBE-SVC-NPX46M4PTMTKRN6Y", "KUBE-SVC-XJWXQFJLXSXKRMSG"},
 		},
 		{
 			name:    "5,000 Services: one Service's chains and the NodePort's",
 			capture: "../kube-proxy-5000-services.nft.rules.txt.gz",
-			rel:     relevance{dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.127.188:124")}, nodePorts: []uint16{30080}, proto: "tcp"},
+			traced:  rules.Traced{Dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.127.188:124")}, NodePorts: []uint16{30080}, Proto: "tcp"},
 			want: []string{
 				"KUBE-EXT-Q3IGRLXQYQRXDATI",
 				"KUBE-SEP-2764DSA4JKD32NBE", "KUBE-SEP-FKGVH5ALBRSXBUNG", "KUBE-SEP-GFH4B7XOSJ7O33TJ",
@@ -106,7 +106,7 @@ func TestPruneIptablesSave(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			data := readCapture(t, tt.capture)
-			got := pruneIptablesSave(data, tt.rel, tt.extra)
+			got := pruneIptablesSave(data, tt.traced, tt.extra)
 			if tt.wantAll {
 				if !bytes.Equal(got, data) {
 					t.Errorf("pruned %d of %d bytes, want nothing pruned", len(data)-len(got), len(data))
@@ -121,7 +121,7 @@ func TestPruneIptablesSave(t *testing.T) {
 			var wantFixed, gotFixed []string
 			keepFixed := func(dst *[]string) func(string) {
 				return func(line string) {
-					if strings.HasPrefix(line, "-A ") && !perServiceIptables(firstField(line[3:])) {
+					if strings.HasPrefix(line, "-A ") && !rules.NewReach(rules.IptablesSyntax, rules.Traced{}).PerService(firstField(line[3:])) {
 						*dst = append(*dst, line)
 					}
 				}
@@ -137,7 +137,7 @@ func TestPruneIptablesSave(t *testing.T) {
 
 func TestPruneNftRuleset(t *testing.T) {
 	data := readCapture(t, "node-to-svc.nftmode.ruleset.txt")
-	rel := relevance{dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.173.227:80")}, nodePorts: []uint16{30080}, proto: "tcp"}
+	rel := rules.Traced{Dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.173.227:80")}, NodePorts: []uint16{30080}, Proto: "tcp"}
 	got := pruneNftRuleset(data, rel)
 	want := []string{
 		"external-BDXHFROF-default/myapp-np/tcp/",
@@ -169,17 +169,9 @@ func TestPruneNftRuleset(t *testing.T) {
 	}
 }
 
-func TestNftTargets(t *testing.T) {
-	line := `ip daddr . meta l4proto . th dport vmap { 10.96.0.1 . tcp . 443 : goto service-2QRHZV4L-default/kubernetes/tcp/https, 10.96.0.10 . udp . 53 : jump "service-X-kube-system/kube-dns/udp/dns" }`
-	want := []string{"service-2QRHZV4L-default/kubernetes/tcp/https", "service-X-kube-system/kube-dns/udp/dns"}
-	if diff := cmp.Diff(want, nftTargets(line)); diff != "" {
-		t.Errorf("nftTargets (-want +got):\n%s", diff)
-	}
-}
-
 func BenchmarkPruneIptablesSave5k(b *testing.B) {
 	data := readCapture(b, "../kube-proxy-5000-services.nft.rules.txt.gz")
-	rel := relevance{dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.127.188:124")}, proto: "tcp"}
+	rel := rules.Traced{Dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.127.188:124")}, Proto: "tcp"}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
 	for i := 0; i < b.N; i++ {
