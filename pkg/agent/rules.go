@@ -529,3 +529,14 @@ func splitRuleArgs(line string) []string {
 	}
 	return args
 }
+
+// nftHandles returns the handles of the session's iptables-nft rules.
+func (t *tracer) nftHandles() map[handleKey]bool {
+	out := map[handleKey]bool{}
+	for _, r := range t.rules {
+		if r.Backend == BackendNft && r.Handle != 0 {
+			out[handleKey{r.Family, r.Handle}] = true
+		}
+	}
+	return out
+}

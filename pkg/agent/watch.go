@@ -1,0 +1,173 @@
+//go:build linux
+
+package agent
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
+	"github.com/svctrace/kubectl-svctrace/pkg/rules"
+)
+
+// Snapshots and the watch: the first ruleset snapshot (taken after ready),
+// noticing TRACE rules removed by someone else and kube-proxy rewriting the
+// ruleset, and re-reading it then.
+
+// waitIndex returns the backend's ruleset index, waiting for the first
+// snapshot (taken after ready so it does not delay tracing) unless the
+// session is ending.
+func (s *session) waitIndex(ctx context.Context, b Backend) *rules.Index {
+	if !s.cfg.RulesSnapshot {
+		return nil
+	}
+	select {
+	case <-s.snapReady:
+	case <-ctx.Done():
+	case <-time.After(snapshotWaitMax):
+	}
+	if p := s.index[b]; p != nil {
+		return p.Load()
+	}
+	return nil
+}
+
+func (s *session) initialSnapshot(ctx context.Context) {
+	defer close(s.snapReady)
+	if !s.cfg.RulesSnapshot {
+		return
+	}
+	for b := range s.index {
+		t0 := time.Now()
+		ix, _, err := s.snap.take(ctx, b)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.warn(fmt.Sprintf("no rule text for %s hops: %v", b, err))
+			}
+			continue
+		}
+		s.index[b].Store(ix)
+		s.log.Printf("indexed %d %s rules in %s", ix.Len(), b, time.Since(t0).Round(time.Millisecond))
+	}
+	// Reading a big ruleset leaves garbage behind: give it back now
+	// rather than hold it for the whole session.
+	debug.FreeOSMemory()
+}
+
+// watchLoop notices the TRACE rules disappearing (a full restore of the raw
+// table) and kube-proxy rewriting the ruleset.
+func (s *session) watchLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.WatchInterval)
+	defer t.Stop()
+	last := map[Backend]uint64{}
+	for b := range s.index {
+		if fp, err := s.fingerprint(b); err == nil {
+			last[b] = fp
+		}
+	}
+	lastSnap := map[Backend]time.Time{}
+	hashes := map[Backend]uint64{}
+	dirty := map[Backend]bool{}
+	ticks := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ticks++
+		changed := false
+		for b := range s.index {
+			fp, err := s.fingerprint(b)
+			if err != nil {
+				continue
+			}
+			if fp != last[b] {
+				last[b] = fp
+				changed = true
+				dirty[b] = true
+			}
+			if b == BackendLegacy && ticks%fullCheckEvery == 0 {
+				dirty[b] = true // same-size rewrites escape the fingerprint
+			}
+		}
+		if changed {
+			// A restore can land between the listings of two chains:
+			// check again after inserting, until nothing is missing.
+			reinserted := 0
+			for range 3 {
+				missing, err := s.tr.missing(ctx)
+				if err != nil && ctx.Err() == nil {
+					s.warn(fmt.Sprintf("checking the TRACE rules: %v", err))
+				}
+				if len(missing) == 0 || ctx.Err() != nil {
+					break
+				}
+				if err := s.tr.reinstall(ctx, missing); err != nil {
+					s.cancel(fmt.Errorf("%d TRACE rule(s) were removed by someone else and could not be inserted again: %w", len(missing), err))
+					return
+				}
+				reinserted += len(missing)
+			}
+			if reinserted > 0 {
+				s.warn(fmt.Sprintf("%d TRACE rule(s) were removed (a restore of the raw table?); inserted them again: packets in between were not traced", reinserted))
+				for _, p := range s.pipes {
+					p.setHandles(s.tr.nftHandles())
+				}
+			}
+		}
+		if !s.cfg.RulesSnapshot {
+			continue
+		}
+		select {
+		case <-s.snapReady:
+		default:
+			continue // the first snapshot is still being taken
+		}
+		for b := range s.index {
+			if !dirty[b] || time.Since(lastSnap[b]) < resnapshotEvery*s.cfg.WatchInterval {
+				continue
+			}
+			dirty[b] = false
+			lastSnap[b] = time.Now()
+			ix, sum, err := s.snap.take(ctx, b)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.warn(fmt.Sprintf("re-reading the %s ruleset: %v", b, err))
+				}
+				continue
+			}
+			if old, ok := hashes[b]; ok && old == sum {
+				continue
+			}
+			if _, ok := hashes[b]; ok || changed {
+				s.warn(fmt.Sprintf("the %s ruleset changed (kube-proxy resync?): re-read it; rule numbers and text of packets traced before may differ from the rules now", b))
+			}
+			hashes[b] = sum
+			s.index[b].Store(ix)
+			debug.FreeOSMemory()
+		}
+	}
+}
+
+func (s *session) fingerprint(b Backend) (uint64, error) {
+	if b == BackendNft {
+		n, err := s.h.nftables()
+		if err != nil {
+			return 0, err
+		}
+		g, err := n.GenID()
+		return uint64(g), err
+	}
+	var sum uint64
+	for _, f := range s.det.Families {
+		fp, err := kernel.LegacyFingerprint(s.h.ProcRoot, f.Family)
+		if err != nil {
+			return 0, err
+		}
+		sum = sum*31 + fp
+	}
+	return sum, nil
+}
