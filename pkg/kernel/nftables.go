@@ -34,11 +34,17 @@ type Nftables struct {
 // OpenNftables opens the nf_tables netlink sockets in the calling thread's
 // network namespace.
 func OpenNftables() (*Nftables, error) {
-	nft, err := nftables.New(nftables.AsLasting())
+	return openNftables(func() (*netlink.Conn, error) { return netlink.Dial(unix.NETLINK_NETFILTER, nil) })
+}
+
+// openNftables opens both connections, the mdlayher/netlink one with dial
+// (a seam for tests: nltest).
+func openNftables(dial func() (*netlink.Conn, error), opts ...nftables.ConnOption) (*Nftables, error) {
+	nft, err := nftables.New(append(opts, nftables.AsLasting())...)
 	if err != nil {
 		return nil, fmt.Errorf("open an nf_tables netlink socket (the agent needs CAP_NET_ADMIN): %w", err)
 	}
-	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	nl, err := dial()
 	if err != nil {
 		_ = nft.CloseLasting()
 		return nil, fmt.Errorf("open an nf_tables netlink socket (the agent needs CAP_NET_ADMIN): %w", err)
