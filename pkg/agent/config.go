@@ -157,8 +157,13 @@ type Config struct {
 	RulesSnapshot bool
 	// StdinWatch ends the session when stdin reaches EOF (the plugin is gone).
 	StdinWatch bool
-	// Probe opens one connection to each traced address once ready.
+	// Probe opens one connection to each traced address once ready (to
+	// each of ProbeTo when given).
 	Probe bool
+	// ProbeTo are the addresses Probe connects to: the plugin picks the
+	// Service's cluster IP, a NodePort on this node's address or a
+	// load-balancer IP. Empty: every Dst and every NodePort.
+	ProbeTo []netip.AddrPort
 	// ProbeFrom, when valid, makes Probe connect from inside the network
 	// namespace (found among the node's processes) that has this address:
 	// a pod's IP.
@@ -241,6 +246,14 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("invalid --probe-from-ip %s: give the pod's IP", a))
 		case !ok:
 			errs = append(errs, fmt.Errorf("--probe-from-ip %s is of another IP family than every --dst: it could connect to none of them", a))
+		}
+	}
+	if len(c.ProbeTo) > 0 && !c.Probe {
+		errs = append(errs, errors.New("--probe-to needs --probe"))
+	}
+	for _, d := range c.ProbeTo {
+		if !d.Addr().IsValid() || d.Addr().IsUnspecified() || d.Port() == 0 {
+			errs = append(errs, fmt.Errorf("invalid --probe-to %s: give the IP:PORT to connect to", d))
 		}
 	}
 	if c.Duration < 0 {

@@ -127,6 +127,11 @@ func TestConfigValidate(t *testing.T) {
 		{name: "probe from a pod to a NodePort", mod: func(c *Config) {
 			c.Dsts, c.NodePorts, c.Probe, c.ProbeFrom = nil, []uint16{30080}, true, netip.MustParseAddr("10.244.0.7")
 		}},
+		{name: "probe a NodePort on the node's address", mod: func(c *Config) {
+			c.Probe, c.ProbeTo = true, []netip.AddrPort{netip.MustParseAddrPort("10.199.0.2:30080")}
+		}},
+		{name: "probe-to without probe", mod: func(c *Config) { c.ProbeTo = []netip.AddrPort{netip.MustParseAddrPort("10.199.0.2:30080")} }, wantErr: "--probe-to needs --probe"},
+		{name: "probe-to port 0", mod: func(c *Config) { c.Probe, c.ProbeTo = true, []netip.AddrPort{netip.MustParseAddrPort("10.199.0.2:0")} }, wantErr: "invalid --probe-to 10.199.0.2:0"},
 		{name: "probe from without probe", mod: func(c *Config) { c.ProbeFrom = netip.MustParseAddr("10.244.0.7") }, wantErr: "--probe-from-ip 10.244.0.7 needs --probe"},
 		{name: "probe from another family", mod: func(c *Config) { c.Probe = true; c.ProbeFrom = netip.MustParseAddr("fd00::7") }, wantErr: "another IP family than every --dst"},
 		{name: "probe from unspecified", mod: func(c *Config) { c.Probe = true; c.ProbeFrom = netip.MustParseAddr("0.0.0.0") }, wantErr: "give the pod's IP"},

@@ -226,9 +226,12 @@ func (s *session) warn(msg string) {
 	_ = s.out.write(&record.Warning{Type: record.TypeWarning, Node: s.cfg.Node, Message: msg})
 }
 
-// probeAddrs returns where --probe connects: each --dst, and each NodePort on
-// the node's own address.
+// probeAddrs returns where --probe connects: the --probe-to addresses, else
+// each --dst and each NodePort on the node's own address.
 func (s *session) probeAddrs() []netip.AddrPort {
+	if len(s.cfg.ProbeTo) > 0 {
+		return s.cfg.ProbeTo
+	}
 	out := append([]netip.AddrPort(nil), s.cfg.Dsts...)
 	if len(s.cfg.NodePorts) > 0 {
 		if ip, err := nodeAddress(); err == nil {

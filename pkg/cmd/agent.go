@@ -34,6 +34,7 @@ type AgentOptions struct {
 	RulesSnapshot bool
 	StdinWatch    bool
 	Probe         bool
+	ProbeTo       []string
 	ProbeFromIP   string
 	Node          string
 	Services      []string
@@ -100,6 +101,7 @@ func (o *AgentOptions) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.RulesSnapshot, "rules-snapshot", o.RulesSnapshot, "snapshot the ruleset to annotate hops with rule text (--rules-snapshot=false: numbers and handles only)")
 	f.BoolVar(&o.StdinWatch, "stdin-watch", false, "stop when stdin reaches EOF (the plugin is gone)")
 	f.BoolVar(&o.Probe, "probe", false, "once ready, open one connection to each traced address")
+	f.StringSliceVar(&o.ProbeTo, "probe-to", nil, "connect --probe to these IP:PORT addresses only (default: every --dst and every --nodeport on the node's address)")
 	f.StringVar(&o.ProbeFromIP, "probe-from-ip", "", "open the --probe connections from inside the network namespace that has this address (a pod's IP); implies --probe")
 	f.StringVar(&o.Node, "node", "", "node name to put in every record")
 	f.StringArrayVar(&o.Services, "service", nil, "traced Service port, NS/NAME[:PORTNAME]/PROTO (repeatable)")
@@ -166,6 +168,13 @@ func (o *AgentOptions) Complete() error {
 	c.RulesSnapshot = o.RulesSnapshot
 	c.StdinWatch = o.StdinWatch
 	c.Probe = o.Probe
+	for _, d := range o.ProbeTo {
+		aps, err := agent.ParseDsts(d)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--probe-to: %w", err))
+		}
+		c.ProbeTo = append(c.ProbeTo, aps...)
+	}
 	if o.ProbeFromIP != "" {
 		a, err := netip.ParseAddr(o.ProbeFromIP)
 		if err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -40,6 +42,10 @@ var (
 		# Let the agent open one test connection and show its path
 		%[1]s svc/myapp --probe --count 1
 
+		# Probe the NodePort on the node's own address, or the load-balancer IP
+		%[1]s svc/myapp-nodeport --probe nodeport --count 1
+		%[1]s svc/myapp-lb --probe lb --count 1
+
 		# One named port of a Service in another namespace, on a chosen node
 		%[1]s svc/kube-dns -n kube-system --port dns --node worker-1
 
@@ -61,10 +67,11 @@ type TraceOptions struct {
 	configFlags *genericclioptions.ConfigFlags
 	genericiooptions.IOStreams
 
-	Port              string
-	Node              string
-	AllNodes          bool
-	Probe             bool
+	Port     string
+	Node     string
+	AllNodes bool
+	// Probe is where --probe connects (kube.Probe*), "" without --probe.
+	Probe             string
 	Count             int
 	Timeout           time.Duration
 	PodRunningTimeout time.Duration
@@ -108,7 +115,8 @@ func NewCmdSvctrace(streams genericiooptions.IOStreams) *cobra.Command {
 		Short:   "Show the path a Service's packets take through a node's iptables/nftables rules",
 		Long:    traceLong,
 		Example: fmt.Sprintf(traceExample, "kubectl svctrace"),
-		Args:    cobra.MaximumNArgs(1),
+		// Two with a bare --probe: "--probe nodeport" (see probeKindArg).
+		Args: cobra.MaximumNArgs(2),
 		// main prints errors, once.
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -133,7 +141,8 @@ func NewCmdSvctrace(streams genericiooptions.IOStreams) *cobra.Command {
 	f.StringVar(&o.Port, "port", o.Port, "trace only this Service port, by name or number (default: all ports)")
 	f.StringVar(&o.Node, "node", o.Node, "trace on this node")
 	f.BoolVar(&o.AllNodes, "all-nodes", o.AllNodes, "trace on every Ready node (one agent per node)")
-	f.BoolVar(&o.Probe, "probe", o.Probe, "have the agent open one test connection to each traced address once it is ready")
+	f.StringVar(&o.Probe, "probe", o.Probe, "have the agent open one test connection once it is ready: to the cluster IP (--probe), the NodePort on the traced node's address (--probe nodeport) or the load-balancer / external IP (--probe lb)")
+	f.Lookup("probe").NoOptDefVal = kube.ProbeCluster
 	f.IntVar(&o.Count, "count", o.Count, "stop after this many packets (0: no limit)")
 	f.DurationVar(&o.Timeout, "timeout", o.Timeout, "how long to trace once the agents are ready")
 	f.DurationVar(&o.PodRunningTimeout, "pod-running-timeout", o.PodRunningTimeout, "how long to wait for the agent pods to start (image pull included)")
@@ -159,8 +168,13 @@ func NewCmdSvctrace(streams genericiooptions.IOStreams) *cobra.Command {
 
 // Complete reads the argument and builds the clients. No API calls.
 func (o *TraceOptions) Complete(args []string) error {
-	if len(args) == 1 {
+	args = o.probeKindArg(args)
+	switch len(args) {
+	case 0:
+	case 1:
 		o.arg = args[0]
+	default:
+		return fmt.Errorf("give one Service, not %q: kubectl svctrace svc/NAME", strings.Join(args, " "))
 	}
 	ns, _, err := o.configFlags.ToRawKubeConfigLoader().Namespace()
 	if err != nil {
@@ -179,6 +193,22 @@ func (o *TraceOptions) Complete(args []string) error {
 		return fmt.Errorf("create the Kubernetes client: %w", err)
 	}
 	return nil
+}
+
+// probeKindArg takes the probe kind out of the arguments when --probe came
+// without "=": pflag cannot give an optional value after a space, so
+// "--probe nodeport svc/x" leaves "nodeport" among the arguments.
+func (o *TraceOptions) probeKindArg(args []string) []string {
+	if o.Probe != kube.ProbeCluster || len(args) != 2 {
+		return args
+	}
+	for _, i := range []int{1, 0} {
+		if slices.Contains(kube.ProbeKinds, args[i]) {
+			o.Probe = args[i]
+			return append(append([]string(nil), args[:i]...), args[i+1:]...)
+		}
+	}
+	return args
 }
 
 // Validate checks the flags. It is pure.
@@ -214,6 +244,9 @@ func (o *TraceOptions) Validate() error {
 		}
 		o.fromPod = pod
 	}
+	if o.Probe != "" && !slices.Contains(kube.ProbeKinds, o.Probe) {
+		return fmt.Errorf("--probe %q: use --probe (the cluster IP), --probe nodeport or --probe lb", o.Probe)
+	}
 	if o.Count < 0 {
 		return fmt.Errorf("--count %d: use 0 (no limit) or more", o.Count)
 	}
@@ -247,13 +280,27 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	choice, err := kube.ChooseNodes(target, kube.NodeOptions{Node: o.Node, AllNodes: o.AllNodes, Probe: o.Probe || from != nil, From: from})
+	probe := o.Probe != "" || from != nil
+	choice, err := kube.ChooseNodes(target, kube.NodeOptions{Node: o.Node, AllNodes: o.AllNodes, Probe: probe, From: from})
 	if err != nil {
 		return err
 	}
 	info := o.ErrOut
 	if o.Quiet {
 		info = io.Discard
+	}
+	if probe {
+		source := "from the node itself (the kernel picks the node's address on the route as the source)"
+		if from != nil {
+			source = fmt.Sprintf("from pod %s (source %s)", from.DisplayName(), from.IP)
+		}
+		for _, n := range choice.Nodes {
+			to, what, err := target.ProbeAddrs(o.Probe, n)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(info, "Probe: %s connection to %s (%s), %s\n", strings.ToUpper(target.Proto), strings.Join(to, ", "), what, source)
+		}
 	}
 	for _, n := range target.Notes {
 		fmt.Fprintln(info, "Note: "+n)
@@ -281,7 +328,8 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 	agentOpts := kube.AgentOptions{
 		Duration:   o.Timeout,
 		MaxPackets: o.Count,
-		Probe:      o.Probe || from != nil,
+		Probe:      probe,
+		ProbeKind:  o.Probe,
 		AllPackets: o.AllPackets,
 		Source:     o.Source,
 	}

@@ -152,3 +152,45 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return b.String()
 }
+
+func TestProbeFlag(t *testing.T) {
+	tests := []struct {
+		args      []string
+		wantProbe string
+		wantArgs  []string
+		wantErr   string
+	}{
+		{args: []string{"svc/myapp"}, wantProbe: "", wantArgs: []string{"svc/myapp"}},
+		{args: []string{"svc/myapp", "--probe"}, wantProbe: "cluster", wantArgs: []string{"svc/myapp"}},
+		{args: []string{"svc/myapp", "--probe", "--count", "1"}, wantProbe: "cluster", wantArgs: []string{"svc/myapp"}},
+		{args: []string{"svc/myapp", "--probe", "nodeport"}, wantProbe: "nodeport", wantArgs: []string{"svc/myapp"}},
+		{args: []string{"--probe", "lb", "svc/myapp"}, wantProbe: "lb", wantArgs: []string{"svc/myapp"}},
+		{args: []string{"svc/myapp", "--probe=lb"}, wantProbe: "lb", wantArgs: []string{"svc/myapp"}},
+		{args: []string{"lb", "--probe"}, wantProbe: "cluster", wantArgs: []string{"lb"}},
+		{args: []string{"svc/myapp", "--probe=pod"}, wantProbe: "pod", wantArgs: []string{"svc/myapp"}, wantErr: `--probe "pod": use --probe (the cluster IP), --probe nodeport or --probe lb`},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			o := NewTraceOptions(genericiooptions.NewTestIOStreamsDiscard())
+			cmd := &cobra.Command{}
+			cmd.Flags().StringVar(&o.Probe, "probe", "", "")
+			cmd.Flags().Lookup("probe").NoOptDefVal = "cluster"
+			cmd.Flags().Int("count", 0, "")
+			if err := cmd.Flags().Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			args := o.probeKindArg(cmd.Flags().Args())
+			if o.Probe != tc.wantProbe {
+				t.Errorf("probe %q, want %q", o.Probe, tc.wantProbe)
+			}
+			if diff := cmp.Diff(tc.wantArgs, args); diff != "" {
+				t.Errorf("args (-want +got):\n%s", diff)
+			}
+			o.arg, o.AgentNamespace = args[0], "default"
+			err := o.Validate()
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || err.Error() != tc.wantErr) {
+				t.Errorf("Validate: %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}

@@ -169,6 +169,9 @@ type AgentOptions struct {
 	// MaxPackets stops the agent after that many packets (0: no limit).
 	MaxPackets int
 	Probe      bool
+	// ProbeKind is where the probe connects (Probe* constants; "": the
+	// cluster IP).
+	ProbeKind  string
 	AllPackets bool
 	// Source is the agent's --source ("" or "auto": the agent decides).
 	Source string
@@ -196,6 +199,9 @@ func AgentArgs(t *Target, node string, o AgentOptions) []string {
 	}
 	if o.Probe || o.ProbeFromIP != "" {
 		args = append(args, "--probe")
+		if to, _, err := t.ProbeAddrs(o.ProbeKind, node); err == nil && len(to) > 0 {
+			args = append(args, "--probe-to="+strings.Join(to, ","))
+		}
 	}
 	if o.ProbeFromIP != "" {
 		args = append(args, "--probe-from-ip="+o.ProbeFromIP, "--src="+o.ProbeFromIP)

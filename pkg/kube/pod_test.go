@@ -122,6 +122,14 @@ func TestAgentArgs(t *testing.T) {
 				"--max-packets=3", "--probe", "--all-packets", "--source=kmsg"},
 		},
 		{
+			name: "--probe nodeport: the NodePort on this node's address only",
+			t: &Target{Proto: "tcp", Dst: []string{"10.96.0.10:80"}, NodePorts: []int32{30080}, Services: []string{"default/myapp/tcp"},
+				Ports: []Port{{Port: 80, NodePort: 30080}}, ClusterIPs: []string{"10.96.0.10"}, Nodes: []NodeInfo{{Name: "n1", Addresses: []string{"10.199.0.2"}}}},
+			o: AgentOptions{Duration: time.Minute, Probe: true, ProbeKind: ProbeNodePort},
+			want: []string{"agent", "--dst=10.96.0.10:80", "--nodeport=30080", "--proto=tcp", "--service=default/myapp/tcp", "--node=n1",
+				"--duration=1m0s", "--stdin-watch", "--probe", "--probe-to=10.199.0.2:30080"},
+		},
+		{
 			name: "--from a pod: probe from its namespace, trace only its packets",
 			t:    &Target{Proto: "tcp", Dst: []string{"10.96.0.10:80"}, Services: []string{"default/myapp/tcp"}},
 			o:    AgentOptions{Duration: time.Minute, MaxPackets: 1, Probe: true, ProbeFromIP: "10.244.0.9"},

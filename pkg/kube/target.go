@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,6 +42,10 @@ type Target struct {
 	Ports []Port
 	// ClusterIPs are the Service's virtual IPs (two when dual-stack).
 	ClusterIPs []string
+	// LoadBalancerIPs are its status.loadBalancer.ingress IPs, ExternalIPs
+	// its spec.externalIPs.
+	LoadBalancerIPs []string
+	ExternalIPs     []string
 	// Dst is the agent's --dst list: "ip:port" (IPv6 as "[ip]:port") for every
 	// ClusterIP, load-balancer ingress IP and external IP of every selected
 	// port, or the endpoint addresses of a headless Service.
@@ -287,10 +292,12 @@ func buildTarget(svc *corev1.Service, ports []corev1.ServicePort, slices []disco
 	var virtual []string
 	virtual = append(virtual, clusterIPs...)
 	virtual = append(virtual, svc.Spec.ExternalIPs...)
+	t.ExternalIPs = append(t.ExternalIPs, svc.Spec.ExternalIPs...)
 	hostnameOnly := false
 	for _, in := range svc.Status.LoadBalancer.Ingress {
 		if in.IP != "" {
 			virtual = append(virtual, in.IP)
+			t.LoadBalancerIPs = append(t.LoadBalancerIPs, in.IP)
 		} else if in.Hostname != "" {
 			hostnameOnly = true
 		}
@@ -314,6 +321,73 @@ func buildTarget(svc *corev1.Service, ports []corev1.ServicePort, slices []disco
 		return nil, fmt.Errorf("service %s has no cluster IP, external IP, load-balancer IP or NodePort to trace", t.DisplayName())
 	}
 	return t, nil
+}
+
+// Where --probe connects (ProbeAddrs).
+const (
+	ProbeCluster  = "cluster"  // the cluster IP (a headless Service: its endpoints)
+	ProbeNodePort = "nodeport" // the NodePort on the traced node's own address
+	ProbeLB       = "lb"       // the load-balancer IPs, else the external IPs
+)
+
+// ProbeKinds are the values of --probe.
+var ProbeKinds = []string{ProbeCluster, ProbeNodePort, ProbeLB}
+
+// ProbeAddrs returns the "ip:port" addresses a probe of kind connects to
+// from node, for every selected port, and says what they are. It is pure:
+// the errors say what the Service lacks.
+func (t *Target) ProbeAddrs(kind, node string) (addrs []string, what string, err error) {
+	add := func(ip string, port int32) {
+		if a, ok := addrPort(ip, port); ok && !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	switch kind {
+	case ProbeCluster, "":
+		if t.Headless {
+			return t.Dst, "the endpoints of headless Service " + t.DisplayName(), nil
+		}
+		for _, p := range t.Ports {
+			for _, ip := range t.ClusterIPs {
+				add(ip, p.Port)
+			}
+		}
+		return addrs, "the cluster IP", nil
+	case ProbeNodePort:
+		if len(t.NodePorts) == 0 {
+			return nil, "", fmt.Errorf("--probe nodeport: service %s is of type %s and has no NodePort: use --probe (its cluster IP)", t.DisplayName(), t.Type)
+		}
+		var ips []string
+		for _, n := range t.Nodes {
+			if n.Name == node {
+				ips = n.Addresses
+			}
+		}
+		if len(ips) == 0 {
+			return nil, "", fmt.Errorf("--probe nodeport: node %s has no InternalIP or ExternalIP address in its status to connect to", node)
+		}
+		for _, p := range t.Ports {
+			if p.NodePort != 0 {
+				add(ips[0], p.NodePort)
+			}
+		}
+		return addrs, "the NodePort on node " + node, nil
+	case ProbeLB:
+		ips, what := t.LoadBalancerIPs, "the load-balancer IP"
+		if len(ips) == 0 {
+			ips, what = t.ExternalIPs, "the external IP"
+		}
+		if len(ips) == 0 {
+			return nil, "", fmt.Errorf("--probe lb: service %s has no load-balancer IP (status.loadBalancer.ingress) or external IP (spec.externalIPs) yet: check kubectl get svc -n %s %s, or use --probe nodeport", t.DisplayName(), t.Namespace, t.Name)
+		}
+		for _, p := range t.Ports {
+			for _, ip := range ips {
+				add(ip, p.Port)
+			}
+		}
+		return addrs, what, nil
+	}
+	return nil, "", fmt.Errorf("--probe %q: use %s", kind, strings.Join(ProbeKinds, ", "))
 }
 
 func (t *Target) addDst(addr, service string) {

@@ -320,3 +320,54 @@ func TestResolveNodesAndEndpointNodes(t *testing.T) {
 		t.Errorf("EndpointNodes mismatch (-want +got):\n%s", diff)
 	}
 }
+
+func TestProbeAddrs(t *testing.T) {
+	lb := &Target{
+		Namespace: "default", Name: "web", Type: corev1.ServiceTypeLoadBalancer, Proto: "tcp",
+		Ports:           []Port{{Name: "http", Port: 80, NodePort: 30084}, {Name: "metrics", Port: 9090}},
+		ClusterIPs:      []string{"10.96.0.80", "fd00::80"},
+		LoadBalancerIPs: []string{"10.199.0.200"},
+		ExternalIPs:     []string{"192.0.2.9"},
+		NodePorts:       []int32{30084},
+		Nodes:           []NodeInfo{{Name: "n1", Addresses: []string{"10.199.0.2"}}, {Name: "n2", Addresses: []string{"10.199.0.3"}}},
+	}
+	external := *lb
+	external.LoadBalancerIPs = nil
+	clusterIP := &Target{Namespace: "default", Name: "myapp", Type: corev1.ServiceTypeClusterIP, Proto: "tcp",
+		Ports: []Port{{Port: 80}}, ClusterIPs: []string{"10.96.0.5"}}
+	headless := &Target{Namespace: "default", Name: "db", Headless: true, Dst: []string{"10.244.0.4:5432", "10.244.1.4:5432"}}
+	tests := []struct {
+		name, kind, node string
+		t                *Target
+		want             []string
+		wantWhat         string
+		wantErr          string
+	}{
+		{name: "default: the cluster IPs", t: lb, node: "n1", want: []string{"10.96.0.80:80", "[fd00::80]:80", "10.96.0.80:9090", "[fd00::80]:9090"}, wantWhat: "the cluster IP"},
+		{name: "nodeport on the chosen node", t: lb, kind: ProbeNodePort, node: "n2", want: []string{"10.199.0.3:30084"}, wantWhat: "the NodePort on node n2"},
+		{name: "lb: the ingress IP", t: lb, kind: ProbeLB, node: "n1", want: []string{"10.199.0.200:80", "10.199.0.200:9090"}, wantWhat: "the load-balancer IP"},
+		{name: "lb without ingress: the external IP", t: &external, kind: ProbeLB, node: "n1", want: []string{"192.0.2.9:80", "192.0.2.9:9090"}, wantWhat: "the external IP"},
+		{name: "headless: the endpoints", t: headless, kind: ProbeCluster, want: headless.Dst, wantWhat: "the endpoints of headless Service default/db"},
+		{name: "nodeport of a ClusterIP Service", t: clusterIP, kind: ProbeNodePort, node: "n1", wantErr: "service default/myapp is of type ClusterIP and has no NodePort"},
+		{name: "lb of a ClusterIP Service", t: clusterIP, kind: ProbeLB, node: "n1", wantErr: "has no load-balancer IP"},
+		{name: "node without address", t: lb, kind: ProbeNodePort, node: "n9", wantErr: "node n9 has no InternalIP"},
+		{name: "unknown kind", t: lb, kind: "pod", node: "n1", wantErr: `--probe "pod": use cluster, nodeport, lb`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, what, err := tt.t.ProbeAddrs(tt.kind, tt.node)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" || what != tt.wantWhat {
+				t.Errorf("what %q, want %q; addrs (-want +got):\n%s", what, tt.wantWhat, diff)
+			}
+		})
+	}
+}

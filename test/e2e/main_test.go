@@ -296,6 +296,13 @@ type Service struct {
 		Selector              map[string]string `json:"selector"`
 		Ports                 []ServicePort     `json:"ports"`
 	} `json:"spec"`
+	Status struct {
+		LoadBalancer struct {
+			Ingress []struct {
+				IP string `json:"ip"`
+			} `json:"ingress"`
+		} `json:"loadBalancer"`
+	} `json:"status"`
 }
 
 // Node is a node of the cluster under test.

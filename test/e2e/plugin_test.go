@@ -175,6 +175,16 @@ func myappEndpoints(t testing.TB, port int) []string {
 	return eps
 }
 
+// lbIP is the load-balancer IP the local cluster gave myapp-lb.
+func lbIP(t testing.TB) string {
+	t.Helper()
+	svc := env.GetService(t, "myapp-lb")
+	if len(svc.Status.LoadBalancer.Ingress) == 0 || svc.Status.LoadBalancer.Ingress[0].IP == "" {
+		t.Fatal("myapp-lb has no load-balancer IP: run hack/local-cluster.sh lb")
+	}
+	return svc.Status.LoadBalancer.Ingress[0].IP
+}
+
 func svcChain(servicePort, proto string) string {
 	return rules.ServiceChainName("KUBE-SVC-", servicePort, proto)
 }
@@ -200,6 +210,9 @@ func TestPluginTraces(t *testing.T) {
 		// send makes the traffic; nil when the agent probes.
 		send func(t *testing.T)
 		want func(t *testing.T) path
+		// probe is the address --probe must connect to, and how the plugin
+		// names it on stderr ("" for no check).
+		probeDst, probeWhat string
 	}{
 		{
 			name: "node to ClusterIP with --probe",
@@ -250,6 +263,33 @@ func TestPluginTraces(t *testing.T) {
 			},
 		},
 		{
+			name: "node to its own NodePort with --probe nodeport",
+			args: []string{"svc/myapp-nodeport", "--probe", "nodeport"},
+			want: func(t *testing.T) path {
+				return path{
+					service: "default/myapp-nodeport:http",
+					chains: []string{"KUBE-SERVICES", "KUBE-NODEPORTS",
+						rules.ServiceChainName("KUBE-EXT-", "default/myapp-nodeport:http", "tcp"),
+						svcChain("default/myapp-nodeport:http", "tcp")},
+					endpoints: myappEndpoints(t, 80), masquerade: true, verdict: record.VerdictAccept,
+				}
+			},
+			probeDst: nodePortIP + ":30080", probeWhat: "the NodePort on node " + nodeName,
+		},
+		{
+			name: "node to the load-balancer IP with --probe lb",
+			args: []string{"svc/myapp-lb", "--probe=lb"},
+			want: func(t *testing.T) path {
+				return path{
+					service: "default/myapp-lb:http",
+					chains: []string{"KUBE-SERVICES", rules.ServiceChainName("KUBE-EXT-", "default/myapp-lb:http", "tcp"),
+						svcChain("default/myapp-lb:http", "tcp")},
+					endpoints: myappEndpoints(t, 80), masquerade: true, verdict: record.VerdictAccept,
+				}
+			},
+			probeDst: lbIP(t) + ":80", probeWhat: "the load-balancer IP",
+		},
+		{
 			name: "Service without endpoints is rejected",
 			args: []string{"svc/noendpoints", "--probe"},
 			want: func(t *testing.T) path {
@@ -277,7 +317,16 @@ func TestPluginTraces(t *testing.T) {
 			} else {
 				res = traceWithTraffic(t, tc.send, args...)
 			}
-			assertPath(t, onePacket(t, res), tc.want(t))
+			p := onePacket(t, res)
+			assertPath(t, p, tc.want(t))
+			if tc.probeDst != "" {
+				if p.Dst != tc.probeDst {
+					t.Errorf("probe went to %s, want %s", p.Dst, tc.probeDst)
+				}
+				if want := fmt.Sprintf("Probe: TCP connection to %s (%s), from the node itself", tc.probeDst, tc.probeWhat); !strings.Contains(res.Stderr, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, res)
+				}
+			}
 			if !strings.Contains(res.Stderr, "Stopped (--count 1 reached)") {
 				t.Errorf("stderr does not say why it stopped:\n%s", res)
 			}
