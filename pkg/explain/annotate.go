@@ -177,7 +177,7 @@ func (a *annotator) lookup(h *trace.Hop) rules.Facts {
 			f, ok = a.ix.HopByText(a.fam, h.Table, h.Chain, h.Text)
 		}
 	} else {
-		f.Chain = rules.ClassifyName(h.Chain)
+		f = rules.RuleFacts(h.Chain, nil)
 	}
 	if h.Kind != trace.KindRule {
 		f.Rule = nil
@@ -185,7 +185,9 @@ func (a *annotator) lookup(h *trace.Hop) rules.Facts {
 	}
 	if (!ok || f.Rule == nil) && h.Text != "" {
 		r := rules.ParseRuleText(h.Text)
-		f.Rule = &r
+		chain, policy := f.Chain, f.Policy
+		f = rules.RuleFacts(h.Chain, &r)
+		f.Chain, f.Policy = chain, policy
 		if r.Jump != "" {
 			f.Target = a.chainInfo(h.Table, r.Jump)
 		}

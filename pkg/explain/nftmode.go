@@ -31,7 +31,7 @@ func (a *annotator) vmapLookup(i int) (mapLookup, bool) {
 	if r == nil || a.rec.Hops[i].Kind != "rule" {
 		return mapLookup{}, false
 	}
-	l, ok := rules.NftVmap(r.Text)
+	l, ok := a.hopFacts[i].Vmap, a.hopFacts[i].HasVmap // read once per hop
 	if !ok {
 		return mapLookup{}, false
 	}

@@ -37,12 +37,15 @@ type factKey struct {
 
 // chainFacts is everything the Index knows about one chain and its rules.
 type chainFacts struct {
-	info   ChainInfo
-	policy string
+	info        ChainInfo
+	policy      string
+	policyChain PolicyFact
 	// rules are the chain's rules by position, from the view Rule answers
-	// from; shares[i] is rules[i]'s endpoint share (see Facts.Share).
+	// from; shares[i] is rules[i]'s endpoint share (see Facts.Share),
+	// each[i] what rules[i] says on its own.
 	rules  []Rule
 	shares []float64
+	each   []ruleFacts
 	// byHandle maps an nft handle to the rule RuleByHandle returns and its
 	// share; built on first use.
 	handleOnce sync.Once
@@ -55,6 +58,20 @@ type chainFacts struct {
 type handleFacts struct {
 	rule  *Rule
 	share float64
+	ruleFacts
+}
+
+// ruleFacts is what a rule says on its own, read once from its text.
+type ruleFacts struct {
+	policy  PolicyFact
+	vmap    NftLookup
+	hasVmap bool
+}
+
+func readRuleFacts(chain string, r *Rule) ruleFacts {
+	f := ruleFacts{policy: PolicyRuleFact(chain, r)}
+	f.vmap, f.hasVmap = NftVmap(r.Text)
+	return f
 }
 
 // Facts is everything the Index knows about the rule of one hop (or, for a
@@ -77,6 +94,25 @@ type Facts struct {
 	// is (1-p_1)...(1-p_{k-1})*p_k: 1/3 each for 0.333, 0.5 and the last of
 	// three. 0 when the rule chooses no endpoint.
 	Share float64
+	// CNIChain is what the chain's name says about NetworkPolicy
+	// enforcement (PolicyChainFact); CNIRule what the rule says
+	// (PolicyRuleFact).
+	CNIChain, CNIRule PolicyFact
+	// Vmap is the rule's nft verdict map lookup (NftVmap), when HasVmap.
+	Vmap    NftLookup
+	HasVmap bool
+}
+
+// RuleFacts is what a rule known only from a trace (no snapshot) says on
+// its own, as Hop would answer: its chain from the name, its policy and
+// verdict map facts. Where it jumps and its share need the ruleset.
+func RuleFacts(chain string, r *Rule) Facts {
+	f := Facts{Rule: r, Chain: ClassifyName(chain), CNIChain: PolicyChainFact(chain)}
+	if r != nil {
+		rf := readRuleFacts(chain, r)
+		f.CNIRule, f.Vmap, f.HasVmap = rf.policy, rf.vmap, rf.hasVmap
+	}
+	return f
 }
 
 type tableKey struct {
@@ -360,7 +396,7 @@ func (ix *Index) chainFacts(family uint8, table, chain string) *chainFacts {
 
 // computeFacts works out a chain's facts; the caller holds ix.mu.
 func (ix *Index) computeFacts(family uint8, table, chain string) *chainFacts {
-	f := &chainFacts{info: ix.chainInfo(family, table, chain)}
+	f := &chainFacts{info: ix.chainInfo(family, table, chain), policyChain: PolicyChainFact(chain)}
 	s, cd := ix.views(family, table).find(chain)
 	if cd == nil {
 		return f
@@ -368,6 +404,10 @@ func (ix *Index) computeFacts(family uint8, table, chain string) *chainFacts {
 	f.policy = cd.policy
 	f.rules = s.rules[cd.start : cd.start+cd.n]
 	f.shares = endpointShares(f.rules)
+	f.each = make([]ruleFacts, len(f.rules))
+	for i := range f.rules {
+		f.each[i] = readRuleFacts(chain, &f.rules[i])
+	}
 	return f
 }
 
@@ -378,8 +418,8 @@ func (ix *Index) computeFacts(family uint8, table, chain string) *chainFacts {
 // rule (or, when none was asked for, the chain) is known.
 func (ix *Index) Hop(family uint8, table, chain string, pos int, handle uint64) (Facts, bool) {
 	f := ix.chainFacts(family, table, chain)
-	out := Facts{Chain: f.info, Policy: f.policy}
-	var share float64
+	out := Facts{Chain: f.info, Policy: f.policy, CNIChain: f.policyChain}
+	var rf ruleFacts
 	switch {
 	case handle != 0:
 		f.handleOnce.Do(func() { ix.indexHandles(family, table, chain, f) })
@@ -387,19 +427,19 @@ func (ix *Index) Hop(family uint8, table, chain string, pos int, handle uint64) 
 		if !ok {
 			return out, false
 		}
-		out.Rule, share = h.rule, h.share
+		out.Rule, out.Share, rf = h.rule, h.share, h.ruleFacts
 	case pos > 0:
 		if pos > len(f.rules) {
 			return out, false
 		}
-		out.Rule = &f.rules[pos-1]
+		out.Rule, rf = &f.rules[pos-1], f.each[pos-1]
 		if f.shares != nil {
-			share = f.shares[pos-1]
+			out.Share = f.shares[pos-1]
 		}
 	default:
 		return out, f.rules != nil || f.policy != ""
 	}
-	out.Share = share
+	out.CNIRule, out.Vmap, out.HasVmap = rf.policy, rf.vmap, rf.hasVmap
 	if out.Rule.Jump != "" {
 		out.Target = ix.chainFacts(family, table, out.Rule.Jump).info
 	}
@@ -420,7 +460,7 @@ func (ix *Index) HopByText(family uint8, table, chain, text string) (Facts, bool
 	})
 	pos, ok := f.byText[text]
 	if !ok {
-		return Facts{Chain: f.info, Policy: f.policy}, false
+		return Facts{Chain: f.info, Policy: f.policy, CNIChain: f.policyChain}, false
 	}
 	return ix.Hop(family, table, chain, pos, 0)
 }
@@ -454,7 +494,7 @@ func (ix *Index) indexHandles(family uint8, table, chain string, f *chainFacts) 
 		shares = make([]float64, len(rs))
 	}
 	for i := range rs {
-		h := handleFacts{rule: &rs[i], share: shares[i]}
+		h := handleFacts{rule: &rs[i], share: shares[i], ruleFacts: readRuleFacts(chain, &rs[i])}
 		if _, dup := f.byHandle[rs[i].Handle]; !dup {
 			f.byHandle[rs[i].Handle] = h
 		}

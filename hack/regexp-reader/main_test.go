@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/cmd"
+)
+
+const captures = "../../test/testdata/captures/"
+
+// legacyRecords is the number of kmsg records the whole-command benchmark
+// reads: the pod-to-svc capture (57 records, 7 packets) 9,000 times.
+const legacyRecords = 513000
+
+// writeCorpus writes n legacy kmsg TRACE records to a file: the pod-to-svc
+// capture repeated with fresh kmsg sequence numbers, timestamps 200 ms
+// apart per copy, IPv4 IDs and TCP sequence numbers, so every copy forms
+// new packets.
+func writeCorpus(tb testing.TB, n int) string {
+	tb.Helper()
+	data, err := os.ReadFile(captures + "pod-to-svc.legacy.kmsg.txt")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var base []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, ";TRACE: ") {
+			base = append(base, l)
+		}
+	}
+	path := filepath.Join(tb.TempDir(), "corpus.kmsg")
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	seq := uint64(1000)
+	for c := 0; seq-1000 < uint64(n); c++ {
+		for _, l := range base {
+			if seq-1000 == uint64(n) {
+				break
+			}
+			semi := strings.IndexByte(l, ';')
+			pre := strings.Split(l[:semi], ",")
+			usec, _ := strconv.ParseUint(pre[2], 10, 64)
+			rec := bump(l[semi+1:], " ID=", uint64(c)*7, 65536)
+			rec = bump(rec, " SEQ=", uint64(c)*100003, 1<<32)
+			w.WriteString(pre[0] + "," + strconv.FormatUint(seq, 10) + "," + strconv.FormatUint(usec+uint64(c)*200000, 10) + ",-;" + rec + "\n")
+			seq++
+		}
+	}
+	if err := w.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// bump adds delta (mod m) to the decimal value after key.
+func bump(s, key string, delta, m uint64) string {
+	k := strings.Index(s, key)
+	if k < 0 {
+		return s
+	}
+	v := k + len(key)
+	e := v
+	for e < len(s) && s[e] >= '0' && s[e] <= '9' {
+		e++
+	}
+	n, _ := strconv.ParseUint(s[v:e], 10, 64)
+	return s[:v] + strconv.FormatUint((n+delta)%m, 10) + s[e:]
+}
+
+func TestRegexpReaderGroupsLikeAnalyze(t *testing.T) {
+	corpus := writeCorpus(t, 57*3)
+	var re bytes.Buffer
+	if err := run([]string{corpus}, &re); err != nil {
+		t.Fatal(err)
+	}
+	out := analyze(t, corpus)
+	if got, want := strings.Count(re.String(), "\n"), strings.Count(out, "\n"); got != want || got != 21 {
+		t.Errorf("regexp reader wrote %d packets, analyze %d; want 21 each (7 per copy)", got, want)
+	}
+}
+
+// analyze runs `kubectl svctrace analyze -o json` on corpus, in process.
+func analyze(tb testing.TB, corpus string) string {
+	tb.Helper()
+	var out bytes.Buffer
+	root := cmd.NewCmdSvctrace(genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: io.Discard})
+	root.SetArgs([]string{"analyze", "-o", "json", "--rules", captures + "pod-to-svc.legacy.rules.txt", corpus})
+	if err := root.Execute(); err != nil {
+		tb.Fatal(err)
+	}
+	return out.String()
+}
+
+// BenchmarkAnalyzeVsRegexp runs, in every iteration and side by side on the
+// same 513k-record file, `wc -l`, the regexp reader and the whole analyze
+// -o json command (in process, output discarded), and reports each one's
+// time per run and the ratios analyze/regexp and analyze/wc.
+func BenchmarkAnalyzeVsRegexp(b *testing.B) {
+	corpus := writeCorpus(b, legacyRecords)
+	wc, err := exec.LookPath("wc")
+	if err != nil {
+		b.Skip("no wc on PATH")
+	}
+	var tWC, tRE, tAnalyze time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if err := exec.Command(wc, "-l", corpus).Run(); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := run([]string{corpus}, io.Discard); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		root := cmd.NewCmdSvctrace(genericiooptions.IOStreams{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard})
+		root.SetArgs([]string{"analyze", "-o", "json", "--rules", captures + "pod-to-svc.legacy.rules.txt", corpus})
+		if err := root.Execute(); err != nil {
+			b.Fatal(err)
+		}
+		t3 := time.Now()
+		tWC, tRE, tAnalyze = tWC+t1.Sub(t0), tRE+t2.Sub(t1), tAnalyze+t3.Sub(t2)
+	}
+	n := float64(b.N)
+	b.ReportMetric(tWC.Seconds()/n, "wc-s/op")
+	b.ReportMetric(tRE.Seconds()/n, "regexp-s/op")
+	b.ReportMetric(tAnalyze.Seconds()/n, "analyze-s/op")
+	b.ReportMetric(float64(tAnalyze)/float64(tRE), "analyze/regexp")
+	b.ReportMetric(float64(tAnalyze)/float64(tWC), "analyze/wc")
+}
