@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -114,7 +115,7 @@ type renderer interface {
 }
 
 // Run reads the rules and every input, and renders each packet.
-func (o *AnalyzeOptions) Run() error {
+func (o *AnalyzeOptions) Run() (err error) {
 	ix := (*rules.Index)(nil)
 	if len(o.RulesFiles) > 0 {
 		ix = rules.NewIndex()
@@ -128,11 +129,17 @@ func (o *AnalyzeOptions) Run() error {
 			}
 		}
 	}
+	w := bufio.NewWriterSize(o.Out, 1<<16)
+	defer func() {
+		if ferr := w.Flush(); err == nil {
+			err = ferr
+		}
+	}()
 	var out renderer
 	if o.Output == "json" {
-		out = render.NewJSON(o.Out)
+		out = render.NewJSON(w)
 	} else {
-		out = render.NewText(o.Out, render.TextOptions{
+		out = render.NewText(w, render.TextOptions{
 			Color:      render.IsTerminal(o.Out),
 			Wide:       o.Output == "wide",
 			NoRuleText: o.NoRuleText,
@@ -141,7 +148,7 @@ func (o *AnalyzeOptions) Run() error {
 	sum := explain.NewSummarizer("")
 	var records, malformed uint64
 	for _, path := range o.Files {
-		st, err := o.analyzeFile(path, ix, out, sum)
+		st, err := o.analyzeFile(path, ix, w, out, sum)
 		if err != nil {
 			return err
 		}
@@ -163,7 +170,7 @@ func (o *AnalyzeOptions) Run() error {
 	return nil
 }
 
-func (o *AnalyzeOptions) analyzeFile(path string, ix *rules.Index, out renderer, sum *explain.Summarizer) (trace.Stats, error) {
+func (o *AnalyzeOptions) analyzeFile(path string, ix *rules.Index, w *bufio.Writer, out renderer, sum *explain.Summarizer) (trace.Stats, error) {
 	var r io.Reader = o.In
 	if path != "-" {
 		f, err := os.Open(path)
@@ -173,23 +180,51 @@ func (o *AnalyzeOptions) analyzeFile(path string, ix *rules.Index, out renderer,
 		defer f.Close()
 		r = f
 	}
-	var werr error
+	// Decoding and grouping run here while other cores annotate (and
+	// encode) the packets; the records come back in order. From a file
+	// the output is buffered; from stdin (maybe a live monitor) every
+	// packet is annotated and written as soon as it is complete.
+	size := explain.BatchSize
+	if path == "-" {
+		size = 1
+	}
+	var encode func([]byte, *record.Packet) []byte
+	if o.Output == "json" && !o.Summary {
+		encode = render.AppendPacket
+	}
+	par := explain.NewParallel(ix, size, encode, func(recs []record.Packet, encoded []byte) error {
+		for i := range recs {
+			sum.Add(&recs[i])
+		}
+		switch {
+		case o.Summary:
+			return nil
+		case encode != nil:
+			if _, err := w.Write(encoded); err != nil {
+				return err
+			}
+		default:
+			for i := range recs {
+				if err := out.Packet(&recs[i]); err != nil {
+					return err
+				}
+			}
+		}
+		if path == "-" {
+			return w.Flush()
+		}
+		return nil
+	})
 	st, err := trace.ReadAll(r, o.format, trace.GroupOptions{
 		Ordered: true,
 		Ending:  explain.Ending(ix),
-		Emit: func(p *trace.Packet) {
-			rec := explain.Annotate(p, ix)
-			sum.Add(&rec)
-			if werr == nil && !o.Summary {
-				werr = out.Packet(&rec)
-			}
-		},
+		Emit:    par.Add,
 	})
+	if werr := par.Close(); werr != nil {
+		return st, werr
+	}
 	if err != nil {
 		return st, fmt.Errorf("read %s: %w", path, err)
-	}
-	if werr != nil {
-		return st, werr
 	}
 	if st.Lost > 0 {
 		sum.AddLost(st.Lost)

@@ -57,7 +57,9 @@ func AnnotateLive(p *trace.Packet, ix *rules.Index, live func(*record.Packet) *r
 	if p.HasID {
 		rec.TraceID = fmt.Sprintf("%08x", p.TraceID)
 	}
-	a := annotator{ix: ix, fam: fam, rec: &rec, p: p}
+	n := len(p.Hops)
+	a := annotator{ix: ix, fam: fam, rec: &rec, p: p,
+		hooks: make([]string, 0, n), rules: make([]*rules.Rule, 0, n), hopFacts: make([]rules.Facts, 0, n)}
 	for i := range p.Hops {
 		a.hop(i)
 	}

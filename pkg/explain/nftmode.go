@@ -31,8 +31,8 @@ func (a *annotator) vmapLookup(i int) (mapLookup, bool) {
 	if r == nil || a.rec.Hops[i].Kind != "rule" {
 		return mapLookup{}, false
 	}
-	l, ok := a.hopFacts[i].Vmap, a.hopFacts[i].HasVmap // read once per hop
-	if !ok {
+	l := a.hopFacts[i].Vmap // read once per hop
+	if l == nil {
 		return mapLookup{}, false
 	}
 	m := mapLookup{set: l.Set}

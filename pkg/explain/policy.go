@@ -20,15 +20,15 @@ func (a *annotator) policyFact(i int) rules.PolicyFact {
 	h := &a.rec.Hops[i]
 	f := &a.hopFacts[i] // read once per hop (Index.Hop, rules.RuleFacts)
 	if h.Kind != "rule" {
-		return f.CNIChain
+		return *f.CNIChain
 	}
-	if a.rules[i] == nil {
+	if f.CNIRule == nil {
 		if f.CNIChain.CNI != "" {
 			return rules.PolicyFact{CNI: f.CNIChain.CNI, Role: rules.PolicyRoleNone}
 		}
 		return rules.PolicyFact{}
 	}
-	return f.CNIRule
+	return *f.CNIRule
 }
 
 // policyName names the policy a jump enters, reading the target chain's
@@ -217,7 +217,7 @@ func (a *annotator) policyChecks() {
 			open(i, f, h.Target)
 			continue
 		}
-		if cf := a.hopFacts[i].CNIChain; cf.Role == rules.PolicyPodFirewall && (cur < 0 || checks[cur].Chain != h.Chain) {
+		if cf := *a.hopFacts[i].CNIChain; cf.Role == rules.PolicyPodFirewall && (cur < 0 || checks[cur].Chain != h.Chain) {
 			// In a pod's firewall without a traced jump into it (the
 			// trace started there, or the jump's rule is unknown).
 			open(i, cf, h.Chain)

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 
@@ -21,6 +22,19 @@ func NewJSON(w io.Writer) *JSON {
 
 // Packet writes a packet record.
 func (j *JSON) Packet(p *record.Packet) error { return j.enc.Encode(p) }
+
+// AppendPacket appends p's NDJSON line, as Packet writes it, to dst. It is
+// safe for concurrent use.
+func AppendPacket(dst []byte, p *record.Packet) []byte {
+	b := bytes.NewBuffer(dst)
+	enc := json.NewEncoder(b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(p); err != nil {
+		// A record is strings and numbers: it always encodes.
+		panic("render: encode a packet record: " + err.Error())
+	}
+	return b.Bytes()
+}
 
 // Lost writes a lost record.
 func (j *JSON) Lost(l *record.Lost) error { return j.enc.Encode(l) }

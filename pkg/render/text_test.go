@@ -51,7 +51,7 @@ var textCases = []textCase{
 
 // packets annotates a case's capture as analyze does (and as the agent does
 // live, with the route check), or reads its saved records.
-func packets(t *testing.T, c textCase) []record.Packet {
+func packets(t testing.TB, c textCase) []record.Packet {
 	t.Helper()
 	if c.records != "" {
 		data, err := os.ReadFile(filepath.Join("testdata", c.records))

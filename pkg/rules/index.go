@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 )
 
 // Index answers "which rule is rule N (or handle H) of chain C" and "what is
@@ -25,9 +25,10 @@ type Index struct {
 	tables  map[tableKey]*tableViews
 	learned map[string]ChainInfo // chain name -> Service/Proto/Endpoint from LearnServices
 	nrules  int
-	// facts caches what is known about each chain (factKey -> *chainFacts),
-	// computed once on first use; commit and LearnServices start a new map.
-	facts atomic.Pointer[sync.Map]
+	// facts caches what is known about each chain, computed once on first
+	// use; commit and LearnServices start a new map.
+	factsMu sync.RWMutex
+	facts   map[factKey]*chainFacts
 }
 
 type factKey struct {
@@ -39,7 +40,7 @@ type factKey struct {
 type chainFacts struct {
 	info        ChainInfo
 	policy      string
-	policyChain PolicyFact
+	policyChain *PolicyFact
 	// rules are the chain's rules by position, from the view Rule answers
 	// from; shares[i] is rules[i]'s endpoint share (see Facts.Share),
 	// each[i] what rules[i] says on its own.
@@ -63,14 +64,26 @@ type handleFacts struct {
 
 // ruleFacts is what a rule says on its own, read once from its text.
 type ruleFacts struct {
-	policy  PolicyFact
-	vmap    NftLookup
-	hasVmap bool
+	policy *PolicyFact
+	vmap   *NftLookup // nil: no verdict map
+}
+
+// noPolicy is the shared zero PolicyFact: most rules belong to no policy
+// plugin.
+var noPolicy = &PolicyFact{}
+
+func policyFact(f PolicyFact) *PolicyFact {
+	if reflect.DeepEqual(f, PolicyFact{}) {
+		return noPolicy
+	}
+	return &f
 }
 
 func readRuleFacts(chain string, r *Rule) ruleFacts {
-	f := ruleFacts{policy: PolicyRuleFact(chain, r)}
-	f.vmap, f.hasVmap = NftVmap(r.Text)
+	f := ruleFacts{policy: policyFact(PolicyRuleFact(chain, r))}
+	if l, ok := NftVmap(r.Text); ok {
+		f.vmap = &l
+	}
 	return f
 }
 
@@ -96,21 +109,21 @@ type Facts struct {
 	Share float64
 	// CNIChain is what the chain's name says about NetworkPolicy
 	// enforcement (PolicyChainFact); CNIRule what the rule says
-	// (PolicyRuleFact).
-	CNIChain, CNIRule PolicyFact
-	// Vmap is the rule's nft verdict map lookup (NftVmap), when HasVmap.
-	Vmap    NftLookup
-	HasVmap bool
+	// (PolicyRuleFact), nil without a rule. Shared: do not modify.
+	CNIChain, CNIRule *PolicyFact
+	// Vmap is the rule's nft verdict map lookup (NftVmap), nil for none.
+	// Shared: do not modify.
+	Vmap *NftLookup
 }
 
 // RuleFacts is what a rule known only from a trace (no snapshot) says on
 // its own, as Hop would answer: its chain from the name, its policy and
 // verdict map facts. Where it jumps and its share need the ruleset.
 func RuleFacts(chain string, r *Rule) Facts {
-	f := Facts{Rule: r, Chain: ClassifyName(chain), CNIChain: PolicyChainFact(chain)}
+	f := Facts{Rule: r, Chain: ClassifyName(chain), CNIChain: policyFact(PolicyChainFact(chain))}
 	if r != nil {
 		rf := readRuleFacts(chain, r)
-		f.CNIRule, f.Vmap, f.HasVmap = rf.policy, rf.vmap, rf.hasVmap
+		f.CNIRule, f.Vmap = rf.policy, rf.vmap
 	}
 	return f
 }
@@ -163,7 +176,7 @@ func NewIndex() *Index {
 		tables:  make(map[tableKey]*tableViews),
 		learned: make(map[string]ChainInfo),
 	}
-	ix.facts.Store(new(sync.Map))
+	ix.facts = map[factKey]*chainFacts{}
 	return ix
 }
 
@@ -249,7 +262,7 @@ func (ix *Index) commit(tables []parsedTable) {
 		*old = t.snap
 		ix.nrules += len(t.snap.rules)
 	}
-	ix.facts.Store(new(sync.Map))
+	ix.resetFacts()
 }
 
 // Len returns the number of rules indexed, counting both views of a table
@@ -380,23 +393,38 @@ func (ix *Index) Chain(family uint8, table, chain string) ChainInfo {
 
 // chainFacts returns the chain's facts, computing them on first use.
 func (ix *Index) chainFacts(family uint8, table, chain string) *chainFacts {
-	m := ix.facts.Load()
 	k := factKey{family, table, chain}
-	if f, ok := m.Load(k); ok {
-		return f.(*chainFacts)
+	ix.factsMu.RLock()
+	f, ok := ix.facts[k]
+	m := ix.facts
+	ix.factsMu.RUnlock()
+	if ok {
+		return f
 	}
 	ix.mu.RLock()
-	f := ix.computeFacts(family, table, chain)
+	f = ix.computeFacts(family, table, chain)
 	ix.mu.RUnlock()
-	if old, loaded := m.LoadOrStore(k, f); loaded {
-		return old.(*chainFacts)
+	ix.factsMu.Lock()
+	defer ix.factsMu.Unlock()
+	if old, ok := m[k]; ok {
+		return old
 	}
+	// Into the map the facts were computed against: if a commit replaced
+	// it meanwhile, they are dropped with it.
+	m[k] = f
 	return f
+}
+
+// resetFacts drops every chain's facts; the caller holds ix.mu.
+func (ix *Index) resetFacts() {
+	ix.factsMu.Lock()
+	ix.facts = map[factKey]*chainFacts{}
+	ix.factsMu.Unlock()
 }
 
 // computeFacts works out a chain's facts; the caller holds ix.mu.
 func (ix *Index) computeFacts(family uint8, table, chain string) *chainFacts {
-	f := &chainFacts{info: ix.chainInfo(family, table, chain), policyChain: PolicyChainFact(chain)}
+	f := &chainFacts{info: ix.chainInfo(family, table, chain), policyChain: policyFact(PolicyChainFact(chain))}
 	s, cd := ix.views(family, table).find(chain)
 	if cd == nil {
 		return f
@@ -439,7 +467,7 @@ func (ix *Index) Hop(family uint8, table, chain string, pos int, handle uint64) 
 	default:
 		return out, f.rules != nil || f.policy != ""
 	}
-	out.CNIRule, out.Vmap, out.HasVmap = rf.policy, rf.vmap, rf.hasVmap
+	out.CNIRule, out.Vmap = rf.policy, rf.vmap
 	if out.Rule.Jump != "" {
 		out.Target = ix.chainFacts(family, table, out.Rule.Jump).info
 	}
@@ -724,5 +752,5 @@ func (ix *Index) LearnServices(ports []ServicePort) {
 	for k, v := range learned {
 		ix.learned[k] = v
 	}
-	ix.facts.Store(new(sync.Map))
+	ix.resetFacts()
 }

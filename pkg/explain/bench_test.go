@@ -1,0 +1,55 @@
+package explain
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/rules"
+	"github.com/svctrace/kubectl-svctrace/pkg/trace"
+)
+
+// capturePackets groups a capture into packets (copies: the Grouper reuses
+// its own) and indexes its ruleset.
+func capturePackets(b *testing.B, traceFile, rulesFile string) ([]*trace.Packet, *rules.Index) {
+	b.Helper()
+	ix := rules.NewIndex()
+	data, err := os.ReadFile(filepath.Join(captures, rulesFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := ix.Add(data); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(captures, traceFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var ps []*trace.Packet
+	if _, err := trace.ReadAll(f, trace.FormatAuto, trace.GroupOptions{
+		Ordered: true, Ending: Ending(ix),
+		Emit: func(p *trace.Packet) { ps = append(ps, p.Clone()) },
+	}); err != nil {
+		b.Fatal(err)
+	}
+	return ps, ix
+}
+
+// BenchmarkAnnotate: one iteration annotates one packet of the pod-to-svc
+// capture (a 21-hop SYN, then 6-hop ACKs), with its ruleset, as analyze
+// does.
+func BenchmarkAnnotate(b *testing.B) {
+	ps, ix := capturePackets(b, "pod-to-svc.legacy.kmsg.txt", "pod-to-svc.legacy.rules.txt")
+	for _, p := range ps {
+		Annotate(p, ix) // the index's per-chain facts are computed once
+	}
+	hops := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		rec := Annotate(ps[i%len(ps)], ix)
+		hops += len(rec.Hops)
+	}
+	b.ReportMetric(float64(hops)/float64(b.N), "hops/op")
+}
