@@ -11,7 +11,7 @@ import (
 
 // capturePackets groups a capture into packets (copies: the Grouper reuses
 // its own) and indexes its ruleset.
-func capturePackets(b *testing.B, traceFile, rulesFile string) ([]*trace.Packet, *rules.Index) {
+func capturePackets(b testing.TB, traceFile, rulesFile string) ([]*trace.Packet, *rules.Index) {
 	b.Helper()
 	ix := rules.NewIndex()
 	data, err := os.ReadFile(filepath.Join(captures, rulesFile))
