@@ -1,7 +1,6 @@
 package render
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 
@@ -10,30 +9,23 @@ import (
 
 // JSON writes every record as one JSON object per line (NDJSON).
 type JSON struct {
+	w   io.Writer
 	enc *json.Encoder
+	buf []byte
 }
 
 // NewJSON returns a renderer writing NDJSON to w.
 func NewJSON(w io.Writer) *JSON {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	return &JSON{enc: enc}
+	return &JSON{w: w, enc: enc}
 }
 
-// Packet writes a packet record.
-func (j *JSON) Packet(p *record.Packet) error { return j.enc.Encode(p) }
-
-// AppendPacket appends p's NDJSON line, as Packet writes it, to dst. It is
-// safe for concurrent use.
-func AppendPacket(dst []byte, p *record.Packet) []byte {
-	b := bytes.NewBuffer(dst)
-	enc := json.NewEncoder(b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(p); err != nil {
-		// A record is strings and numbers: it always encodes.
-		panic("render: encode a packet record: " + err.Error())
-	}
-	return b.Bytes()
+// Packet writes a packet record (see AppendPacket).
+func (j *JSON) Packet(p *record.Packet) error {
+	j.buf = AppendPacket(j.buf[:0], p)
+	_, err := j.w.Write(j.buf)
+	return err
 }
 
 // Lost writes a lost record.
