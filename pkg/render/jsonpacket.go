@@ -13,8 +13,8 @@ import (
 // The packet record is what analyze writes half a million times: it is
 // encoded by hand, byte for byte as encoding/json (without HTML escaping)
 // encodes it, which TestAppendPacketMatchesEncodingJSON holds to for every
-// field. Its rare, live-only parts (egress, crossings, policy checks) still
-// go through encoding/json.
+// field. Its rare, live-only parts (egress, crossings, policy checks, the
+// kernel's facts) still go through encoding/json.
 
 // AppendPacket appends p's NDJSON line, as Packet writes it, to dst. It is
 // safe for concurrent use.
@@ -85,6 +85,10 @@ func AppendPacket(dst []byte, p *record.Packet) []byte {
 	if p.DirectToEndpoint {
 		o.key("direct_to_endpoint")
 		o.b = append(o.b, "true"...)
+	}
+	if p.Live != nil {
+		o.key("live")
+		o.b = appendJSON(o.b, p.Live)
 	}
 	return append(o.b, '}', '\n')
 }
