@@ -570,6 +570,34 @@ func TestAgentProbesNodePort(t *testing.T) {
 	}
 }
 
+// TestAgentProbeTo: with the cluster IP and the NodePort both traced,
+// --probe-to makes the probe connect to the NodePort only (the plugin's
+// --probe nodeport), which a cluster-IP-first probe would never reach with
+// --max-packets 1.
+func TestAgentProbeTo(t *testing.T) {
+	requireAgentBin(t)
+	tp := newTopo(t, BackendNft)
+	np := netip.AddrPortFrom(tp.nodeIP4(), testNodePort)
+	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--nodeport", fmt.Sprint(testNodePort),
+		"--probe", "--probe-to", np.String(), "--max-packets", "1", "--duration", "30s")
+	a.waitReady(10 * time.Second)
+	ready := time.Now()
+	waitRecord(a, record.TypePacket, 10*time.Second, func(record.Packet) bool { return true })
+	answer := time.Now()
+	if code := a.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+	}
+	pkts := recordsOf[record.Packet](a, record.TypePacket)
+	if len(pkts) != 1 || pkts[0].Dst != np.String() {
+		t.Fatalf("packets %+v, want one to the NodePort %s\nstderr:\n%s", pkts, np, a.stderr.String())
+	}
+	// Where the agent's time goes, for the on-call timing (not asserted).
+	t.Logf("ready -> packet record %.3fs, packet record -> exit %.3fs", answer.Sub(ready).Seconds(), time.Since(answer).Seconds())
+	if !strings.Contains(a.stderr.String(), "probe tcp "+np.String()) || strings.Contains(a.stderr.String(), "probe tcp "+tp.svc4().String()) {
+		t.Errorf("the agent probed other addresses than %s:\n%s", np, a.stderr.String())
+	}
+}
+
 // TestAgentBothBackends: kube-proxy chains in iptables-legacy and in
 // iptables-nft (a node mid-migration): both are traced, each through its
 // own source.
