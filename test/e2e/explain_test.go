@@ -143,7 +143,7 @@ func TestExplainReversePathDrop(t *testing.T) {
 	if !found {
 		t.Errorf("notes lack %q: %q", wantNote, p.Explain.Notes)
 	}
-	if last := p.Hops[len(p.Hops)-1]; last.Table != "nat" || last.In != "eth0" {
+	if last := p.Hops[len(p.Hops)-1]; last.Table != proxyNATTable() || last.In != "eth0" {
 		t.Errorf("last hop %s:%s in %q, want nat PREROUTING's path, in eth0", last.Table, last.Chain, last.In)
 	}
 	sum := summaryOf(t, res.Stdout)
@@ -275,7 +275,7 @@ func TestExplainSummary(t *testing.T) {
 				t.Errorf("summary lacks %q:\n%s", want, res)
 			}
 		}
-		if strings.Contains(res.Stdout, "KUBE-SERVICES") {
+		if strings.Contains(res.Stdout, servicesChain()) {
 			t.Errorf("--summary printed packet paths:\n%s", res)
 		}
 		env.AssertNoLeftovers(t)
@@ -319,7 +319,7 @@ func TestExplainFromPod(t *testing.T) {
 			ip := podIP(pod)
 			assertPath(t, p, path{
 				service:   "default/myapp",
-				chains:    []string{"PREROUTING", "KUBE-SERVICES", svcChain("default/myapp", "tcp")},
+				chains:    append([]string{preroutingChain()}, clusterIPChains("default/myapp", "tcp")...),
 				endpoints: myappEndpoints(t, 80), masquerade: false, verdict: record.VerdictAccept,
 			})
 			if h, _, _ := strings.Cut(p.Src, ":"); h != ip {

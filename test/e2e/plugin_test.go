@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
-	"github.com/svctrace/kubectl-svctrace/pkg/rules"
 )
 
 // These tests drive the built kubectl-svctrace against the cluster: a real agent pod on the
@@ -103,7 +102,7 @@ func assertPath(t testing.TB, p record.Packet, want path) {
 	// The nat chains, in order.
 	next := 0
 	for _, h := range p.Hops {
-		if next < len(want.chains) && h.Table == "nat" && h.Chain == want.chains[next] {
+		if next < len(want.chains) && h.Table == proxyNATTable() && h.Chain == want.chains[next] {
 			next++
 		}
 	}
@@ -185,10 +184,6 @@ func lbIP(t testing.TB) string {
 	return svc.Status.LoadBalancer.Ingress[0].IP
 }
 
-func svcChain(servicePort, proto string) string {
-	return rules.ServiceChainName("KUBE-SVC-", servicePort, proto)
-}
-
 // traceWithTraffic starts a trace, waits until it is ready, runs send, and returns the
 // plugin's result once it exits (--count 1).
 func traceWithTraffic(t *testing.T, send func(t *testing.T), args ...string) Result {
@@ -220,7 +215,7 @@ func TestPluginTraces(t *testing.T) {
 			want: func(t *testing.T) path {
 				return path{
 					service:   "default/myapp",
-					chains:    []string{"KUBE-SERVICES", svcChain("default/myapp", "tcp")},
+					chains:    clusterIPChains("default/myapp", "tcp"),
 					endpoints: myappEndpoints(t, 80), masquerade: true, verdict: record.VerdictAccept,
 				}
 			},
@@ -238,7 +233,7 @@ func TestPluginTraces(t *testing.T) {
 				// A pod's own address is inside the cluster CIDR: no masquerade.
 				return path{
 					service:   "default/myapp",
-					chains:    []string{"KUBE-SERVICES", svcChain("default/myapp", "tcp")},
+					chains:    clusterIPChains("default/myapp", "tcp"),
 					endpoints: myappEndpoints(t, 80), masquerade: false, verdict: record.VerdictAccept,
 				}
 			},
@@ -254,10 +249,8 @@ func TestPluginTraces(t *testing.T) {
 			},
 			want: func(t *testing.T) path {
 				return path{
-					service: "default/myapp-nodeport:http",
-					chains: []string{"KUBE-SERVICES", "KUBE-NODEPORTS",
-						rules.ServiceChainName("KUBE-EXT-", "default/myapp-nodeport:http", "tcp"),
-						svcChain("default/myapp-nodeport:http", "tcp")},
+					service:   "default/myapp-nodeport:http",
+					chains:    nodePortChains("default/myapp-nodeport:http", "tcp"),
 					endpoints: myappEndpoints(t, 80), masquerade: true, verdict: record.VerdictAccept,
 				}
 			},
@@ -267,10 +260,8 @@ func TestPluginTraces(t *testing.T) {
 			args: []string{"svc/myapp-nodeport", "--probe", "nodeport"},
 			want: func(t *testing.T) path {
 				return path{
-					service: "default/myapp-nodeport:http",
-					chains: []string{"KUBE-SERVICES", "KUBE-NODEPORTS",
-						rules.ServiceChainName("KUBE-EXT-", "default/myapp-nodeport:http", "tcp"),
-						svcChain("default/myapp-nodeport:http", "tcp")},
+					service:   "default/myapp-nodeport:http",
+					chains:    nodePortChains("default/myapp-nodeport:http", "tcp"),
 					endpoints: myappEndpoints(t, 80), masquerade: true, verdict: record.VerdictAccept,
 				}
 			},
@@ -281,9 +272,8 @@ func TestPluginTraces(t *testing.T) {
 			args: []string{"svc/myapp-lb", "--probe=lb"},
 			want: func(t *testing.T) path {
 				return path{
-					service: "default/myapp-lb:http",
-					chains: []string{"KUBE-SERVICES", rules.ServiceChainName("KUBE-EXT-", "default/myapp-lb:http", "tcp"),
-						svcChain("default/myapp-lb:http", "tcp")},
+					service:   "default/myapp-lb:http",
+					chains:    loadBalancerChains("default/myapp-lb:http", "tcp"),
 					endpoints: myappEndpoints(t, 80), masquerade: true, verdict: record.VerdictAccept,
 				}
 			},
@@ -293,7 +283,7 @@ func TestPluginTraces(t *testing.T) {
 			name: "Service without endpoints is rejected",
 			args: []string{"svc/noendpoints", "--probe"},
 			want: func(t *testing.T) path {
-				return path{service: "default/noendpoints", verdict: record.VerdictReject, rejectIn: "filter:KUBE-SERVICES"}
+				return path{service: "default/noendpoints", verdict: record.VerdictReject, rejectIn: noEndpointsRejectIn()}
 			},
 		},
 		{
@@ -302,7 +292,7 @@ func TestPluginTraces(t *testing.T) {
 			want: func(t *testing.T) path {
 				return path{
 					service:   "default/myapp-udp",
-					chains:    []string{"KUBE-SERVICES", svcChain("default/myapp-udp", "udp")},
+					chains:    clusterIPChains("default/myapp-udp", "udp"),
 					endpoints: myappEndpoints(t, 5353), masquerade: true, verdict: record.VerdictAccept,
 				}
 			},
@@ -763,7 +753,7 @@ func TestMinimalRBAC(t *testing.T) {
 	}
 	assertPath(t, onePacket(t, res), path{
 		service:   "default/myapp",
-		chains:    []string{"KUBE-SERVICES", svcChain("default/myapp", "tcp")},
+		chains:    clusterIPChains("default/myapp", "tcp"),
 		endpoints: myappEndpoints(t, 80), masquerade: true, verdict: record.VerdictAccept,
 	})
 	res = env.Plugin(t, append([]string{"cleanup"}, as...)...)
