@@ -169,13 +169,18 @@ type snapshotEnding struct {
 	ix   *atomic.Pointer[rules.Index]
 	last *rules.Index
 	fn   func(*trace.Event) trace.Ending
+	// pending, when set, decides until the first snapshot is read.
+	pending func(*trace.Event) trace.Ending
 }
 
 func (e *snapshotEnding) ending(ev *trace.Event) trace.Ending {
 	ix := e.ix.Load()
 	if ix == nil {
 		// No snapshot yet (or --rules-snapshot=false): the Grouper's own
-		// inference.
+		// inference, or what the kube-proxy mode tells.
+		if e.pending != nil {
+			return e.pending(ev)
+		}
 		return trace.EndUnknown
 	}
 	if ix != e.last {

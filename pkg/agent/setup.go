@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/svctrace/kubectl-svctrace/pkg/explain"
 	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
 	"github.com/svctrace/kubectl-svctrace/pkg/rules"
@@ -112,7 +113,7 @@ func (s *session) begin(ctx context.Context, sources []Source) error {
 		if s.index[p.backend] == nil {
 			s.index[p.backend] = &atomic.Pointer[rules.Index]{}
 		}
-		p.ending = &snapshotEnding{ix: s.index[p.backend]}
+		p.ending = &snapshotEnding{ix: s.index[p.backend], pending: explain.PendingEnding(s.det.ModeName() == ModeNftables)}
 		p.g = trace.NewGrouper(trace.GroupOptions{Quiet: s.cfg.Quiet, Emit: p.emitPacket, Ending: p.ending.ending})
 		if err := src.Open(); err != nil {
 			return err

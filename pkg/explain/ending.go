@@ -28,7 +28,7 @@ func Ending(ix *rules.Index) func(ev *trace.Event) trace.Ending {
 			if p == "DROP" {
 				return trace.EndPacket
 			}
-			return trace.EndTable
+			return tableEnding(ix, ev)
 		}
 		var r *rules.Rule
 		var ok bool
@@ -40,8 +40,22 @@ func Ending(ix *rules.Index) func(ev *trace.Event) trace.Ending {
 		if !ok {
 			return trace.EndUnknown
 		}
-		return targetEnding(r)
+		if end := targetEnding(r); end != trace.EndTable {
+			return end
+		}
+		return tableEnding(ix, ev)
 	}
+}
+
+// tableEnding is what an accepting rule or policy means for the traversal:
+// the table is done with the packet, unless a base chain of another nft
+// table (kube-proxy's nftables mode next to iptables-nft) hangs off the same
+// hook after it and may still trace, or drop, the packet.
+func tableEnding(ix *rules.Index, ev *trace.Event) trace.Ending {
+	if ix.LaterBaseChain(ev.Header.Family, ev.Table, ev.Chain) {
+		return trace.EndNone
+	}
+	return trace.EndTable
 }
 
 // targetEnding says what a rule's target does to the traversal.
@@ -62,4 +76,23 @@ func targetEnding(r *rules.Rule) trace.Ending {
 		return trace.EndUnknown
 	}
 	return trace.EndNone
+}
+
+// PendingEnding is the Ending to use while no ruleset snapshot is read yet
+// (the agent traces before it lists the rules). With kube-proxy in nftables
+// mode its table's base chains hang off the same hooks as the iptables-nft
+// tables, at the same priorities (filter-input next to filter INPUT,
+// nat-postrouting next to nat POSTROUTING), so an accept in another table
+// does not end the packet's traversal of that hook: kube-proxy may still
+// reject or drop it there. Otherwise the Grouper infers on its own.
+func PendingEnding(kubeProxyNftables bool) func(ev *trace.Event) trace.Ending {
+	return func(ev *trace.Event) trace.Ending {
+		if !kubeProxyNftables || ev.Table == rules.KubeProxyTable {
+			return trace.EndUnknown
+		}
+		if (ev.Kind == trace.KindPolicy || ev.Kind == trace.KindRule) && ev.Verdict == "ACCEPT" {
+			return trace.EndNone
+		}
+		return trace.EndUnknown
+	}
 }

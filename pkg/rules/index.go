@@ -147,6 +147,7 @@ type snapshot struct {
 	chains []chainData
 	byName map[string]int32   // chain name -> index in chains
 	sets   map[string]*nftSet // nft set and map bodies by name (nft input only)
+	bases  []int32            // chains with a hook (nft input only)
 
 	revOnce sync.Once
 	rev     map[string]string // endpoint chain -> a service chain jumping to it
@@ -156,6 +157,7 @@ type chainData struct {
 	name   string
 	policy string // "ACCEPT" / "DROP" for base chains, "" otherwise
 	hook   string // netfilter hook for base chains
+	prio   int32  // base chain priority (nft listings; 0 when not listed)
 	start  int32  // first rule in snapshot.rules
 	n      int32  // number of rules
 	// sorted reports that handles ascend with position, so a handle can be

@@ -48,6 +48,7 @@ type nftParser struct {
 	setName  string
 	setStart int
 	sets     map[string]*nftSet
+	bases    []int32 // chains of the current table with a hook
 
 	// current table
 	key        tableKey
@@ -285,9 +286,9 @@ func (p *nftParser) closeTable() {
 	p.tables = append(p.tables, parsedTable{
 		key:  p.key,
 		nft:  true,
-		snap: &snapshot{rules: rules, chains: chains, byName: p.byName, sets: p.sets},
+		snap: &snapshot{rules: rules, chains: chains, byName: p.byName, sets: p.sets, bases: p.bases},
 	})
-	p.byName, p.sets = nil, nil
+	p.byName, p.sets, p.bases = nil, nil, nil
 }
 
 // headerArgs returns what a "KEYWORD ARGS {" line (possibly "KEYWORD ARGS
@@ -344,8 +345,14 @@ func (p *nftParser) chainProperty(code string) bool {
 		switch f[0] {
 		case "type":
 			for i := 1; i+1 < len(f); i++ {
-				if f[i] == "hook" {
+				switch f[i] {
+				case "hook":
+					if cd.hook == "" {
+						p.bases = append(p.bases, int32(p.ci-p.chainStart))
+					}
 					cd.hook = f[i+1]
+				case "priority":
+					cd.prio = nftPriority(f[i+1:])
 				}
 			}
 			if cd.policy == "" {
@@ -365,6 +372,32 @@ func (p *nftParser) chainProperty(code string) bool {
 		}
 	}
 	return true
+}
+
+// nftPriorities are the named base chain priorities of the ip, ip6 and inet
+// families, as nft lists them ("priority dstnat - 10").
+var nftPriorities = map[string]int32{
+	"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100,
+}
+
+// nftPriority parses "NAME|NUMBER [+|- NUMBER]".
+func nftPriority(f []string) int32 {
+	if len(f) == 0 {
+		return 0
+	}
+	p, ok := nftPriorities[f[0]]
+	if !ok {
+		n, _ := strconv.ParseInt(f[0], 10, 32)
+		p = int32(n)
+	}
+	if len(f) >= 3 && (f[1] == "+" || f[1] == "-") {
+		n, _ := strconv.ParseInt(f[2], 10, 32)
+		if f[1] == "-" {
+			n = -n
+		}
+		p += int32(n)
+	}
+	return p
 }
 
 // addRule adds a rule of the current chain; comment is the text after '#'.
