@@ -40,6 +40,16 @@ var goldenCases = []goldenCase{
 	{"local-pod-to-noendpoints.legacy", "local-pod-to-noendpoints.legacy.kmsg.txt", []string{"local-pod-to-noendpoints.legacy.rules.txt"}},
 	{"local-pod-to-noendpoints.nft.nftmon", "local-pod-to-noendpoints.nft.nftmon.txt", nil},
 	{"local-pod-to-noendpoints.nft.xtmon", "local-pod-to-noendpoints.nft.xtmon.txt", []string{"local-pod-to-noendpoints.nft.rules.txt"}},
+	// The local cluster in kube-proxy nftables mode (see the captures' README).
+	{"local-nftmode-node-to-clusterip", "local-nftmode-node-to-clusterip.nftmon.txt", []string{"local-nftmode-node-to-clusterip.ruleset.txt"}},
+	{"local-nftmode-gw-to-nodeport-cluster", "local-nftmode-gw-to-nodeport-cluster.nftmon.txt", []string{"local-nftmode-gw-to-nodeport-cluster.ruleset.txt"}},
+	{"local-nftmode-gw-to-nodeport-local", "local-nftmode-gw-to-nodeport-local.nftmon.txt", []string{"local-nftmode-gw-to-nodeport-local.ruleset.txt"}},
+	{"local-nftmode-nodeport-local-noep", "local-nftmode-nodeport-local-noep.nftmon.txt", []string{"local-nftmode-nodeport-local-noep.ruleset.txt"}},
+	{"local-nftmode-pod-to-noendpoints", "local-nftmode-pod-to-noendpoints.nftmon.txt", []string{"local-nftmode-pod-to-noendpoints.ruleset.txt"}},
+	{"local-nftmode-pod-hairpin", "local-nftmode-pod-hairpin.nftmon.txt", []string{"local-nftmode-pod-hairpin.ruleset.txt"}},
+	{"local-nftmode-gw-to-lb-source-ranges", "local-nftmode-gw-to-lb-source-ranges.nftmon.txt", []string{"local-nftmode-gw-to-lb-source-ranges.ruleset.txt"}},
+	{"local-nftmode-pod-to-affinity", "local-nftmode-pod-to-affinity.nftmon.txt", []string{"local-nftmode-pod-to-affinity.ruleset.txt"}},
+	{"local-nftmode-gw-to-lb", "local-nftmode-gw-to-lb.nftmon.txt", []string{"local-nftmode-gw-to-lb.ruleset.txt"}},
 	// kube-proxy v1.33 nftables-mode rule shapes in network namespaces (netns-v133.sh).
 	{"netns-v133", "netns-v133.nftmon.txt", []string{"netns-v133.ruleset.txt"}},
 	{"local-node-to-udp.legacy", "local-node-to-udp.legacy.kmsg.txt", []string{"local-node-to-udp.legacy.rules.txt"}},
@@ -254,6 +264,73 @@ func TestKeyFacts(t *testing.T) {
 			if !strings.HasPrefix(ps[i].Explain.Reason, reason) {
 				t.Errorf("packet %d: reason %q, want it to start with %q", i, ps[i].Explain.Reason, reason)
 			}
+		}
+	})
+
+	t.Run("local cluster, kube-proxy nftables mode", func(t *testing.T) {
+		type fact struct {
+			capture          string
+			packets          int
+			service, verdict string
+			endpoint         string
+			summary, reason  string // substrings
+			hop              string // a hop's whole meaning
+		}
+		for _, w := range []fact{
+			{"node-to-clusterip", 1, "default/myapp", "ACCEPT", "10.244.1.2:80",
+				"source masqueraded at POSTROUTING (source outside the cluster CIDR)", "",
+				"Service default/myapp: cluster IP matched (@service-ips element 10.96.147.213 . tcp . 80)"},
+			{"gw-to-nodeport-cluster", 1, "default/myapp-nodeport:http", "ACCEPT", "10.244.0.4:80",
+				"source masqueraded at POSTROUTING (external traffic (externalTrafficPolicy: Cluster))", "",
+				"Service default/myapp-nodeport:http: NodePort 30080 matched (@service-nodeports element tcp . 30080)"},
+			{"gw-to-nodeport-local", 1, "default/myapp-local:http", "ACCEPT", "10.244.0.3:80",
+				"source kept: the endpoint sees the client's address 10.199.0.1", "",
+				"Service default/myapp-local:http: NodePort 30081 matched (@service-nodeports element tcp . 30081)"},
+			{"nodeport-local-noep", 2, "default/myapp-local:http", "DROP", "",
+				"Service default/myapp-local:http; DROP",
+				"kube-proxy:nodeport-endpoints-check: Service default/myapp-local:http has no endpoint on this node (externalTrafficPolicy: Local): dropped",
+				"kube-proxy: reject or drop NodePort traffic that has no endpoint"},
+			{"pod-to-noendpoints", 2, "default/noendpoints", "REJECT", "",
+				"Service default/noendpoints; REJECT",
+				"kube-proxy:reject-chain: Service default/noendpoints has no endpoints: connection rejected",
+				"Service default/noendpoints has no endpoints: reject (@no-endpoint-services element 10.96.80.230 . tcp . 80)"},
+			{"pod-hairpin", 1, "default/myapp-local:http", "ACCEPT", "10.244.0.3:80",
+				"source masqueraded at POSTROUTING (hairpin: the endpoint calls its own Service)", "",
+				"hairpin: the endpoint calls its own Service: SNAT to the address of kube-bridge"},
+			{"gw-to-lb-source-ranges", 2, "default/e2e-lbsr:http", "DROP", "",
+				"Service default/e2e-lbsr:http; DROP",
+				"source not in the Service's loadBalancerSourceRanges: dropped",
+				"Service default/e2e-lbsr:http: load-balancer IP with loadBalancerSourceRanges: check the source (@firewall-ips element 10.199.0.240 . tcp . 80)"},
+			{"pod-to-affinity", 2, "default/e2e-affinity", "ACCEPT", "10.244.0.4:80",
+				"source kept", "", "sessionAffinity: ClientIP: remember this client for endpoint 10.244.0.4:80"},
+			{"gw-to-lb", 1, "default/myapp-lb:http", "ACCEPT", "10.244.0.4:80",
+				"source masqueraded at POSTROUTING (external traffic (externalTrafficPolicy: Cluster))", "",
+				"Service default/myapp-lb:http: external or load-balancer IP matched (@service-ips element 10.199.0.200 . tcp . 80)"},
+		} {
+			ps := byName["local-nftmode-"+w.capture]
+			if len(ps) != w.packets {
+				t.Errorf("%s: %d packets, want %d", w.capture, len(ps), w.packets)
+				continue
+			}
+			for i, p := range ps {
+				if p.Service != w.service || p.Verdict != w.verdict || p.Endpoint != w.endpoint {
+					t.Errorf("%s #%d: service %q verdict %q endpoint %q, want %q %q %q", w.capture, i, p.Service, p.Verdict, p.Endpoint, w.service, w.verdict, w.endpoint)
+				}
+				if !strings.Contains(p.Explain.Summary, w.summary) || !strings.Contains(p.Explain.Reason, w.reason) {
+					t.Errorf("%s #%d: summary %q reason %q, want %q and %q in them", w.capture, i, p.Explain.Summary, p.Explain.Reason, w.summary, w.reason)
+				}
+				found := false
+				for _, h := range p.Hops {
+					found = found || h.Meaning == w.hop
+				}
+				if !found {
+					t.Errorf("%s #%d: no hop means %q", w.capture, i, w.hop)
+				}
+			}
+		}
+		// The second affinity connection finds the client in the affinity set.
+		if p := byName["local-nftmode-pod-to-affinity"]; len(p) == 2 && !strings.Contains(p[1].Explain.Summary, "chose endpoint 10.244.0.4:80 again (sessionAffinity: ClientIP") {
+			t.Errorf("second affinity connection: summary %q", p[1].Explain.Summary)
 		}
 	})
 
