@@ -4,9 +4,11 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
 )
@@ -153,6 +155,16 @@ func TestNetworkPolicy(t *testing.T) {
 	applyPolicyScenario(t)
 	webIP := env.TryKubectl(t, "get", "svc", "np-web", "-n", policyNS, "-o", "jsonpath={.spec.clusterIP}").Stdout
 	web2IP := env.TryKubectl(t, "get", "svc", "np-web2", "-n", policyNS, "-o", "jsonpath={.spec.clusterIP}").Stdout
+	// kube-router programs the policies shortly after the pods start.
+	Eventually(t, 90*time.Second, "kube-router enforcing allow-frontend", func() error {
+		if connects(t, "plain-local", "http://"+webIP+"/") {
+			return errors.New("plain-local still reaches np-web")
+		}
+		if !connects(t, "frontend-local", "http://"+webIP+"/") {
+			return errors.New("frontend-local does not reach np-web yet")
+		}
+		return nil
+	})
 
 	type want struct {
 		verdict   string
