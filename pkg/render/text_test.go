@@ -41,6 +41,11 @@ var textCases = []textCase{
 	{name: "pod-to-svc.legacy.wide.txt", trace: "pod-to-svc.legacy.kmsg.txt", rules: "pod-to-svc.legacy.rules.txt", o: TextOptions{Wide: true, NoRuleText: true}},
 	{name: "node-to-svc.nft.color.txt", trace: "node-to-svc.nft.xtmon.txt", rules: "node-to-svc.nft.rules.txt", o: TextOptions{Color: true}},
 	{name: "node-to-svc.nftmode.txt", trace: "node-to-svc.nftmode.nftmon.txt", rules: "node-to-svc.nftmode.ruleset.txt"},
+	// Taken on the local cluster in kube-proxy nftables mode (see the captures' README).
+	{name: "gw-to-nodeport-cluster.nftmode.txt", trace: "local-nftmode-gw-to-nodeport-cluster.nftmon.txt", rules: "local-nftmode-gw-to-nodeport-cluster.ruleset.txt"},
+	{name: "gw-to-nodeport-local.nftmode.txt", trace: "local-nftmode-gw-to-nodeport-local.nftmon.txt", rules: "local-nftmode-gw-to-nodeport-local.ruleset.txt"},
+	{name: "nodeport-local-noep.nftmode.txt", trace: "local-nftmode-nodeport-local-noep.nftmon.txt", rules: "local-nftmode-nodeport-local-noep.ruleset.txt"},
+	{name: "gw-to-lb.nftmode.txt", trace: "local-nftmode-gw-to-lb.nftmon.txt", rules: "local-nftmode-gw-to-lb.ruleset.txt"},
 	{name: "gw-to-nodeport.legacy.txt", trace: "local-gw-to-nodeport.legacy.kmsg.txt", rules: "local-gw-to-nodeport.legacy.rules.txt"},
 	{name: "pod-to-noendpoints.legacy.txt", trace: "local-pod-to-noendpoints.legacy.kmsg.txt", rules: "local-pod-to-noendpoints.legacy.rules.txt"},
 	{name: "rpfilter-drop.kernlog.txt", trace: "seed-001-kernlog.txt", route: &record.RouteCheck{
