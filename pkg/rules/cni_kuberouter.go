@@ -123,7 +123,7 @@ func kubeRouterFact(chain string, r *Rule, o *ruleOptions) (PolicyFact, bool) {
 		f.Sets = o.setNames()
 	case chain == kubeRouterDefault:
 		f.Role = PolicyNoPolicy
-	case chain == kubeRouterCommon || strings.Contains(r.Text, "--ctstate"):
+	case chain == kubeRouterCommon || strings.Contains(r.Text, "--ctstate") || strings.Contains(r.Text, "ct state "):
 		// Up to v2.1 the pod's chain itself held these conntrack rules.
 		f.Role = PolicyStateful
 	case o.target == "REJECT" || o.target == "DROP":
@@ -135,7 +135,7 @@ func kubeRouterFact(chain string, r *Rule, o *ruleOptions) (PolicyFact, bool) {
 	case o.target == "NFLOG" || o.target == "LOG":
 		f.Role = PolicyLog
 		f.Pod = kubeRouterPodComment(comment)
-	case o.target == "ACCEPT" && cf.Role == PolicyPodFirewall && strings.Contains(r.Text, "--src-type LOCAL"):
+	case o.target == "ACCEPT" && cf.Role == PolicyPodFirewall && (strings.Contains(r.Text, "--src-type LOCAL") || strings.Contains(r.Text, "fib saddr type local")):
 		// "from local node": the node may always reach its pods.
 		f.Role = PolicyLocalNode
 	case o.target == "ACCEPT" && markBit(o.mark, kubeRouterOKMark):

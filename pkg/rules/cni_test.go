@@ -164,6 +164,12 @@ func TestPolicyRuleFact(t *testing.T) {
 			PolicyFact{CNI: CNICilium, Role: PolicyEntry}},
 		{"cilium proxy", "CILIUM_PRE_mangle", &Rule{Text: `-A CILIUM_PRE_mangle -p tcp -m mark --mark 0xd5a90200 -m comment --comment "cilium: TPROXY to host cilium-dns-egress proxy" -j TPROXY --on-port 43477 --on-ip 0.0.0.0 --tproxy-mark 0x200/0xffffffff`, Target: "TPROXY"},
 			PolicyFact{CNI: CNICilium, Role: PolicyProxy, Proxy: "cilium-dns-egress"}},
+		// As nft lists iptables-nft rules (no comments): the local cluster's kube-router v2.1.
+		{"nft: conntrack", web, ptrRule(ParseRuleText(" ct state invalid counter packets 0 bytes 0 drop")), kr(PolicyFact{Role: PolicyStateful})},
+		{"nft: from the node", web, ptrRule(ParseRuleText("ip daddr 10.244.0.4  fib saddr type local counter packets 44 bytes 2640 accept")), kr(PolicyFact{Role: PolicyLocalNode})},
+		{"nft: reject", web, ptrRule(ParseRuleText(" meta mark & 0x00010000 != 0x00010000 counter packets 0 bytes 0 reject")), kr(PolicyFact{Role: PolicyRefuse})},
+		{"nft: netpol-ok", web, ptrRule(ParseRuleText(" counter packets 6 bytes 360 meta mark set mark or 0x20000")), kr(PolicyFact{Role: PolicyAdmit})},
+		{"nft: default egress", web, ptrRule(ParseRuleText("ip saddr 10.244.0.4  counter packets 0 bytes 0 jump KUBE-NWPLCY-DEFAULT")), kr(PolicyFact{Role: PolicyNoPolicy, Direction: DirEgress})},
 		{"kube-proxy rule", "KUBE-SERVICES", &Rule{Text: "-A KUBE-SERVICES -j KUBE-NODEPORTS", Target: "KUBE-NODEPORTS", Jump: "KUBE-NODEPORTS"}, PolicyFact{}},
 	}
 	for _, tt := range tests {
@@ -248,3 +254,5 @@ func TestCalicoWorkloadIface(t *testing.T) {
 		t.Errorf("CalicoWorkloadIface = %s, want %s", got, want)
 	}
 }
+
+func ptrRule(r Rule) *Rule { return &r }
