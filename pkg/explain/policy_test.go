@@ -142,6 +142,28 @@ func TestPolicyRealKernel(t *testing.T) {
 	}
 }
 
+// TestPolicyLocalCluster reads the live local cluster's kube-router v2.1
+// chains (captured in kube-proxy nftables mode, no NetworkPolicy applied):
+// every pod-bound packet passes the endpoint pod's firewall, which no
+// policy selects.
+func TestPolicyLocalCluster(t *testing.T) {
+	for _, name := range []string{"local-nftmode-pod-to-affinity", "local-nftmode-gw-to-nodeport-cluster"} {
+		ps := capture(t, name)
+		if len(ps) == 0 {
+			t.Fatalf("%s: no packets", name)
+		}
+		for _, p := range ps {
+			c := p.Explain.Policy
+			if c == nil || c.CNI != "kube-router" || c.Effect != record.PolicyNone || !strings.HasPrefix(c.Chain, "KUBE-POD-FW-") {
+				t.Errorf("%s: %s -> %s: policy check %+v, want kube-router's pod firewall with no policy", name, p.Src, p.Dst, c)
+			}
+			if p.Explain.Reason != "" && strings.Contains(p.Explain.Reason, "NetworkPolicy") {
+				t.Errorf("%s: reason %q names a policy", name, p.Explain.Reason)
+			}
+		}
+	}
+}
+
 func TestPolicyDropsInSummary(t *testing.T) {
 	s := NewSummarizer("")
 	ps := capture(t, "calico-pod-to-svc.legacy")
