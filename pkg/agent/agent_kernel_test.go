@@ -42,11 +42,11 @@ func natPath(p record.Packet) []hopKey {
 }
 
 func TestAgentTracesClusterIP(t *testing.T) {
-	for _, b := range []Backend{BackendLegacy, BackendNft} {
+	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		for _, fam := range []uint8{4, 6} {
 			t.Run(fmt.Sprintf("%s/IPv%d", b, fam), func(t *testing.T) {
 				requireAgentBin(t)
-				if b == BackendLegacy {
+				if b == backendLegacy {
 					enableNfLogAllNetns(t)
 				}
 				tp := newTopo(t, b)
@@ -57,7 +57,7 @@ func TestAgentTracesClusterIP(t *testing.T) {
 				before := tp.node.ruleset(t)
 				a := startAgent(t, tp.node, "--dst", svc.String(), "--probe", "--max-packets", "1", "--duration", "30s", "--node", "n1", "--service", "default/myapp/tcp")
 				ready := a.waitReady(10 * time.Second)
-				wantSource := map[Backend]string{BackendLegacy: "kmsg", BackendNft: "nftrace"}[b]
+				wantSource := map[ipBackend]string{backendLegacy: "kmsg", backendNft: "nftrace"}[b]
 				if ready["backend"] != string(b) || ready["mode"] != "iptables" || ready["source"] != wantSource {
 					t.Errorf("ready = %v, want backend %s, mode iptables, source %s", ready, b, wantSource)
 				}
@@ -134,10 +134,10 @@ func TestAgentTracesClusterIP(t *testing.T) {
 }
 
 func TestAgentTracesNodePortFromOutside(t *testing.T) {
-	for _, b := range []Backend{BackendLegacy, BackendNft} {
+	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
 			requireAgentBin(t)
-			if b == BackendLegacy {
+			if b == backendLegacy {
 				enableNfLogAllNetns(t)
 			}
 			tp := newTopo(t, b)
@@ -203,11 +203,11 @@ func TestAgentStops(t *testing.T) {
 		{name: "stdin EOF", args: []string{"--stdin-watch"}, stop: func(a *agentProc) { a.stdin.Close() }, wantReason: "stdin"},
 		{name: "duration", args: []string{"--duration", "2s"}, stop: func(*agentProc) {}, wantReason: "duration"},
 	}
-	for _, b := range []Backend{BackendLegacy, BackendNft} {
+	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		for _, c := range cases {
 			t.Run(string(b)+"/"+c.name, func(t *testing.T) {
 				requireAgentBin(t)
-				if b == BackendLegacy {
+				if b == backendLegacy {
 					enableNfLogAllNetns(t)
 				}
 				tp := newTopo(t, b)
@@ -245,10 +245,10 @@ func TestAgentStops(t *testing.T) {
 // the two ways kube-proxy-like tools do: --noflush (adds, keeps ours) and a
 // full restore (drops ours: the session must notice and insert them again).
 func TestAgentSurvivesRawRestore(t *testing.T) {
-	for _, b := range []Backend{BackendLegacy, BackendNft} {
+	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
 			requireAgentBin(t)
-			if b == BackendLegacy {
+			if b == backendLegacy {
 				enableNfLogAllNetns(t)
 			}
 			tp := newTopo(t, b)
@@ -297,11 +297,11 @@ func TestAgentSurvivesRawRestore(t *testing.T) {
 // TestAgentSweepsKilledSession: a SIGKILLed agent cannot clean up; the next
 // session (or `agent --cleanup`) must remove its rules and what it created.
 func TestAgentSweepsKilledSession(t *testing.T) {
-	for _, b := range []Backend{BackendLegacy, BackendNft} {
+	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		for _, how := range []string{"next session", "agent --cleanup"} {
 			t.Run(string(b)+"/"+how, func(t *testing.T) {
 				requireAgentBin(t)
-				if b == BackendLegacy {
+				if b == backendLegacy {
 					enableNfLogAllNetns(t)
 				}
 				tp := newTopo(t, b)
@@ -357,7 +357,7 @@ func TestAgentSweepsKilledSession(t *testing.T) {
 // of one that still runs.
 func TestAgentLeavesLiveSessionAlone(t *testing.T) {
 	requireAgentBin(t)
-	tp := newTopo(t, BackendNft)
+	tp := newTopo(t, backendNft)
 	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--duration", "60s")
 	a.waitReady(10 * time.Second)
 	b := startAgent(t, tp.node, "--dst", tp.svc6().String(), "--duration", "60s")
@@ -382,7 +382,7 @@ func TestAgentLeavesLiveSessionAlone(t *testing.T) {
 func TestAgentBindsLogger(t *testing.T) {
 	requireAgentBin(t)
 	enableNfLogAllNetns(t)
-	tp := newTopo(t, BackendLegacy)
+	tp := newTopo(t, backendLegacy)
 	tp.node.mustRun(t, "sh", "-c", "echo NONE > /proc/sys/net/netfilter/nf_log/2")
 	logger := func() string {
 		return strings.TrimSpace(tp.node.mustRun(t, "cat", "/proc/sys/net/netfilter/nf_log/2"))
@@ -429,7 +429,7 @@ func TestAgentRefusesNodeWithoutKubeProxy(t *testing.T) {
 // into it.
 func TestAgentNftablesMode(t *testing.T) {
 	requireAgentBin(t)
-	tp := newTopo(t, BackendNft)
+	tp := newTopo(t, backendNft)
 	// Replace the iptables-mode rules with a kube-proxy nftables-mode
 	// table of the same shape as v1.36's.
 	for _, fam := range []uint8{4, 6} {
@@ -508,10 +508,10 @@ func TestAgentNftablesMode(t *testing.T) {
 }
 
 func TestAgentTracesUDP(t *testing.T) {
-	for _, b := range []Backend{BackendLegacy, BackendNft} {
+	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
 			requireAgentBin(t)
-			if b == BackendLegacy {
+			if b == backendLegacy {
 				enableNfLogAllNetns(t)
 			}
 			tp := newTopoProto(t, b, "udp")
@@ -546,7 +546,7 @@ func TestAgentTracesUDP(t *testing.T) {
 // address, through OUTPUT and KUBE-NODEPORTS.
 func TestAgentProbesNodePort(t *testing.T) {
 	requireAgentBin(t)
-	tp := newTopo(t, BackendNft)
+	tp := newTopo(t, backendNft)
 	a := startAgent(t, tp.node, "--nodeport", fmt.Sprint(testNodePort), "--probe", "--max-packets", "1", "--duration", "30s")
 	a.waitReady(10 * time.Second)
 	if code := a.wait(30 * time.Second); code != 0 {
@@ -604,7 +604,7 @@ func TestAgentProbeTo(t *testing.T) {
 func TestAgentBothBackends(t *testing.T) {
 	requireAgentBin(t)
 	enableNfLogAllNetns(t)
-	tp := newTopo(t, BackendLegacy)
+	tp := newTopo(t, backendLegacy)
 	tp.node.mustRestore(t, tp.kubeProxyRules(4), "iptables-nft-restore")
 	before := tp.node.ruleset(t)
 	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--probe", "--duration", "30s")
@@ -635,10 +635,10 @@ func TestAgentBothBackends(t *testing.T) {
 // Service's; the session re-reads the ruleset, says so, and later packets
 // get the right rule number and text.
 func TestAgentFollowsRulesetChange(t *testing.T) {
-	for _, b := range []Backend{BackendLegacy, BackendNft} {
+	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
 			requireAgentBin(t)
-			if b == BackendLegacy {
+			if b == backendLegacy {
 				enableNfLogAllNetns(t)
 			}
 			tp := newTopo(t, b)
@@ -669,7 +669,7 @@ func TestAgentFollowsRulesetChange(t *testing.T) {
 					if h.Text != want {
 						t.Errorf("KUBE-SERVICES hop text after the change\n got %q\nwant %q", h.Text, want)
 					}
-					if b == BackendLegacy && h.Rule != 2 {
+					if b == backendLegacy && h.Rule != 2 {
 						t.Errorf("KUBE-SERVICES hop rule %d after a rule was inserted above, want 2", h.Rule)
 					}
 				}

@@ -12,29 +12,29 @@ import (
 	"github.com/svctrace/kubectl-svctrace/pkg/rules"
 )
 
-// Backend is an iptables backend.
-type Backend string
+// ipBackend is an iptables backend.
+type ipBackend string
 
 // The two iptables backends.
 const (
-	BackendLegacy Backend = "legacy"
-	BackendNft    Backend = "nft"
+	backendLegacy ipBackend = "legacy"
+	backendNft    ipBackend = "nft"
 )
 
-// Mode is how kube-proxy programs Services on the node.
-type Mode string
+// proxyMode is how kube-proxy programs Services on the node.
+type proxyMode string
 
 // kube-proxy modes (record.Ready.Mode).
 const (
-	ModeIptables Mode = "iptables"
-	ModeNftables Mode = "nftables"
-	ModeIPVS     Mode = "ipvs"
-	ModeNone     Mode = "none"
+	modeIptables proxyMode = "iptables"
+	modeNftables proxyMode = "nftables"
+	modeIPVS     proxyMode = "ipvs"
+	modeNone     proxyMode = "none"
 )
 
 // Binary returns the iptables binary of a backend and family
 // ("iptables-legacy", "ip6tables-nft", ...).
-func (b Backend) Binary(family uint8) string {
+func (b ipBackend) Binary(family uint8) string {
 	p := "iptables"
 	if family == 6 {
 		p = "ip6tables"
@@ -43,7 +43,7 @@ func (b Backend) Binary(family uint8) string {
 }
 
 // SaveBinary returns the iptables-save binary of a backend and family.
-func (b Backend) SaveBinary(family uint8) string {
+func (b ipBackend) SaveBinary(family uint8) string {
 	p := "iptables"
 	if family == 6 {
 		p = "ip6tables"
@@ -51,8 +51,8 @@ func (b Backend) SaveBinary(family uint8) string {
 	return p + "-" + string(b) + "-save"
 }
 
-// FamilyDetection is what one IP family of the node looks like.
-type FamilyDetection struct {
+// familyDetection is what one IP family of the node looks like.
+type familyDetection struct {
 	Family uint8
 	// Legacy and Nft report that kube-proxy's iptables chains (its canary
 	// or KUBE-SERVICES) live in that backend.
@@ -66,59 +66,59 @@ type FamilyDetection struct {
 }
 
 // Mode is the kube-proxy mode of this family.
-func (f FamilyDetection) Mode() Mode {
+func (f familyDetection) Mode() proxyMode {
 	switch {
 	case f.IPVS && (f.Legacy || f.Nft):
-		return ModeIPVS
+		return modeIPVS
 	case f.Legacy || f.Nft:
-		return ModeIptables
+		return modeIptables
 	case f.NftTable:
-		return ModeNftables
+		return modeNftables
 	}
-	return ModeNone
+	return modeNone
 }
 
 // Backends returns the backends whose raw table must hold TRACE rules: the
 // ones holding kube-proxy's chains, and nft for nftables mode (an iptables-nft
 // TRACE rule sets nftrace, which follows the packet into kube-proxy's table).
-func (f FamilyDetection) Backends() []Backend {
-	var out []Backend
+func (f familyDetection) Backends() []ipBackend {
+	var out []ipBackend
 	if f.Legacy {
-		out = append(out, BackendLegacy)
+		out = append(out, backendLegacy)
 	}
 	if f.Nft || f.NftTable {
-		out = append(out, BackendNft)
+		out = append(out, backendNft)
 	}
 	return out
 }
 
-// Detection is the node's backend and mode for each traced family.
-type Detection struct {
-	Families []FamilyDetection
+// detection is the node's backend and mode for each traced family.
+type detection struct {
+	Families []familyDetection
 	Warnings []string
 }
 
 // Backends returns every backend used by any family, legacy first.
-func (d Detection) Backends() []Backend {
+func (d detection) Backends() []ipBackend {
 	var legacy, nft bool
 	for _, f := range d.Families {
 		for _, b := range f.Backends() {
-			legacy = legacy || b == BackendLegacy
-			nft = nft || b == BackendNft
+			legacy = legacy || b == backendLegacy
+			nft = nft || b == backendNft
 		}
 	}
-	var out []Backend
+	var out []ipBackend
 	if legacy {
-		out = append(out, BackendLegacy)
+		out = append(out, backendLegacy)
 	}
 	if nft {
-		out = append(out, BackendNft)
+		out = append(out, backendNft)
 	}
 	return out
 }
 
 // BackendName is record.Ready.Backend: legacy, nft or both.
-func (d Detection) BackendName() string {
+func (d detection) BackendName() string {
 	b := d.Backends()
 	switch {
 	case len(b) == 2:
@@ -131,24 +131,24 @@ func (d Detection) BackendName() string {
 
 // ModeName is record.Ready.Mode: the first family's mode (families of one
 // node agree in practice; a disagreement is reported as a warning).
-func (d Detection) ModeName() Mode {
+func (d detection) ModeName() proxyMode {
 	if len(d.Families) == 0 {
-		return ModeNone
+		return modeNone
 	}
 	return d.Families[0].Mode()
 }
 
 // Family returns the detection for family 4 or 6.
-func (d Detection) Family(fam uint8) (FamilyDetection, bool) {
+func (d detection) Family(fam uint8) (familyDetection, bool) {
 	for _, f := range d.Families {
 		if f.Family == fam {
 			return f, true
 		}
 	}
-	return FamilyDetection{}, false
+	return familyDetection{}, false
 }
 
-// prober is what detection needs from the host; the real one is *Host.
+// prober is what detection needs from the host; the real one is *host.
 type prober interface {
 	legacyTables(family uint8) ([]string, error)
 	nftTables(family uint8) ([]string, error)
@@ -157,19 +157,19 @@ type prober interface {
 	linkExists(name string) bool
 }
 
-// Detect finds where kube-proxy's rules live for the families in want
+// detect finds where kube-proxy's rules live for the families in want
 // (4 and/or 6). It fails with an explanation when a wanted family has no
 // kube-proxy dataplane netfilter can trace. Optional says families that are
 // traced only if present (IPv6 NodePorts).
-func Detect(ctx context.Context, h prober, want, optional []uint8) (Detection, error) {
-	var d Detection
+func detect(ctx context.Context, h prober, want, optional []uint8) (detection, error) {
+	var d detection
 	ipvs := h.linkExists("kube-ipvs0")
 	cilium := h.linkExists("cilium_host")
 	var errs []error
 	check := func(fam uint8, required bool) error {
-		f := FamilyDetection{Family: fam, IPVS: ipvs, Cilium: cilium}
+		f := familyDetection{Family: fam, IPVS: ipvs, Cilium: cilium}
 		var err error
-		if f.Legacy, err = hasKubeProxyChains(ctx, h, BackendLegacy, fam); err != nil {
+		if f.Legacy, err = hasKubeProxyChains(ctx, h, backendLegacy, fam); err != nil {
 			return err
 		}
 		nftTables, err := h.nftTables(fam)
@@ -180,7 +180,7 @@ func Detect(ctx context.Context, h prober, want, optional []uint8) (Detection, e
 			return err
 		}
 		f.NftTable = contains(nftTables, "kube-proxy")
-		if f.Mode() == ModeNone {
+		if f.Mode() == modeNone {
 			if required {
 				errs = append(errs, noKubeProxyError(f))
 			}
@@ -234,7 +234,7 @@ func Detect(ctx context.Context, h prober, want, optional []uint8) (Detection, e
 	return d, nil
 }
 
-func noKubeProxyError(f FamilyDetection) error {
+func noKubeProxyError(f familyDetection) error {
 	why := "no kube-proxy rules on this node for IPv%d: neither iptables chains (KUBE-SERVICES, KUBE-PROXY-CANARY) in iptables-legacy or iptables-nft nor an nftables table \"kube-proxy\""
 	switch {
 	case f.Cilium:
@@ -248,7 +248,7 @@ func noKubeProxyError(f FamilyDetection) error {
 // hasKubeProxyChains reports whether a legacy family's tables hold
 // kube-proxy chains. It reads the tables that exist only: asking for a legacy
 // table that is not there would create it.
-func hasKubeProxyChains(ctx context.Context, h prober, b Backend, fam uint8) (bool, error) {
+func hasKubeProxyChains(ctx context.Context, h prober, b ipBackend, fam uint8) (bool, error) {
 	tables, err := h.legacyTables(fam)
 	if err != nil {
 		return false, err
@@ -277,7 +277,7 @@ func hasKubeProxyChainsNft(ctx context.Context, h prober, fam uint8, tables []st
 // kubeProxyChainsIn looks for kube-proxy's canary in the legacy mangle table
 // first (small: cheap even with 10,000 Services), then for KUBE-SERVICES in
 // nat.
-func kubeProxyChainsIn(ctx context.Context, h prober, b Backend, fam uint8, tables []string) (bool, error) {
+func kubeProxyChainsIn(ctx context.Context, h prober, b ipBackend, fam uint8, tables []string) (bool, error) {
 	bin := b.Binary(fam)
 	if contains(tables, "mangle") {
 		out, err := h.run(ctx, bin, "-w", "-t", "mangle", "-S")

@@ -39,7 +39,7 @@ func (f *fakeProber) run(_ context.Context, name string, args ...string) ([]byte
 	chains := f.chains[name+" "+table]
 	if len(args) >= 5 {
 		if !contains(chains, args[4]) {
-			return nil, &CommandError{Cmd: name, Stderr: "iptables: No chain/target/match by that name.", Err: errors.New("exit status 1")}
+			return nil, &commandError{Cmd: name, Stderr: "iptables: No chain/target/match by that name.", Err: errors.New("exit status 1")}
 		}
 		return []byte("-N " + args[4] + "\n"), nil
 	}
@@ -56,9 +56,9 @@ func TestDetect(t *testing.T) {
 		node      fakeProber
 		want      []uint8
 		optional  []uint8
-		wantFam   []FamilyDetection
+		wantFam   []familyDetection
 		wantBack  string
-		wantMode  Mode
+		wantMode  proxyMode
 		wantErr   string
 		wantWarn  string
 		wantCalls []string
@@ -75,9 +75,9 @@ func TestDetect(t *testing.T) {
 				},
 			},
 			want:     []uint8{4},
-			wantFam:  []FamilyDetection{{Family: 4, Legacy: true}},
+			wantFam:  []familyDetection{{Family: 4, Legacy: true}},
 			wantBack: "legacy",
-			wantMode: ModeIptables,
+			wantMode: modeIptables,
 			// The canary in the small mangle table answers at once.
 			wantCalls: []string{"iptables-legacy -w -t mangle -S", "netlink: chain KUBE-PROXY-CANARY in ip4 mangle", "netlink: chain KUBE-SERVICES in ip4 nat",
 				// Is a network plugin's policy in the nft filter table?
@@ -94,9 +94,9 @@ func TestDetect(t *testing.T) {
 				},
 			},
 			want:     []uint8{4},
-			wantFam:  []FamilyDetection{{Family: 4, Legacy: true}},
+			wantFam:  []familyDetection{{Family: 4, Legacy: true}},
 			wantBack: "legacy",
-			wantMode: ModeIptables,
+			wantMode: modeIptables,
 			wantWarn: "IPv4: kube-router's NetworkPolicy chains (KUBE-ROUTER-FORWARD) are in iptables-nft but kube-proxy's are in iptables-legacy",
 		},
 		{
@@ -106,9 +106,9 @@ func TestDetect(t *testing.T) {
 				chains: map[string][]string{"iptables-nft nat": {"KUBE-SERVICES", "KUBE-POSTROUTING"}},
 			},
 			want:     []uint8{4},
-			wantFam:  []FamilyDetection{{Family: 4, Nft: true}},
+			wantFam:  []familyDetection{{Family: 4, Nft: true}},
 			wantBack: "nft",
-			wantMode: ModeIptables,
+			wantMode: modeIptables,
 		},
 		{
 			name: "both backends hold kube-proxy chains",
@@ -118,9 +118,9 @@ func TestDetect(t *testing.T) {
 				chains: map[string][]string{"iptables-legacy nat": {"KUBE-SERVICES"}, "iptables-nft nat": {"KUBE-SERVICES"}},
 			},
 			want:     []uint8{4},
-			wantFam:  []FamilyDetection{{Family: 4, Legacy: true, Nft: true}},
+			wantFam:  []familyDetection{{Family: 4, Legacy: true, Nft: true}},
 			wantBack: "both",
-			wantMode: ModeIptables,
+			wantMode: modeIptables,
 			wantWarn: "tracing both backends",
 		},
 		{
@@ -129,9 +129,9 @@ func TestDetect(t *testing.T) {
 				nft: map[uint8][]string{4: {"kube-proxy"}, 6: {"kube-proxy"}},
 			},
 			want:     []uint8{4, 6},
-			wantFam:  []FamilyDetection{{Family: 4, NftTable: true}, {Family: 6, NftTable: true}},
+			wantFam:  []familyDetection{{Family: 4, NftTable: true}, {Family: 6, NftTable: true}},
 			wantBack: "nft",
-			wantMode: ModeNftables,
+			wantMode: modeNftables,
 		},
 		{
 			name: "ipvs mode",
@@ -141,9 +141,9 @@ func TestDetect(t *testing.T) {
 				links:  []string{"kube-ipvs0"},
 			},
 			want:     []uint8{4},
-			wantFam:  []FamilyDetection{{Family: 4, Legacy: true, IPVS: true}},
+			wantFam:  []familyDetection{{Family: 4, Legacy: true, IPVS: true}},
 			wantBack: "legacy",
-			wantMode: ModeIPVS,
+			wantMode: modeIPVS,
 			wantWarn: "ipvs mode",
 		},
 		{
@@ -154,9 +154,9 @@ func TestDetect(t *testing.T) {
 			},
 			want:     []uint8{4},
 			optional: []uint8{6},
-			wantFam:  []FamilyDetection{{Family: 4, Nft: true}},
+			wantFam:  []familyDetection{{Family: 4, Nft: true}},
 			wantBack: "nft",
-			wantMode: ModeIptables,
+			wantMode: modeIptables,
 		},
 		{
 			name:    "Cilium kube-proxy replacement",
@@ -183,7 +183,7 @@ func TestDetect(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			node := tt.node
-			d, err := Detect(context.Background(), &node, tt.want, tt.optional)
+			d, err := detect(context.Background(), &node, tt.want, tt.optional)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("Detect error = %v, want one containing %q", err, tt.wantErr)
@@ -213,14 +213,14 @@ func TestDetect(t *testing.T) {
 
 func TestDetectionBackends(t *testing.T) {
 	tests := []struct {
-		f    FamilyDetection
-		want []Backend
+		f    familyDetection
+		want []ipBackend
 	}{
-		{FamilyDetection{Legacy: true}, []Backend{BackendLegacy}},
-		{FamilyDetection{Nft: true}, []Backend{BackendNft}},
-		{FamilyDetection{NftTable: true}, []Backend{BackendNft}},
-		{FamilyDetection{Legacy: true, NftTable: true}, []Backend{BackendLegacy, BackendNft}},
-		{FamilyDetection{}, nil},
+		{familyDetection{Legacy: true}, []ipBackend{backendLegacy}},
+		{familyDetection{Nft: true}, []ipBackend{backendNft}},
+		{familyDetection{NftTable: true}, []ipBackend{backendNft}},
+		{familyDetection{Legacy: true, NftTable: true}, []ipBackend{backendLegacy, backendNft}},
+		{familyDetection{}, nil},
 	}
 	for _, tt := range tests {
 		if diff := cmp.Diff(tt.want, tt.f.Backends()); diff != "" {

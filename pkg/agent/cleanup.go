@@ -16,7 +16,7 @@ import (
 
 // listedRule is an svctrace rule found in a raw table.
 type listedRule struct {
-	b     Backend
+	b     ipBackend
 	fam   uint8
 	chain string
 	args  []string // after "-A CHAIN"
@@ -27,9 +27,9 @@ type listedRule struct {
 // listSvctraceRules returns every rule tagged svctrace: in the raw tables
 // of both backends and both families. It reads only tables that exist (a
 // legacy table is created by merely listing it).
-func listSvctraceRules(ctx context.Context, h *Host) ([]listedRule, error) {
+func listSvctraceRules(ctx context.Context, h *host) ([]listedRule, error) {
 	var out []listedRule
-	for _, b := range []Backend{BackendLegacy, BackendNft} {
+	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		for _, fam := range []uint8{4, 6} {
 			tables, err := h.tablesOf(b, fam)
 			if err != nil {
@@ -43,7 +43,7 @@ func listSvctraceRules(ctx context.Context, h *Host) ([]listedRule, error) {
 			// Listing one chain at a time: a whole iptables-nft table
 			// listing builds a cache of every table (slow on big nodes).
 			chains := []string{""}
-			if b == BackendNft {
+			if b == backendNft {
 				n, err := h.nftables()
 				if err != nil {
 					return nil, err
@@ -68,7 +68,7 @@ func listSvctraceRules(ctx context.Context, h *Host) ([]listedRule, error) {
 				data = append(data, out...)
 			}
 			forEachLine(data, func(line string) {
-				if !strings.HasPrefix(line, "-A ") || !strings.Contains(line, CommentPrefix) {
+				if !strings.HasPrefix(line, "-A ") || !strings.Contains(line, commentPrefix) {
 					return
 				}
 				args := splitRuleArgs(line)
@@ -88,7 +88,7 @@ func listSvctraceRules(ctx context.Context, h *Host) ([]listedRule, error) {
 // pid namespace this agent cannot see are left, with a warning. Each rule is
 // deleted by its exact spec; the nft chains/table and the nf_log binding the
 // dead sessions created are undone once nothing of svctrace uses them.
-func sweep(ctx context.Context, h *Host, all bool, now time.Time) (removed int, warnings []string, err error) {
+func sweep(ctx context.Context, h *host, all bool, now time.Time) (removed int, warnings []string, err error) {
 	listed, err := listSvctraceRules(ctx, h)
 	if err != nil {
 		return 0, nil, err
@@ -107,7 +107,7 @@ func sweep(ctx context.Context, h *Host, all bool, now time.Time) (removed int, 
 				// An unparsable id was not written by this version:
 				// left alone unless --cleanup.
 				v = sessionUnknown
-				if sid, perr := ParseSessionID(r.sid); perr == nil {
+				if sid, perr := parseSessionID(r.sid); perr == nil {
 					v = sessionLiveness(p, sid, now)
 				}
 			}
@@ -117,7 +117,7 @@ func sweep(ctx context.Context, h *Host, all bool, now time.Time) (removed int, 
 			}
 		}
 		if v != sessionDead {
-			if r.b == BackendLegacy {
+			if r.b == backendLegacy {
 				remaining[r.fam] = true
 			}
 			continue
@@ -134,10 +134,10 @@ func sweep(ctx context.Context, h *Host, all bool, now time.Time) (removed int, 
 		default:
 			errs = append(errs, fmt.Errorf("delete svctrace rule in raw %s with %s: %w", r.chain, r.b.Binary(r.fam), err))
 		}
-		if r.b == BackendNft {
+		if r.b == backendNft {
 			created[rawChain{r.b, r.fam, r.chain}] += r.flags
 		}
-		if r.b == BackendLegacy && strings.ContainsRune(r.flags, flagSetLogger) {
+		if r.b == backendLegacy && strings.ContainsRune(r.flags, flagSetLogger) {
 			loggers[r.fam] = true
 		}
 	}
@@ -156,14 +156,14 @@ func sweep(ctx context.Context, h *Host, all bool, now time.Time) (removed int, 
 // families, any session), undoes what those sessions created, and writes a
 // bye record with the count (`kubectl-svctrace agent --cleanup`).
 func Cleanup(ctx context.Context, node string, streams IO) error {
-	return CleanupWith(ctx, node, streams, Options{})
+	return cleanupWith(ctx, node, streams, options{})
 }
 
-// CleanupWith is Cleanup with test seams.
-func CleanupWith(ctx context.Context, node string, streams IO, opts Options) error {
+// cleanupWith is Cleanup with test seams.
+func cleanupWith(ctx context.Context, node string, streams IO, opts options) error {
 	h := opts.Host
 	if h == nil {
-		h = NewHost()
+		h = newHost()
 		defer h.Close()
 	}
 	if streams.Err == nil {

@@ -19,8 +19,8 @@ const (
 	SourceNftrace = "nftrace"
 )
 
-// DefaultKernLogPath is where Debian-like syslog daemons write kernel messages.
-const DefaultKernLogPath = "/var/log/kern.log"
+// defaultKernLogPath is where Debian-like syslog daemons write kernel messages.
+const defaultKernLogPath = "/var/log/kern.log"
 
 // Rate is a TRACE rule rate limit: at most N packets per Per ("second",
 // "minute", "hour" or "day"), with a burst of N. The zero Rate is unlimited.
@@ -29,9 +29,9 @@ type Rate struct {
 	Per string
 }
 
-// DefaultRate keeps a busy Service from flooding the kernel log: 20 new
+// defaultRate keeps a busy Service from flooding the kernel log: 20 new
 // connections per second are plenty to see the path.
-var DefaultRate = Rate{N: 20, Per: "second"}
+var defaultRate = Rate{N: 20, Per: "second"}
 
 // Unlimited reports whether r sets no limit.
 func (r Rate) Unlimited() bool { return r.N == 0 }
@@ -187,9 +187,9 @@ func DefaultConfig() Config {
 	return Config{
 		Proto:         "tcp",
 		Duration:      60 * time.Second,
-		Rate:          DefaultRate,
+		Rate:          defaultRate,
 		Source:        SourceAuto,
-		KernLogPath:   DefaultKernLogPath,
+		KernLogPath:   defaultKernLogPath,
 		RulesSnapshot: true,
 	}
 }

@@ -52,6 +52,6 @@
 // package kernel's; this package orchestrates. It builds on Linux only.
 //
 // All host commands (iptables-*, ip6tables-*, nft) run from this package
-// only, through Runner and go-iptables (which always passes --wait, so
+// only, through its runner and go-iptables (which always passes --wait, so
 // kube-proxy's iptables-restore is never raced); it never imports client-go.
 package agent

@@ -11,21 +11,21 @@ import (
 	"strings"
 )
 
-// Runner runs a host command and returns its stdout. It is the only way this
+// runner runs a host command and returns its stdout. It is the only way this
 // package touches iptables/nft binaries, so tests can see every call.
-type Runner interface {
+type runner interface {
 	Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error)
 }
 
-// ExecRunner runs commands with os/exec, looking binaries up in PATH and in
+// execRunner runs commands with os/exec, looking binaries up in PATH and in
 // the sbin directories (the agent image and Debian put iptables there).
-type ExecRunner struct{}
+type execRunner struct{}
 
 // sbinDirs are searched after PATH: a root shell's PATH may lack them.
 var sbinDirs = []string{"/usr/sbin", "/sbin", "/usr/local/sbin"}
 
-// LookBinary finds a host binary in PATH or the sbin directories.
-func LookBinary(name string) (string, error) {
+// lookBinary finds a host binary in PATH or the sbin directories.
+func lookBinary(name string) (string, error) {
 	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
@@ -37,9 +37,9 @@ func LookBinary(name string) (string, error) {
 	return "", fmt.Errorf("%s not found in PATH or %s: the agent image must ship iptables (legacy and nft) and nft", name, strings.Join(sbinDirs, ", "))
 }
 
-// Run implements Runner.
-func (ExecRunner) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
-	path, err := LookBinary(name)
+// Run implements runner.
+func (execRunner) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	path, err := lookBinary(name)
 	if err != nil {
 		return nil, err
 	}
@@ -51,20 +51,20 @@ func (ExecRunner) Run(ctx context.Context, stdin []byte, name string, args ...st
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.Bytes(), &CommandError{Cmd: name + " " + strings.Join(args, " "), Stderr: strings.TrimSpace(stderr.String()), Err: err}
+		return stdout.Bytes(), &commandError{Cmd: name + " " + strings.Join(args, " "), Stderr: strings.TrimSpace(stderr.String()), Err: err}
 	}
 	return stdout.Bytes(), nil
 }
 
-// CommandError is a failed host command with its stderr.
-type CommandError struct {
+// commandError is a failed host command with its stderr.
+type commandError struct {
 	Cmd    string
 	Stderr string
 	Err    error
 }
 
 // Error says which command failed, how, and what it printed.
-func (e *CommandError) Error() string {
+func (e *commandError) Error() string {
 	if e.Stderr == "" {
 		return fmt.Sprintf("run %s: %v", e.Cmd, e.Err)
 	}
@@ -72,12 +72,12 @@ func (e *CommandError) Error() string {
 }
 
 // Unwrap returns the exec error (an *exec.ExitError for a non-zero exit).
-func (e *CommandError) Unwrap() error { return e.Err }
+func (e *commandError) Unwrap() error { return e.Err }
 
 // isNoSuchChain reports whether err is iptables saying a chain, table or
 // rule does not exist.
 func isNoSuchChain(err error) bool {
-	var ce *CommandError
+	var ce *commandError
 	if !errors.As(err, &ce) {
 		return false
 	}

@@ -18,10 +18,10 @@ import (
 	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 )
 
-// Host is the node as the agent sees it: host commands, the nf_tables
-// netlink API, /proc. One Host serves one session.
-type Host struct {
-	Runner Runner
+// host is the node as the agent sees it: host commands, the nf_tables
+// netlink API, /proc. One host serves one session.
+type host struct {
+	Runner runner
 	// ProcRoot is "/proc" (a seam for tests).
 	ProcRoot string
 
@@ -32,17 +32,17 @@ type Host struct {
 }
 
 type ipKey struct {
-	b   Backend
+	b   ipBackend
 	fam uint8
 }
 
-// NewHost returns the real host.
-func NewHost() *Host {
-	return &Host{Runner: ExecRunner{}, ProcRoot: "/proc"}
+// newHost returns the real host.
+func newHost() *host {
+	return &host{Runner: execRunner{}, ProcRoot: "/proc"}
 }
 
 // Close releases the netlink sockets.
-func (h *Host) Close() error {
+func (h *host) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var errs []error
@@ -57,11 +57,11 @@ func (h *Host) Close() error {
 	return errors.Join(errs...)
 }
 
-func (h *Host) proc() procInfo { return procInfo{root: h.ProcRoot} }
+func (h *host) proc() procInfo { return procInfo{root: h.ProcRoot} }
 
 // nftables returns the session's nf_tables netlink connection, opened on
 // first use.
-func (h *Host) nftables() (*kernel.Nftables, error) {
+func (h *host) nftables() (*kernel.Nftables, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.nl == nil {
@@ -77,14 +77,14 @@ func (h *Host) nftables() (*kernel.Nftables, error) {
 // iptables returns the go-iptables handle of a backend and family. It always
 // passes --wait (iptables >= 1.4.20), so kube-proxy's iptables-restore holding
 // the xtables lock is waited for, never raced.
-func (h *Host) iptables(b Backend, fam uint8) (*iptables.IPTables, error) {
+func (h *host) iptables(b ipBackend, fam uint8) (*iptables.IPTables, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	k := ipKey{b, fam}
 	if ipt := h.ipts[k]; ipt != nil {
 		return ipt, nil
 	}
-	path, err := LookBinary(b.Binary(fam))
+	path, err := lookBinary(b.Binary(fam))
 	if err != nil {
 		return nil, err
 	}
@@ -104,14 +104,14 @@ func (h *Host) iptables(b Backend, fam uint8) (*iptables.IPTables, error) {
 }
 
 // run implements prober.
-func (h *Host) run(ctx context.Context, name string, args ...string) ([]byte, error) {
+func (h *host) run(ctx context.Context, name string, args ...string) ([]byte, error) {
 	return h.Runner.Run(ctx, nil, name, args...)
 }
 
 // stream runs a host command and hands each line of its stdout to fn
 // without holding the whole output (fn must not retain line).
-func (h *Host) stream(ctx context.Context, name string, args []string, fn func(line string)) error {
-	path, err := LookBinary(name)
+func (h *host) stream(ctx context.Context, name string, args []string, fn func(line string)) error {
+	path, err := lookBinary(name)
 	if err != nil {
 		return err
 	}
@@ -135,7 +135,7 @@ func (h *Host) stream(ctx context.Context, name string, args []string, fn func(l
 		_, _ = io.Copy(io.Discard, out)
 	}
 	if err := cmd.Wait(); err != nil {
-		return &CommandError{Cmd: name + " " + strings.Join(args, " "), Stderr: strings.TrimSpace(stderr.String()), Err: err}
+		return &commandError{Cmd: name + " " + strings.Join(args, " "), Stderr: strings.TrimSpace(stderr.String()), Err: err}
 	}
 	if scanErr != nil {
 		return fmt.Errorf("read the output of %s: %w", name, scanErr)
@@ -144,12 +144,12 @@ func (h *Host) stream(ctx context.Context, name string, args []string, fn func(l
 }
 
 // legacyTables implements prober.
-func (h *Host) legacyTables(fam uint8) ([]string, error) {
+func (h *host) legacyTables(fam uint8) ([]string, error) {
 	return kernel.LegacyTables(h.ProcRoot, fam)
 }
 
 // nftTables implements prober.
-func (h *Host) nftTables(fam uint8) ([]string, error) {
+func (h *host) nftTables(fam uint8) ([]string, error) {
 	n, err := h.nftables()
 	if err != nil {
 		return nil, err
@@ -158,7 +158,7 @@ func (h *Host) nftTables(fam uint8) ([]string, error) {
 }
 
 // nftChainExists implements prober.
-func (h *Host) nftChainExists(fam uint8, table, chain string) (bool, error) {
+func (h *host) nftChainExists(fam uint8, table, chain string) (bool, error) {
 	n, err := h.nftables()
 	if err != nil {
 		return false, err
@@ -168,7 +168,7 @@ func (h *Host) nftChainExists(fam uint8, table, chain string) (bool, error) {
 
 // linkExists implements prober: asked over route netlink in the agent's
 // namespace (the node's).
-func (h *Host) linkExists(name string) bool {
+func (h *host) linkExists(name string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.rtnl == nil {
@@ -183,8 +183,8 @@ func (h *Host) linkExists(name string) bool {
 }
 
 // tablesOf returns the tables that exist in a backend and family.
-func (h *Host) tablesOf(b Backend, fam uint8) ([]string, error) {
-	if b == BackendLegacy {
+func (h *host) tablesOf(b ipBackend, fam uint8) ([]string, error) {
+	if b == backendLegacy {
 		return h.legacyTables(fam)
 	}
 	return h.nftTables(fam)

@@ -14,26 +14,26 @@ import (
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
 )
 
-// KernLogSource follows a syslog file holding kernel messages
+// kernLogSource follows a syslog file holding kernel messages
 // (/var/log/kern.log, /var/log/messages) for nodes where /dev/kmsg is not
 // readable but a syslog daemon writes the kernel log. It follows rotation
 // (the file renamed and created again). Syslog lines carry no sequence
 // number: records the daemon dropped cannot be counted.
-type KernLogSource struct {
+type kernLogSource struct {
 	Path string
 
 	t   *tail.Tail
 	dec *trace.Decoder
 }
 
-// NewKernLogSource returns a source following path.
-func NewKernLogSource(path string) *KernLogSource { return &KernLogSource{Path: path} }
+// newKernLogSource returns a source following path.
+func newKernLogSource(path string) *kernLogSource { return &kernLogSource{Path: path} }
 
-// Name implements Source.
-func (s *KernLogSource) Name() string { return SourceKernLog }
+// Name implements source.
+func (s *kernLogSource) Name() string { return SourceKernLog }
 
-// Open implements Source: lines written after Open returns are read.
-func (s *KernLogSource) Open() error {
+// Open implements source: lines written after Open returns are read.
+func (s *kernLogSource) Open() error {
 	// The end offset is taken now, not when the tail goroutine gets to
 	// its first seek, so lines written right after Open are not skipped.
 	fi, err := os.Stat(s.Path)
@@ -55,8 +55,8 @@ func (s *KernLogSource) Open() error {
 	return nil
 }
 
-// Run implements Source.
-func (s *KernLogSource) Run(ctx context.Context, emit func(*trace.Event), lost func(uint64)) error {
+// Run implements source.
+func (s *kernLogSource) Run(ctx context.Context, emit func(*trace.Event), lost func(uint64)) error {
 	if s.t == nil {
 		return errors.New("kern.log source used before Open")
 	}
@@ -82,8 +82,8 @@ func (s *KernLogSource) Run(ctx context.Context, emit func(*trace.Event), lost f
 	}
 }
 
-// Close implements Source.
-func (s *KernLogSource) Close() error {
+// Close implements source.
+func (s *kernLogSource) Close() error {
 	if s.t == nil {
 		return nil
 	}

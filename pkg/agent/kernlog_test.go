@@ -53,7 +53,7 @@ func TestKernLogSource(t *testing.T) {
 	path := filepath.Join(dir, "kern.log")
 	appendFile(t, path, "May 8 16:30:28 ceph4 kernel: [324780.000000] eth0: link up", lines[0])
 
-	src := NewKernLogSource(path)
+	src := newKernLogSource(path)
 	if err := src.Open(); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestKernLogSource(t *testing.T) {
 }
 
 func TestKernLogSourceMissingFile(t *testing.T) {
-	err := NewKernLogSource(filepath.Join(t.TempDir(), "nope")).Open()
+	err := newKernLogSource(filepath.Join(t.TempDir(), "nope")).Open()
 	if err == nil || !strings.Contains(err.Error(), "--source kmsg") {
 		t.Fatalf("Open of a missing file: %v, want an error suggesting --source kmsg", err)
 	}

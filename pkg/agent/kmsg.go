@@ -14,10 +14,10 @@ import (
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
 )
 
-// KmsgSource reads legacy TRACE records from /dev/kmsg. Each read returns one
+// kmsgSource reads legacy TRACE records from /dev/kmsg. Each read returns one
 // record; records are numbered, so records the ring buffer overwrote before
 // the reader got to them show as a sequence gap and are counted exactly.
-type KmsgSource struct {
+type kmsgSource struct {
 	// Path is "/dev/kmsg" (a seam for tests).
 	Path string
 
@@ -26,15 +26,15 @@ type KmsgSource struct {
 	epipes uint64
 }
 
-// NewKmsgSource returns a source reading /dev/kmsg.
-func NewKmsgSource() *KmsgSource { return &KmsgSource{Path: "/dev/kmsg"} }
+// newKmsgSource returns a source reading /dev/kmsg.
+func newKmsgSource() *kmsgSource { return &kmsgSource{Path: "/dev/kmsg"} }
 
-// Name implements Source.
-func (s *KmsgSource) Name() string { return SourceKmsg }
+// Name implements source.
+func (s *kmsgSource) Name() string { return SourceKmsg }
 
-// Open implements Source: it opens the device and seeks to its end, so only
+// Open implements source: it opens the device and seeks to its end, so only
 // records written from now on are read.
-func (s *KmsgSource) Open() error {
+func (s *kmsgSource) Open() error {
 	// O_NONBLOCK makes the file pollable: Close and read deadlines then
 	// unblock a pending Read.
 	f, err := os.OpenFile(s.Path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
@@ -54,8 +54,8 @@ func (s *KmsgSource) Open() error {
 // for one /dev/kmsg record is 8 KiB including its dictionary).
 const kmsgRecordMax = 16 << 10
 
-// Run implements Source.
-func (s *KmsgSource) Run(ctx context.Context, emit func(*trace.Event), lost func(uint64)) error {
+// Run implements source.
+func (s *kmsgSource) Run(ctx context.Context, emit func(*trace.Event), lost func(uint64)) error {
 	if s.f == nil {
 		return errors.New("kmsg source used before Open")
 	}
@@ -90,8 +90,8 @@ func (s *KmsgSource) Run(ctx context.Context, emit func(*trace.Event), lost func
 	}
 }
 
-// Close implements Source.
-func (s *KmsgSource) Close() error {
+// Close implements source.
+func (s *kmsgSource) Close() error {
 	if s.f == nil {
 		return nil
 	}

@@ -277,11 +277,11 @@ func (tp *topo) dialFrom(t testing.TB, src netip.Addr, to netip.AddrPort) error 
 // (loose) the same packet goes on, and its masquerade address is the one
 // the endpoint really sees.
 func TestAgentExplainsReversePathDrop(t *testing.T) {
-	for _, b := range []Backend{BackendLegacy, BackendNft} {
+	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		for _, rpf := range []int{1, 2} {
 			t.Run(fmt.Sprintf("%s/rp_filter=%d", b, rpf), func(t *testing.T) {
 				requireAgentBin(t)
-				if b == BackendLegacy {
+				if b == backendLegacy {
 					enableNfLogAllNetns(t)
 				}
 				tp := newTopo(t, b)
@@ -355,10 +355,10 @@ func TestAgentExplainsReversePathDrop(t *testing.T) {
 // packet must enter the node through PREROUTING from the pod's address,
 // not leave the node's own stack through OUTPUT.
 func TestAgentProbeFromPod(t *testing.T) {
-	for _, b := range []Backend{BackendLegacy, BackendNft} {
+	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
 			requireAgentBin(t)
-			if b == BackendLegacy {
+			if b == backendLegacy {
 				enableNfLogAllNetns(t)
 			}
 			tp := newTopo(t, b)
@@ -402,7 +402,7 @@ func TestAgentProbeFromPod(t *testing.T) {
 
 	t.Run("no namespace has the address", func(t *testing.T) {
 		requireAgentBin(t)
-		tp := newTopo(t, BackendNft)
+		tp := newTopo(t, backendNft)
 		a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--probe-from-ip", "198.19.255.254", "--duration", "30s")
 		if code := a.wait(30 * time.Second); code == 0 {
 			t.Fatalf("exit code 0, want a failure\nstderr:\n%s", a.stderr.String())

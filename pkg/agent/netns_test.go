@@ -31,7 +31,7 @@ func requireRoot(t testing.TB) {
 		t.Skip("real-kernel test: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) to create network namespaces and edit netfilter rules; run `sudo go test ./pkg/agent/`")
 	}
 	for _, b := range []string{"ip", "iptables-legacy", "iptables-nft", "ip6tables-legacy", "ip6tables-nft", "nft"} {
-		if _, err := LookBinary(b); err != nil {
+		if _, err := lookBinary(b); err != nil {
 			t.Skipf("real-kernel test: %v", err)
 		}
 	}
@@ -172,7 +172,7 @@ func (n *netns) ruleset(t testing.TB) string {
 type topo struct {
 	node, ep  *netns
 	x         int
-	backend   Backend
+	backend   ipBackend
 	proto     string // of the Service: tcp or udp
 	listeners []net.Listener
 	udp       []net.PacketConn
@@ -181,9 +181,9 @@ type topo struct {
 
 var topoSeq atomic.Int32
 
-func newTopo(t testing.TB, b Backend) *topo { return newTopoProto(t, b, "tcp") }
+func newTopo(t testing.TB, b ipBackend) *topo { return newTopoProto(t, b, "tcp") }
 
-func newTopoProto(t testing.TB, b Backend, proto string) *topo {
+func newTopoProto(t testing.TB, b ipBackend, proto string) *topo {
 	t.Helper()
 	x := 10 + int(topoSeq.Add(1))%200
 	tp := &topo{node: newNetns(t, "node"), ep: newNetns(t, "ep"), x: x, backend: b, proto: proto}
@@ -368,7 +368,7 @@ func (tp *topo) loadKubeProxy(t testing.TB) {
 	t.Helper()
 	tp.node.mustRestore(t, tp.kubeProxyRules(4), tp.backend.Binary(4)+"-restore")
 	tp.node.mustRestore(t, tp.kubeProxyRules(6), tp.backend.Binary(6)+"-restore")
-	if tp.backend == BackendLegacy {
+	if tp.backend == backendLegacy {
 		// Instantiate the legacy raw tables now: the kernel cannot
 		// remove a legacy table, so one created by the session would
 		// show as a difference that is not svctrace's to undo.

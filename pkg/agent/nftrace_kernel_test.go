@@ -62,7 +62,7 @@ func collectNftrace(t *testing.T, ns *netns) (events func() []trace.Event, stop 
 // DNAT.
 func TestNftraceSource(t *testing.T) {
 	requireRoot(t)
-	tp := newTopo(t, BackendNft)
+	tp := newTopo(t, backendNft)
 	events, stop := collectNftrace(t, tp.node)
 	tp.node.mustRun(t, "iptables-nft", "-w", "-t", "raw", "-I", "OUTPUT", "1", "-d", tp.svc4().Addr().String(), "-p", "tcp", "--dport", "80", "--tcp-flags", "FIN,SYN,RST,ACK", "SYN", "-m", "comment", "--comment", "svctrace-test", "-j", "TRACE")
 	if err := tp.dial(t, "tcp", tp.svc4()); err != nil {

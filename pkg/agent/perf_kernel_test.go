@@ -86,24 +86,24 @@ func TestAgentFlood(t *testing.T) {
 		t.Skip("flood test: skipped with -short")
 	}
 	type floodCase struct {
-		b     Backend
+		b     ipBackend
 		name  string
 		extra []string
 	}
 	cases := []floodCase{
-		{BackendLegacy, "default rate", nil},
-		{BackendLegacy, "unlimited", []string{"--rate", "unlimited"}},
-		{BackendNft, "default rate", nil},
-		{BackendNft, "unlimited", []string{"--rate", "unlimited"}},
+		{backendLegacy, "default rate", nil},
+		{backendLegacy, "unlimited", []string{"--rate", "unlimited"}},
+		{backendNft, "default rate", nil},
+		{backendNft, "unlimited", []string{"--rate", "unlimited"}},
 		// A receive buffer far too small for the flood forces netlink
 		// overflows (ENOBUFS): the loss must be counted.
-		{BackendNft, "unlimited, tiny netlink buffer", []string{"--rate", "unlimited", "--netlink-rcvbuf", "65536"}},
+		{backendNft, "unlimited, tiny netlink buffer", []string{"--rate", "unlimited", "--netlink-rcvbuf", "65536"}},
 	}
 	const floodFor = 2 * time.Second
 	for _, c := range cases {
 		t.Run(string(c.b)+"/"+c.name, func(t *testing.T) {
 			requireAgentBin(t)
-			if c.b == BackendLegacy {
+			if c.b == backendLegacy {
 				enableNfLogAllNetns(t)
 			}
 			tp := newTopo(t, c.b)
@@ -153,7 +153,7 @@ func TestAgentFlood(t *testing.T) {
 					t.Errorf("%d packets at the default rate over %s, want 1..%d", len(pkts), wall, limit)
 				}
 			}
-			if len(c.extra) > 0 && c.b == BackendLegacy {
+			if len(c.extra) > 0 && c.b == backendLegacy {
 				// Every SYN was traced and logs the same records as a
 				// complete packet: records received (hops) plus records
 				// reported lost (kmsg sequence gaps) cover them all.
@@ -179,7 +179,7 @@ func TestAgentFlood(t *testing.T) {
 					t.Errorf("%d records received + %d lost < %d expected: a silent gap", sumHops, lostSum, conns*perSYN)
 				}
 			}
-			if len(c.extra) > 0 && c.b == BackendNft {
+			if len(c.extra) > 0 && c.b == backendNft {
 				// From the rule counters: packets whose trace never
 				// arrived, plus the ones that did, are every SYN.
 				started := 0
@@ -252,10 +252,10 @@ func TestAgentPerf10k(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10,000-Service test: skipped with -short")
 	}
-	for _, b := range []Backend{BackendLegacy, BackendNft} {
+	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
 			requireAgentBin(t)
-			if b == BackendLegacy {
+			if b == backendLegacy {
 				enableNfLogAllNetns(t)
 			}
 			tp := newTopo(t, b)
@@ -292,7 +292,7 @@ func TestAgentPerf10k(t *testing.T) {
 			for _, h := range p.Hops {
 				if h.Table == "nat" && h.Chain == "KUBE-SERVICES" && h.Kind == "rule" {
 					found = true
-					if h.Text != want || (b == BackendLegacy && h.Rule != 10001) {
+					if h.Text != want || (b == backendLegacy && h.Rule != 10001) {
 						t.Errorf("KUBE-SERVICES hop (rule %d) text\n got %q\nwant %q", h.Rule, h.Text, want)
 					}
 				}

@@ -105,17 +105,17 @@ func (s *session) traceLive(ctx context.Context) (removed int, err error) {
 
 // matchedPackets reads how many packets the nft TRACE rules matched: every
 // one started a trace (nil without an nft source).
-func (s *session) matchedPackets() map[Backend]uint64 {
+func (s *session) matchedPackets() map[ipBackend]uint64 {
 	for _, p := range s.pipes {
-		if p.backend != BackendNft {
+		if p.backend != backendNft {
 			continue
 		}
-		n, err := s.tr.matchedPackets(BackendNft)
+		n, err := s.tr.matchedPackets(backendNft)
 		if err != nil {
 			s.warn(fmt.Sprintf("reading TRACE rule counters: %v", err))
 			return nil
 		}
-		return map[Backend]uint64{BackendNft: n}
+		return map[ipBackend]uint64{backendNft: n}
 	}
 	return nil
 }
@@ -123,7 +123,7 @@ func (s *session) matchedPackets() map[Backend]uint64 {
 // reportLost writes the losses not reported yet, and counts the traced
 // packets whose trace never arrived (netlink says only that it overflowed)
 // from the rules' counters.
-func (s *session) reportLost(matched map[Backend]uint64) {
+func (s *session) reportLost(matched map[ipBackend]uint64) {
 	for _, p := range s.pipes {
 		p.flushLost()
 		if m, ok := matched[p.backend]; ok {
@@ -139,8 +139,8 @@ func (s *session) reportLost(matched map[Backend]uint64) {
 // pipeline is one source feeding one grouper.
 type pipeline struct {
 	s       *session
-	src     Source
-	backend Backend
+	src     source
+	backend ipBackend
 	handles atomic.Pointer[map[handleKey]bool]
 
 	mu     sync.Mutex
@@ -190,7 +190,7 @@ func (e *snapshotEnding) ending(ev *trace.Event) trace.Ending {
 }
 
 func (p *pipeline) addEvent(ev *trace.Event) {
-	if p.backend == BackendNft && ev.Table == "raw" && ev.Kind == trace.KindRule && p.isOwnRule(ev) {
+	if p.backend == backendNft && ev.Table == "raw" && ev.Kind == trace.KindRule && p.isOwnRule(ev) {
 		// The session's own TRACE rule: every traced packet starts here.
 		p.starts.Add(1)
 	}

@@ -18,7 +18,7 @@ var traceChains = []string{"PREROUTING", "OUTPUT"}
 
 // traceRule is one TRACE rule of a session.
 type traceRule struct {
-	Backend Backend
+	Backend ipBackend
 	Family  uint8
 	Chain   string
 	// Spec is everything after "-A CHAIN": what -I inserts and -D deletes.
@@ -94,17 +94,17 @@ func ruleSpecs(cfg *Config, fam uint8, comment string) [][]string {
 
 // tracer owns a session's TRACE rules from insertion to removal.
 type tracer struct {
-	h     *Host
-	sid   SessionID
+	h     *host
+	sid   sessionID
 	cfg   *Config
-	det   Detection
+	det   detection
 	rules []*traceRule
 	// loggerSet says for which families this session set nf_log.
 	loggerSet map[uint8]bool
 }
 
 type rawChain struct {
-	b     Backend
+	b     ipBackend
 	fam   uint8
 	chain string
 }
@@ -127,7 +127,7 @@ func (t *tracer) install(ctx context.Context) error {
 			}
 			for _, chain := range traceChains {
 				fl := flags[chain]
-				if b == BackendLegacy && t.loggerSet[f.Family] {
+				if b == backendLegacy && t.loggerSet[f.Family] {
 					fl += string(flagSetLogger)
 				}
 				for _, spec := range ruleSpecs(t.cfg, f.Family, t.sid.Comment(fl)) {
@@ -164,9 +164,9 @@ func (t *tracer) familyTraced(fam uint8) bool {
 // iptables-nft a missing "raw" table or base chain is created on the fly, and
 // must go again once the session's rules are gone for nft list ruleset to
 // read as before.
-func (t *tracer) createFlags(b Backend, fam uint8) (map[string]string, error) {
+func (t *tracer) createFlags(b ipBackend, fam uint8) (map[string]string, error) {
 	flags := map[string]string{}
-	if b != BackendNft {
+	if b != backendNft {
 		return flags, nil
 	}
 	n, err := t.h.nftables()
@@ -192,7 +192,7 @@ func (t *tracer) createFlags(b Backend, fam uint8) (map[string]string, error) {
 // iptables-nft, its nftables handle.
 func (t *tracer) readBack() error {
 	type key struct {
-		b     Backend
+		b     ipBackend
 		fam   uint8
 		chain string
 	}
@@ -210,7 +210,7 @@ func (t *tracer) readBack() error {
 				return fmt.Errorf("list raw %s with %s: %w", r.Chain, r.Backend.Binary(r.Family), err)
 			}
 			listed[k] = lines
-			if r.Backend == BackendNft {
+			if r.Backend == backendNft {
 				n, err := t.h.nftables()
 				if err != nil {
 					return err
@@ -231,7 +231,7 @@ func (t *tracer) readBack() error {
 			}
 			if ruleLineComment(l) == comment && sameRule(l, r) {
 				r.Text = l
-				if r.Backend == BackendNft && len(hs) == countAppends(listed[k]) && hs[k2].Comment == comment {
+				if r.Backend == backendNft && len(hs) == countAppends(listed[k]) && hs[k2].Comment == comment {
 					r.Handle = hs[k2].Handle
 				}
 			}
@@ -289,7 +289,7 @@ func ruleLineComment(line string) string {
 func (t *tracer) missing(ctx context.Context) ([]*traceRule, error) {
 	var out []*traceRule
 	type key struct {
-		b     Backend
+		b     ipBackend
 		fam   uint8
 		chain string
 	}
@@ -358,7 +358,7 @@ func (t *tracer) remove(ctx context.Context) (int, error) {
 		default:
 			errs = append(errs, fmt.Errorf("delete TRACE rule %q with %s: %w", r, r.Backend.Binary(r.Family), err))
 		}
-		if _, flags, ok := parseComment(specComment(r.Spec)); ok && r.Backend == BackendNft {
+		if _, flags, ok := parseComment(specComment(r.Spec)); ok && r.Backend == backendNft {
 			created[rawChain{r.Backend, r.Family, r.Chain}] += flags
 		}
 	}
@@ -374,7 +374,7 @@ func (t *tracer) remove(ctx context.Context) (int, error) {
 // a rule carried the created-table flag and the table has no chain left.
 // An empty accept-policy base chain has no effect on packets, so deleting it
 // cannot disturb anyone; a chain someone filled meanwhile is kept.
-func dropCreated(ctx context.Context, h *Host, created map[rawChain]string) error {
+func dropCreated(ctx context.Context, h *host, created map[rawChain]string) error {
 	var errs []error
 	tables := map[uint8]bool{}
 	for rc, flags := range created {
@@ -397,7 +397,7 @@ func dropCreated(ctx context.Context, h *Host, created map[rawChain]string) erro
 			continue
 		}
 		// iptables-nft deletes an empty built-in chain with -X.
-		if _, err := h.run(ctx, BackendNft.Binary(rc.fam), "-w", "-t", "raw", "-X", rc.chain); err != nil && !isNoSuchChain(err) {
+		if _, err := h.run(ctx, backendNft.Binary(rc.fam), "-w", "-t", "raw", "-X", rc.chain); err != nil && !isNoSuchChain(err) {
 			errs = append(errs, fmt.Errorf("delete the empty raw %s chain svctrace created: %w", rc.chain, err))
 		}
 	}
@@ -427,7 +427,7 @@ func dropCreated(ctx context.Context, h *Host, created map[rawChain]string) erro
 
 // matchedPackets returns how many packets each of the session's nft rules
 // matched (rule counters), summed: every one started a trace.
-func (t *tracer) matchedPackets(b Backend) (uint64, error) {
+func (t *tracer) matchedPackets(b ipBackend) (uint64, error) {
 	var total uint64
 	seen := map[rawChain]bool{}
 	for _, r := range t.rules {
@@ -534,7 +534,7 @@ func splitRuleArgs(line string) []string {
 func (t *tracer) nftHandles() map[handleKey]bool {
 	out := map[handleKey]bool{}
 	for _, r := range t.rules {
-		if r.Backend == BackendNft && r.Handle != 0 {
+		if r.Backend == backendNft && r.Handle != 0 {
 			out[handleKey{r.Family, r.Handle}] = true
 		}
 	}

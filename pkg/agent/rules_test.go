@@ -19,7 +19,7 @@ func TestRuleSpecs(t *testing.T) {
 	}{
 		{
 			name: "tcp default: SYN only, rate limited",
-			cfg:  Config{Proto: "tcp", Rate: DefaultRate, Dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.0.10:80"), netip.MustParseAddrPort("[fd00::a]:80")}},
+			cfg:  Config{Proto: "tcp", Rate: defaultRate, Dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.0.10:80"), netip.MustParseAddrPort("[fd00::a]:80")}},
 			fam:  4,
 			want: [][]string{{"-d", "10.96.0.10/32", "-p", "tcp", "-m", "tcp", "--dport", "80", "--tcp-flags", "FIN,SYN,RST,ACK", "SYN", "-m", "limit", "--limit", "20/second", "--limit-burst", "20", "-m", "comment", "--comment", c, "-j", "TRACE"}},
 		},

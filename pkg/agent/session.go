@@ -31,9 +31,9 @@ type IO struct {
 	Err io.Writer
 }
 
-// Options are seams for tests; the zero Options is the real node.
-type Options struct {
-	Host      *Host  // nil: NewHost()
+// options are seams for tests; the zero options is the real node.
+type options struct {
+	Host      *host  // nil: newHost()
 	KmsgPath  string // "": /dev/kmsg
 	NftRcvBuf int    // 0: 32 MiB
 }
@@ -66,17 +66,17 @@ const (
 // (cfg.StdinWatch) or an error, then removes its rules and writes a bye
 // record. It returns nil on every normal end.
 func Run(ctx context.Context, cfg Config, streams IO) error {
-	return RunWith(ctx, cfg, streams, Options{})
+	return runWith(ctx, cfg, streams, options{})
 }
 
-// RunWith is Run with test seams.
-func RunWith(ctx context.Context, cfg Config, streams IO, opts Options) error {
+// runWith is Run with test seams.
+func runWith(ctx context.Context, cfg Config, streams IO, opts options) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	h := opts.Host
 	if h == nil {
-		h = NewHost()
+		h = newHost()
 		defer h.Close()
 	}
 	if streams.Err == nil {
@@ -101,21 +101,21 @@ func RunWith(ctx context.Context, cfg Config, streams IO, opts Options) error {
 type session struct {
 	cfg  Config
 	io   IO
-	h    *Host
-	opts Options
+	h    *host
+	opts options
 	out  *output
 	log  *log.Logger
 
 	start    time.Time
 	bootWall time.Time // wall time of monotonic zero
-	sid      SessionID
-	det      Detection
+	sid      sessionID
+	det      detection
 	tr       *tracer
 	pipes    []*pipeline
 	snap     *snapshotter
 
 	loggerSet map[uint8]bool
-	index     map[Backend]*atomic.Pointer[rules.Index]
+	index     map[ipBackend]*atomic.Pointer[rules.Index]
 	live      *liveExplainer
 	// fromNS is the network namespace --probe-from-ip connects from.
 	fromNS    *kernel.Netns
@@ -132,7 +132,7 @@ type session struct {
 
 type pktItem struct {
 	p       *trace.Packet
-	backend Backend
+	backend ipBackend
 }
 
 func (s *session) run(parent context.Context) (err error) {

@@ -11,8 +11,8 @@ import (
 	"time"
 )
 
-// CommentPrefix starts the comment of every rule svctrace adds.
-const CommentPrefix = "svctrace:"
+// commentPrefix starts the comment of every rule svctrace adds.
+const commentPrefix = "svctrace:"
 
 // Rule comment flags: what a session created besides its rules, so whoever
 // removes the rules (the session itself, a later session's sweep, or
@@ -23,12 +23,12 @@ const (
 	flagSetLogger    = 'l' // nf_log for this family read NONE and was set
 )
 
-// SessionID identifies one agent session on a node. It carries what a later
+// sessionID identifies one agent session on a node. It carries what a later
 // agent needs to prove the session dead: the boot it ran in, its pid
 // namespace (inode), pid and start time (clock ticks since boot, field 22 of
 // /proc/PID/stat, which never repeats for a reused pid), and the time after
 // which it cannot be running any more (0: no deadline).
-type SessionID struct {
+type sessionID struct {
 	Boot     string // first 8 hex digits of /proc/sys/kernel/random/boot_id
 	PidNS    uint64
 	Pid      int
@@ -37,17 +37,17 @@ type SessionID struct {
 }
 
 // String is the form used in rule comments: BOOT.PIDNS.PID.START.DEADLINE.
-func (s SessionID) String() string {
+func (s sessionID) String() string {
 	return fmt.Sprintf("%s.%d.%d.%d.%d", s.Boot, s.PidNS, s.Pid, s.Start, s.Deadline)
 }
 
-// ParseSessionID parses the String form.
-func ParseSessionID(v string) (SessionID, error) {
+// parseSessionID parses the String form.
+func parseSessionID(v string) (sessionID, error) {
 	p := strings.Split(v, ".")
 	if len(p) != 5 || p[0] == "" {
-		return SessionID{}, fmt.Errorf("invalid session id %q: want BOOT.PIDNS.PID.START.DEADLINE", v)
+		return sessionID{}, fmt.Errorf("invalid session id %q: want BOOT.PIDNS.PID.START.DEADLINE", v)
 	}
-	var s SessionID
+	var s sessionID
 	var err error
 	s.Boot = p[0]
 	var errs []error
@@ -64,14 +64,14 @@ func ParseSessionID(v string) (SessionID, error) {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return SessionID{}, fmt.Errorf("invalid session id %q: %w", v, err)
+		return sessionID{}, fmt.Errorf("invalid session id %q: %w", v, err)
 	}
 	return s, nil
 }
 
 // Comment returns the rule comment for this session with flags.
-func (s SessionID) Comment(flags string) string {
-	c := CommentPrefix + s.String()
+func (s sessionID) Comment(flags string) string {
+	c := commentPrefix + s.String()
 	if flags != "" {
 		c += ":" + flags
 	}
@@ -81,7 +81,7 @@ func (s SessionID) Comment(flags string) string {
 // parseComment splits a rule comment into session id and flags; ok is false
 // for comments svctrace did not write.
 func parseComment(c string) (sid, flags string, ok bool) {
-	rest, found := strings.CutPrefix(c, CommentPrefix)
+	rest, found := strings.CutPrefix(c, commentPrefix)
 	if !found || rest == "" {
 		return "", "", false
 	}
@@ -158,20 +158,20 @@ func (p procInfo) nsPid(pid string) (int, error) {
 }
 
 // newSessionID builds the id of the running process.
-func newSessionID(p procInfo, deadline time.Time) (SessionID, error) {
+func newSessionID(p procInfo, deadline time.Time) (sessionID, error) {
 	boot, err := p.bootID()
 	if err != nil {
-		return SessionID{}, err
+		return sessionID{}, err
 	}
 	ns, err := p.pidNS("self")
 	if err != nil {
-		return SessionID{}, fmt.Errorf("read own pid namespace: %w", err)
+		return sessionID{}, fmt.Errorf("read own pid namespace: %w", err)
 	}
 	start, err := p.startTime("self")
 	if err != nil {
-		return SessionID{}, fmt.Errorf("read own start time: %w", err)
+		return sessionID{}, fmt.Errorf("read own start time: %w", err)
 	}
-	s := SessionID{Boot: boot, PidNS: ns, Pid: os.Getpid(), Start: start}
+	s := sessionID{Boot: boot, PidNS: ns, Pid: os.Getpid(), Start: start}
 	if !deadline.IsZero() {
 		s.Deadline = deadline.Unix()
 	}
@@ -192,7 +192,7 @@ const (
 const deadlineGrace = 2 * time.Minute
 
 // sessionLiveness decides whether the session that wrote a rule still runs.
-func sessionLiveness(p procInfo, sid SessionID, now time.Time) liveness {
+func sessionLiveness(p procInfo, sid sessionID, now time.Time) liveness {
 	if boot, err := p.bootID(); err == nil && boot != sid.Boot {
 		return sessionDead // restored from a saved ruleset after a reboot
 	}

@@ -14,8 +14,8 @@ import (
 )
 
 func TestSessionIDRoundTrip(t *testing.T) {
-	s := SessionID{Boot: "3f2a9c1b", PidNS: 4026531836, Pid: 4242, Start: 987654, Deadline: 1763700000}
-	got, err := ParseSessionID(s.String())
+	s := sessionID{Boot: "3f2a9c1b", PidNS: 4026531836, Pid: 4242, Start: 987654, Deadline: 1763700000}
+	got, err := parseSessionID(s.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestSessionIDRoundTrip(t *testing.T) {
 		t.Error(`parseComment("svctrace-cap") = ok: a hand-made capture rule is not a session's`)
 	}
 	for _, bad := range []string{"", "a.b.c", "x.1.2.3.y", "abc.1.2.3"} {
-		if _, err := ParseSessionID(bad); err == nil {
+		if _, err := parseSessionID(bad); err == nil {
 			t.Errorf("ParseSessionID(%q): want an error", bad)
 		}
 	}
@@ -86,7 +86,7 @@ func TestSessionLiveness(t *testing.T) {
 		name   string
 		selfNS string // NSpid of self: one entry = root pid namespace
 		setup  func(p *fakeProc)
-		sid    SessionID
+		sid    sessionID
 		want   liveness
 	}{
 		{
@@ -94,7 +94,7 @@ func TestSessionLiveness(t *testing.T) {
 			setup: func(p *fakeProc) {
 				p.process("200", 1000, 777, "200")
 			},
-			sid:  SessionID{Boot: boot, PidNS: 1000, Pid: 200, Start: 777},
+			sid:  sessionID{Boot: boot, PidNS: 1000, Pid: 200, Start: 777},
 			want: sessionAlive,
 		},
 		{
@@ -102,12 +102,12 @@ func TestSessionLiveness(t *testing.T) {
 			setup: func(p *fakeProc) {
 				p.process("200", 1000, 999, "200")
 			},
-			sid:  SessionID{Boot: boot, PidNS: 1000, Pid: 200, Start: 777},
+			sid:  sessionID{Boot: boot, PidNS: 1000, Pid: 200, Start: 777},
 			want: sessionDead,
 		},
 		{
 			name: "same namespace, gone",
-			sid:  SessionID{Boot: boot, PidNS: 1000, Pid: 200, Start: 777},
+			sid:  sessionID{Boot: boot, PidNS: 1000, Pid: 200, Start: 777},
 			want: sessionDead,
 		},
 		{
@@ -115,7 +115,7 @@ func TestSessionLiveness(t *testing.T) {
 			setup: func(p *fakeProc) {
 				p.process("200", 1000, 777, "200")
 			},
-			sid:  SessionID{Boot: "deadbeef", PidNS: 1000, Pid: 200, Start: 777},
+			sid:  sessionID{Boot: "deadbeef", PidNS: 1000, Pid: 200, Start: 777},
 			want: sessionDead,
 		},
 		{
@@ -123,7 +123,7 @@ func TestSessionLiveness(t *testing.T) {
 			setup: func(p *fakeProc) {
 				p.process("200", 1000, 777, "200")
 			},
-			sid:  SessionID{Boot: boot, PidNS: 1000, Pid: 200, Start: 777, Deadline: now.Add(-time.Hour).Unix()},
+			sid:  sessionID{Boot: boot, PidNS: 1000, Pid: 200, Start: 777, Deadline: now.Add(-time.Hour).Unix()},
 			want: sessionDead,
 		},
 		{
@@ -131,7 +131,7 @@ func TestSessionLiveness(t *testing.T) {
 			setup: func(p *fakeProc) {
 				p.process("200", 1000, 777, "200")
 			},
-			sid:  SessionID{Boot: boot, PidNS: 1000, Pid: 200, Start: 777, Deadline: now.Add(-time.Minute).Unix()},
+			sid:  sessionID{Boot: boot, PidNS: 1000, Pid: 200, Start: 777, Deadline: now.Add(-time.Minute).Unix()},
 			want: sessionAlive,
 		},
 		{
@@ -139,7 +139,7 @@ func TestSessionLiveness(t *testing.T) {
 			setup: func(p *fakeProc) {
 				p.process("3000", 2000, 777, "3000\t1")
 			},
-			sid:  SessionID{Boot: boot, PidNS: 2000, Pid: 1, Start: 777},
+			sid:  sessionID{Boot: boot, PidNS: 2000, Pid: 1, Start: 777},
 			want: sessionAlive,
 		},
 		{
@@ -147,19 +147,19 @@ func TestSessionLiveness(t *testing.T) {
 			setup: func(p *fakeProc) {
 				p.process("3000", 2000, 100, "3000\t1")
 			},
-			sid:  SessionID{Boot: boot, PidNS: 2000, Pid: 7, Start: 777},
+			sid:  sessionID{Boot: boot, PidNS: 2000, Pid: 7, Start: 777},
 			want: sessionDead,
 		},
 		{
 			name:   "other pod not visible, we are in the root pid namespace: gone",
 			selfNS: "500",
-			sid:    SessionID{Boot: boot, PidNS: 2000, Pid: 7, Start: 777},
+			sid:    sessionID{Boot: boot, PidNS: 2000, Pid: 7, Start: 777},
 			want:   sessionDead,
 		},
 		{
 			name:   "other pod not visible from a nested pid namespace: unknown",
 			selfNS: "500\t3",
-			sid:    SessionID{Boot: boot, PidNS: 2000, Pid: 7, Start: 777},
+			sid:    sessionID{Boot: boot, PidNS: 2000, Pid: 7, Start: 777},
 			want:   sessionUnknown,
 		},
 	}

@@ -24,7 +24,7 @@ import (
 // prepare makes the session id, finds the --probe-from-ip namespace,
 // detects the backends and mode, picks the sources and sweeps the rules of
 // dead sessions. Nothing of this session is on the node yet.
-func (s *session) prepare(ctx context.Context) (sources []Source, err error) {
+func (s *session) prepare(ctx context.Context) (sources []source, err error) {
 	var deadline time.Time
 	if s.cfg.Duration > 0 {
 		deadline = s.start.Add(s.cfg.Duration)
@@ -50,7 +50,7 @@ func (s *session) prepare(ctx context.Context) (sources []Source, err error) {
 	} else if len(s.cfg.NodePorts) > 0 {
 		optional = append(optional, 6)
 	}
-	s.det, err = Detect(ctx, s.h, want, optional)
+	s.det, err = detect(ctx, s.h, want, optional)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +82,7 @@ func (s *session) prepare(ctx context.Context) (sources []Source, err error) {
 // (before the rules: the first packets are not missed), inserts the TRACE
 // rules and writes the ready record. Whatever it did is undone by
 // teardown.
-func (s *session) begin(ctx context.Context, sources []Source) error {
+func (s *session) begin(ctx context.Context, sources []source) error {
 	s.loggerSet = map[uint8]bool{}
 	for _, src := range sources {
 		if src.Name() == SourceNftrace {
@@ -104,11 +104,11 @@ func (s *session) begin(ctx context.Context, sources []Source) error {
 	}
 
 	s.packets = make(chan pktItem, packetQueueDepth)
-	s.index = map[Backend]*atomic.Pointer[rules.Index]{}
+	s.index = map[ipBackend]*atomic.Pointer[rules.Index]{}
 	for _, src := range sources {
-		p := &pipeline{s: s, src: src, backend: BackendLegacy}
+		p := &pipeline{s: s, src: src, backend: backendLegacy}
 		if src.Name() == SourceNftrace {
-			p.backend = BackendNft
+			p.backend = backendNft
 		}
 		if s.index[p.backend] == nil {
 			s.index[p.backend] = &atomic.Pointer[rules.Index]{}
@@ -154,21 +154,21 @@ func (s *session) begin(ctx context.Context, sources []Source) error {
 }
 
 // chooseSources picks the trace sources for the backends in use.
-func (s *session) chooseSources() ([]Source, error) {
+func (s *session) chooseSources() ([]source, error) {
 	bs := s.det.Backends()
 	legacy, nft := false, false
 	for _, b := range bs {
-		legacy = legacy || b == BackendLegacy
-		nft = nft || b == BackendNft
+		legacy = legacy || b == backendLegacy
+		nft = nft || b == backendNft
 	}
-	kmsg := func() Source {
-		k := NewKmsgSource()
+	kmsg := func() source {
+		k := newKmsgSource()
 		if s.opts.KmsgPath != "" {
 			k.Path = s.opts.KmsgPath
 		}
 		return k
 	}
-	nftrace := func() Source {
+	nftrace := func() source {
 		n := &nftraceSource{}
 		n.RcvBuf = s.cfg.NetlinkRcvBuf
 		if s.opts.NftRcvBuf != 0 {
@@ -178,7 +178,7 @@ func (s *session) chooseSources() ([]Source, error) {
 	}
 	switch s.cfg.Source {
 	case SourceAuto:
-		var out []Source
+		var out []source
 		if legacy {
 			out = append(out, kmsg())
 		}
@@ -194,9 +194,9 @@ func (s *session) chooseSources() ([]Source, error) {
 			s.warn("kube-proxy rules are in both backends; --source " + s.cfg.Source + " shows only the legacy tables (use --source auto for both)")
 		}
 		if s.cfg.Source == SourceKernLog {
-			return []Source{NewKernLogSource(s.cfg.KernLogPath)}, nil
+			return []source{newKernLogSource(s.cfg.KernLogPath)}, nil
 		}
-		return []Source{kmsg()}, nil
+		return []source{kmsg()}, nil
 	case SourceNftrace:
 		if !nft {
 			return nil, errors.New("kube-proxy's rules are in iptables-legacy, whose TRACE output goes to the kernel log: use --source kmsg, kern.log or auto, not nftrace")
@@ -204,7 +204,7 @@ func (s *session) chooseSources() ([]Source, error) {
 		if legacy {
 			s.warn("kube-proxy rules are in both backends; --source nftrace shows only the nftables tables (use --source auto for both)")
 		}
-		return []Source{nftrace()}, nil
+		return []source{nftrace()}, nil
 	}
 	return nil, fmt.Errorf("unknown source %q", s.cfg.Source)
 }

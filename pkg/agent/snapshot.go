@@ -140,22 +140,22 @@ func forEachLine(data []byte, fn func(line string)) {
 
 // snapshotter reads the ruleset of one backend into a rules.Index.
 type snapshotter struct {
-	h   *Host
+	h   *host
 	cfg *Config
-	det Detection
+	det detection
 }
 
 // take reads a backend's rules for every traced family. The returned hash
 // identifies the kept text, so a re-read can tell whether anything that
 // matters changed.
-func (s *snapshotter) take(ctx context.Context, b Backend) (*rules.Index, uint64, error) {
+func (s *snapshotter) take(ctx context.Context, b ipBackend) (*rules.Index, uint64, error) {
 	ix := rules.NewIndex()
 	sum := fnv.New64a()
 	traced := rules.Traced{Dsts: s.cfg.Dsts, NodePorts: s.cfg.NodePorts, Proto: s.cfg.Proto}
 	for _, f := range s.det.Families {
 		fam := f.Family
 		switch {
-		case b == BackendLegacy && f.Legacy:
+		case b == backendLegacy && f.Legacy:
 			data, err := s.legacySave(ctx, fam, traced)
 			if err != nil {
 				return nil, 0, err
@@ -164,7 +164,7 @@ func (s *snapshotter) take(ctx context.Context, b Backend) (*rules.Index, uint64
 			if err := ix.AddIptablesSave(data, fam); err != nil {
 				return nil, 0, fmt.Errorf("index the %s ruleset: %w", b.SaveBinary(fam), err)
 			}
-		case b == BackendNft && (f.Nft || f.NftTable):
+		case b == backendNft && (f.Nft || f.NftTable):
 			save, nft, err := s.fetchNftIptables(ctx, fam, traced)
 			if err != nil {
 				return nil, 0, err
@@ -205,7 +205,7 @@ func (s *snapshotter) take(ctx context.Context, b Backend) (*rules.Index, uint64
 // it keeps. A rewrite between the two reads may leave a new chain without
 // text; the session's watcher re-reads after rewrites anyway.
 func (s *snapshotter) legacySave(ctx context.Context, fam uint8, t rules.Traced) ([]byte, error) {
-	bin := BackendLegacy.SaveBinary(fam)
+	bin := backendLegacy.SaveBinary(fam)
 	r := rules.NewReach(rules.IptablesSyntax, t)
 	if err := s.h.stream(ctx, bin, nil, scanSave(r)); err != nil {
 		return nil, fmt.Errorf("snapshot the ruleset: %w", err)
@@ -276,7 +276,7 @@ func (s *snapshotter) fetchNftIptables(ctx context.Context, fam uint8, t rules.T
 	if err != nil {
 		return nil, nil, err
 	}
-	bin := BackendNft.Binary(fam)
+	bin := backendNft.Binary(fam)
 	var saveBuf, nftBuf bytes.Buffer
 	for _, table := range iptablesTables {
 		if !slices.Contains(tables, table) {

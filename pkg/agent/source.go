@@ -10,8 +10,8 @@ import (
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
 )
 
-// Source delivers a node's trace events.
-type Source interface {
+// source delivers a node's trace events.
+type source interface {
 	// Name is "kmsg", "kern.log" or "nftrace" (record.Lost.Where).
 	Name() string
 	// Open starts listening: an event the kernel emits after Open returned
@@ -27,8 +27,8 @@ type Source interface {
 	Close() error
 }
 
-// nftraceSource is the nftables trace socket (package kernel) as a Source.
+// nftraceSource is the nftables trace socket (package kernel) as a source.
 type nftraceSource struct{ kernel.TraceSocket }
 
-// Name implements Source.
+// Name implements source.
 func (*nftraceSource) Name() string { return SourceNftrace }

@@ -19,7 +19,7 @@ import (
 // waitIndex returns the backend's ruleset index, waiting for the first
 // snapshot (taken after ready so it does not delay tracing) unless the
 // session is ending.
-func (s *session) waitIndex(ctx context.Context, b Backend) *rules.Index {
+func (s *session) waitIndex(ctx context.Context, b ipBackend) *rules.Index {
 	if !s.cfg.RulesSnapshot {
 		return nil
 	}
@@ -61,15 +61,15 @@ func (s *session) initialSnapshot(ctx context.Context) {
 func (s *session) watchLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.WatchInterval)
 	defer t.Stop()
-	last := map[Backend]uint64{}
+	last := map[ipBackend]uint64{}
 	for b := range s.index {
 		if fp, err := s.fingerprint(b); err == nil {
 			last[b] = fp
 		}
 	}
-	lastSnap := map[Backend]time.Time{}
-	hashes := map[Backend]uint64{}
-	dirty := map[Backend]bool{}
+	lastSnap := map[ipBackend]time.Time{}
+	hashes := map[ipBackend]uint64{}
+	dirty := map[ipBackend]bool{}
 	ticks := 0
 	for {
 		select {
@@ -89,7 +89,7 @@ func (s *session) watchLoop(ctx context.Context) {
 				changed = true
 				dirty[b] = true
 			}
-			if b == BackendLegacy && ticks%fullCheckEvery == 0 {
+			if b == backendLegacy && ticks%fullCheckEvery == 0 {
 				dirty[b] = true // same-size rewrites escape the fingerprint
 			}
 		}
@@ -152,8 +152,8 @@ func (s *session) watchLoop(ctx context.Context) {
 	}
 }
 
-func (s *session) fingerprint(b Backend) (uint64, error) {
-	if b == BackendNft {
+func (s *session) fingerprint(b ipBackend) (uint64, error) {
+	if b == backendNft {
 		n, err := s.h.nftables()
 		if err != nil {
 			return 0, err
