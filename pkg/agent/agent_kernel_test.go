@@ -387,10 +387,15 @@ func TestAgentBindsLogger(t *testing.T) {
 	logger := func() string {
 		return strings.TrimSpace(tp.node.mustRun(t, "cat", "/proc/sys/net/netfilter/nf_log/2"))
 	}
-	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--probe", "--max-packets", "1", "--duration", "30s")
+	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--max-packets", "1", "--duration", "30s")
 	a.waitReady(10 * time.Second)
 	if got := logger(); got != "nf_log_ipv4" {
 		t.Errorf("logger while tracing = %q, want nf_log_ipv4", got)
+	}
+	// The traffic comes after the check (a --probe packet could end the
+	// session, and restore the logger, before it).
+	if err := tp.dial(t, "tcp", tp.svc4()); err != nil {
+		t.Fatal(err)
 	}
 	if code := a.wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
