@@ -581,7 +581,7 @@ func TestAgentProbesNodePort(t *testing.T) {
 // --max-packets 1.
 func TestAgentProbeTo(t *testing.T) {
 	requireAgentBin(t)
-	tp := newTopo(t, BackendNft)
+	tp := newTopo(t, backendNft)
 	np := netip.AddrPortFrom(tp.nodeIP4(), testNodePort)
 	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--nodeport", fmt.Sprint(testNodePort),
 		"--probe", "--probe-to", np.String(), "--max-packets", "1", "--duration", "30s")

@@ -31,7 +31,7 @@ func TestSessionIDRoundTrip(t *testing.T) {
 	}
 	for _, bad := range []string{"", "a.b.c", "x.1.2.3.y", "abc.1.2.3"} {
 		if _, err := parseSessionID(bad); err == nil {
-			t.Errorf("ParseSessionID(%q): want an error", bad)
+			t.Errorf("parseSessionID(%q): want an error", bad)
 		}
 	}
 }

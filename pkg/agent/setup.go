@@ -113,7 +113,7 @@ func (s *session) begin(ctx context.Context, sources []source) error {
 		if s.index[p.backend] == nil {
 			s.index[p.backend] = &atomic.Pointer[rules.Index]{}
 		}
-		p.ending = &snapshotEnding{ix: s.index[p.backend], pending: explain.PendingEnding(s.det.ModeName() == ModeNftables)}
+		p.ending = &snapshotEnding{ix: s.index[p.backend], pending: explain.PendingEnding(s.det.ModeName() == modeNftables)}
 		p.g = trace.NewGrouper(trace.GroupOptions{Quiet: s.cfg.Quiet, Emit: p.emitPacket, Ending: p.ending.ending})
 		if err := src.Open(); err != nil {
 			return err
