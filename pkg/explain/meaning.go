@@ -265,8 +265,17 @@ func (a *annotator) dnatMeaning(h *record.Hop, info rules.ChainInfo, r *rules.Ru
 	default:
 		return "DNAT to " + h.Target
 	}
-	s := "DNAT to endpoint " + h.Target + svcSuffix(info.Service)
 	text := ruleText(h, r)
+	if h.Target == "" {
+		// nft traces do not say which element numgen picked: only a later
+		// header shows it, and this packet has none (dropped right after,
+		// by routing or a later hook).
+		if eps := rules.NftNumgenTargets(text); len(eps) > 0 {
+			return "DNAT to one of " + strings.Join(eps, ", ") + svcSuffix(info.Service) + " at random: the trace ends before the chosen one shows"
+		}
+		return "DNAT to an endpoint" + svcSuffix(info.Service) + " (the trace ends before it shows)"
+	}
+	s := "DNAT to endpoint " + h.Target + svcSuffix(info.Service)
 	if r != nil && r.Probability > 0 && strings.Contains(text, "numgen ") {
 		choice := fmt.Sprintf("chose endpoint %s (rule probability %s)", h.Target, strconv.FormatFloat(r.Probability, 'f', 3, 64))
 		if h.Share > 0 {

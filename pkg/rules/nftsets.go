@@ -2,6 +2,7 @@ package rules
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -239,6 +240,40 @@ func NftSetMatches(text string) []string {
 		if strings.HasPrefix(w, "@") && (k == 0 || toks[k-1] != "vmap") {
 			out = append(out, strings.TrimRight(w[1:], ","))
 		}
+	}
+	return out
+}
+
+// NftNumgenTargets returns the endpoints ("ip:port", "[ip6]:port") of
+// kube-proxy's "dnat ... to numgen random mod N map { 0 : IP . PORT, ... }"
+// (v1.36+), in element order; nil for other rules.
+func NftNumgenTargets(text string) []string {
+	i := strings.Index(text, "numgen random mod ")
+	if i < 0 {
+		return nil
+	}
+	rest := text[i:]
+	j := strings.Index(rest, " map {")
+	if j < 0 {
+		return nil
+	}
+	rest = rest[j+len(" map {"):]
+	if k := strings.IndexByte(rest, '}'); k >= 0 {
+		rest = rest[:k]
+	}
+	var out []string
+	for _, el := range strings.Split(rest, ",") {
+		_, v, ok := strings.Cut(el, " : ")
+		if !ok {
+			return nil
+		}
+		ip, port, ok := strings.Cut(strings.TrimSpace(v), " . ")
+		a, err := netip.ParseAddr(strings.TrimSpace(ip))
+		p, perr := strconv.ParseUint(strings.TrimSpace(port), 10, 16)
+		if !ok || err != nil || perr != nil {
+			return nil
+		}
+		out = append(out, netip.AddrPortFrom(a, uint16(p)).String())
 	}
 	return out
 }

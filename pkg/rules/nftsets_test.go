@@ -144,3 +144,20 @@ func TestNftVmap(t *testing.T) {
 		t.Errorf("NftSetMatches of a vmap rule = %q, want none", got)
 	}
 }
+
+func TestNftNumgenTargets(t *testing.T) {
+	for _, tt := range []struct {
+		text string
+		want []string
+	}{
+		{"meta l4proto tcp dnat ip to numgen random mod 3 map { 0 : 10.244.0.23 . 80, 1 : 10.244.0.24 . 80, 2 : 10.244.0.25 . 80 }",
+			[]string{"10.244.0.23:80", "10.244.0.24:80", "10.244.0.25:80"}},
+		{"meta l4proto tcp dnat ip6 to numgen random mod 1 map { 0 : fd00:10:244::17 . 8080 }", []string{"[fd00:10:244::17]:8080"}},
+		{"numgen random mod 2 vmap { 0 : goto a, 1 : goto b }", nil},
+		{"meta l4proto tcp dnat to 10.244.0.5:80", nil},
+	} {
+		if diff := cmp.Diff(tt.want, NftNumgenTargets(tt.text)); diff != "" {
+			t.Errorf("NftNumgenTargets(%q) (-want +got):\n%s", tt.text, diff)
+		}
+	}
+}
