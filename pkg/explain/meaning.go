@@ -110,14 +110,14 @@ func (a *annotator) meaning(i int, r *rules.Rule) string {
 			return "clear the masquerade mark before SNAT"
 		}
 	case rules.ChainServices:
-		if strings.Contains(text, "@"+rules.SetClusterIPs) && nftSetsMark(text) {
+		if strings.Contains(text, "@"+rules.SetClusterIPs) && rules.SetsMasqueradeMark(text) {
 			if strings.Contains(text, "saddr != ") || strings.Contains(text, "! -s ") {
 				return a.markMeaning(masqOutsideCIDR)
 			}
 			return a.markMeaning(masqAll)
 		}
 	case rules.ChainExternal:
-		if nftSetsMark(text) {
+		if rules.SetsMasqueradeMark(text) {
 			if strings.Contains(text, "fib saddr type local") {
 				return a.markMeaning(masqNodeLocal)
 			}

@@ -180,13 +180,6 @@ func (a *annotator) sentFrom(i int) int {
 	return -1
 }
 
-// nftSetsMark reports an nft rule that sets kube-proxy's masquerade mark
-// itself ("meta mark set meta mark | 0x00004000", v1.36), where older
-// releases jumped to mark-for-masquerade.
-func nftSetsMark(text string) bool {
-	return strings.Contains(text, "mark set meta mark | 0x") || strings.Contains(text, "mark set mark or ")
-}
-
 // usesAffinitySet reports an nft rule that matches the client against a
 // sessionAffinity set ("ip saddr @affinity-...").
 func usesAffinitySet(text string) bool {

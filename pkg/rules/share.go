@@ -39,37 +39,18 @@ func NumgenShare(text, endpoint string) float64 {
 	if !ok {
 		return 0
 	}
-	num, rest, ok := strings.Cut(rest, " ")
+	num, _, _ := strings.Cut(rest, " ")
 	n, err := strconv.Atoi(num)
-	if !ok || err != nil || n <= 0 {
+	if err != nil || n <= 0 {
 		return 0
 	}
-	_, elems, ok := strings.Cut(rest, "{")
-	if !ok {
-		return 0
-	}
-	elems, _, _ = strings.Cut(elems, "}")
-	ip, port, ok := cutHostPort(endpoint)
-	if !ok {
-		return 0
-	}
-	want := ip + " . " + port
 	hits := 0
-	for _, e := range strings.Split(elems, ",") {
-		if _, v, ok := strings.Cut(e, ":"); ok && strings.TrimSpace(v) == want {
+	for _, ep := range NftNumgenTargets(text) {
+		if ep == endpoint {
 			hits++
 		}
 	}
 	return math.Round(float64(hits)/float64(n)*1e6) / 1e6
-}
-
-// cutHostPort splits "ip:port" or "[ip6]:port".
-func cutHostPort(s string) (host, port string, ok bool) {
-	i := strings.LastIndexByte(s, ':')
-	if i < 0 {
-		return "", "", false
-	}
-	return strings.Trim(s[:i], "[]"), s[i+1:], true
 }
 
 // SetsMasqueradeMark reports whether a rule sets kube-proxy's masquerade
