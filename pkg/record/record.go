@@ -191,6 +191,8 @@ type Hop struct {
 	Kind  string `json:"kind"` // "rule" | "return" | "policy"
 	// Rule is the 1-based position of the rule in its chain, when known.
 	Rule int `json:"rule,omitempty"`
+	// Node is the node the hop was traced on (live).
+	Node string `json:"node,omitempty"`
 	// Handle is the nftables rule handle, when known.
 	Handle uint64 `json:"handle,omitempty"`
 	// Text is the rule as iptables -S or nft prints it, when known.
