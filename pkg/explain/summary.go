@@ -19,6 +19,7 @@ type Summarizer struct {
 	pods      map[string]string                   // endpoint -> pod
 	shares    map[[2]string]float64               // (service, endpoint) -> share the rules give it
 	policy    policyDrops
+	nodes     map[string]string // endpoint IP -> node
 }
 
 // NewSummarizer returns an empty summary for node ("" offline).
@@ -31,6 +32,15 @@ func NewSummarizer(node string) *Summarizer {
 		known:     map[string][]string{},
 		pods:      map[string]string{},
 		shares:    map[[2]string]float64{},
+		nodes:     map[string]string{},
+	}
+}
+
+// SetNodes tells the summary which node hosts each endpoint IP (live), so
+// the spread is also given per node.
+func (s *Summarizer) SetNodes(byIP map[string]string) {
+	for ip, n := range byIP {
+		s.nodes[ip] = n
 	}
 }
 
@@ -113,6 +123,7 @@ func (s *Summarizer) Summary() record.Summary {
 	for k, e := range s.endpoints {
 		share := *e
 		share.Pod = s.pods[share.Endpoint]
+		share.Node = s.nodes[record.Host(share.Endpoint)]
 		if total := perService[k[0]]; total > 0 {
 			share.Share = float64(share.Count) / float64(total)
 		}
@@ -131,6 +142,7 @@ func (s *Summarizer) Summary() record.Summary {
 		return a.Endpoint < b.Endpoint
 	})
 	sum.PolicyDrops = s.policy.list()
+	sum.Nodes = nodeShares(sum.Endpoints, perService)
 	for r, n := range s.drops {
 		sum.Drops = append(sum.Drops, record.Count{Reason: r, Count: n})
 	}
@@ -152,4 +164,47 @@ func newConnection(p *record.Packet) bool {
 		}
 	}
 	return false
+}
+
+// nodeShares sums the endpoints' spread per (Service, node): kube-proxy
+// balances over endpoints, so a node's expected share is its endpoints'.
+func nodeShares(eps []record.EndpointShare, perService map[string]int) []record.NodeShare {
+	type key struct{ svc, node string }
+	byNode := map[key]*record.NodeShare{}
+	endpoints := map[string]int{}
+	var order []key
+	for _, e := range eps {
+		if e.Node == "" {
+			continue
+		}
+		k := key{e.Service, e.Node}
+		n := byNode[k]
+		if n == nil {
+			n = &record.NodeShare{Service: e.Service, Node: e.Node}
+			byNode[k] = n
+			order = append(order, k)
+		}
+		n.Endpoints++
+		n.Count += e.Count
+		endpoints[e.Service]++
+	}
+	if len(order) == 0 {
+		return nil
+	}
+	sort.Slice(order, func(i, j int) bool {
+		if order[i].svc != order[j].svc {
+			return order[i].svc < order[j].svc
+		}
+		return order[i].node < order[j].node
+	})
+	out := make([]record.NodeShare, 0, len(order))
+	for _, k := range order {
+		n := *byNode[k]
+		if total := perService[k.svc]; total > 0 {
+			n.Share = float64(n.Count) / float64(total)
+		}
+		n.Expected = float64(n.Endpoints) / float64(endpoints[k.svc])
+		out = append(out, n)
+	}
+	return out
 }

@@ -93,7 +93,7 @@ func (j *Joiner) settle(p *record.Packet, now time.Time) []*record.Packet {
 		return []*record.Packet{p}
 	}
 	if !j.o.Traced(to) {
-		p.Crossings = append(p.Crossings, crossing(p, to, dst, nil))
+		p.Crossings = append(p.Crossings, crossing(p, to, dst, false, nil))
 		return []*record.Packet{p}
 	}
 	if i := j.find(p, false); i >= 0 {
@@ -176,7 +176,7 @@ func (j *Joiner) Flush() []*record.Packet {
 func release(l *leg) *record.Packet {
 	p := l.p
 	if l.out {
-		p.Crossings = append(p.Crossings, crossing(p, l.to, finalDst(p), nil))
+		p.Crossings = append(p.Crossings, crossing(p, l.to, finalDst(p), true, nil))
 		// Its fate past the node it left is unknown.
 		p.Verdict = record.VerdictUnknown
 		p.VerdictHop = -1
@@ -222,10 +222,10 @@ func lastNode(p *record.Packet) string {
 	return p.Node
 }
 
-// crossing describes how p left for node to; second is the leg seen there
-// (nil: it did not arrive, or to has no agent).
-func crossing(p *record.Packet, to, dst string, second *record.Packet) record.Crossing {
-	c := record.Crossing{From: lastNode(p), To: to, Dst: dst, Traced: second != nil, Hop: -1}
+// crossing describes how p left for node to (traced: to has an agent);
+// second is the leg seen there (nil: none arrived).
+func crossing(p *record.Packet, to, dst string, traced bool, second *record.Packet) record.Crossing {
+	c := record.Crossing{From: lastNode(p), To: to, Dst: dst, Traced: traced, Hop: -1}
 	if e := p.Egress; e != nil {
 		c.Out, c.Via, c.Route = e.Out, e.Via, e.Route
 	}
@@ -243,7 +243,7 @@ func crossing(p *record.Packet, to, dst string, second *record.Packet) record.Cr
 func merge(first, second *record.Packet) *record.Packet {
 	out := *first
 	n := len(first.Hops)
-	out.Crossings = append(append([]record.Crossing(nil), first.Crossings...), crossing(first, second.Node, finalDst(first), second))
+	out.Crossings = append(append([]record.Crossing(nil), first.Crossings...), crossing(first, second.Node, finalDst(first), true, second))
 	for _, c := range second.Crossings {
 		if c.Hop >= 0 {
 			c.Hop += n

@@ -166,7 +166,7 @@ func TestJoin(t *testing.T) {
 				{
 					Nodes: []string{node1}, HopNodes: []string{node1, node1, node1, node1},
 					Verdict: record.VerdictUnknown, VerdictHop: -1, NATs: 1, PredictedSrcLeft: clientIP,
-					Crossings: []record.Crossing{{From: node1, To: node2, Out: "eth0", Via: node2IP, Route: arrived.Route, Dst: epIP + ":80", Traced: false, Hop: -1}},
+					Crossings: []record.Crossing{{From: node1, To: node2, Out: "eth0", Via: node2IP, Route: arrived.Route, Dst: epIP + ":80", Traced: true, Hop: -1}},
 				},
 				{
 					Nodes: []string{node2}, HopNodes: []string{node2, node2},

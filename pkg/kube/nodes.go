@@ -17,12 +17,73 @@ type NodeOptions struct {
 	// From is the pod the test connection comes from (--from): its node is
 	// where the packets enter netfilter, so the trace runs there.
 	From *FromPod
+	// Follow adds every Ready node hosting an endpoint, so the packet is
+	// followed to the endpoint's node (on by default; --no-follow).
+	Follow bool
+	// MaxNodes caps how many nodes get an agent (0: DefaultMaxNodes).
+	MaxNodes int
+}
+
+// DefaultMaxNodes is the default --max-nodes. Every node costs a
+// privileged pod and two long-lived API streams (log and attach) for the
+// session; endpoints on more than a handful of nodes add little to one
+// packet's story (kube-proxy programs every node alike), so following stops
+// there unless asked for more.
+const DefaultMaxNodes = 10
+
+// Roles a node plays in a session (NodeRole.Roles).
+const (
+	RoleClient   = "client"   // the test connection starts there (--probe, --from)
+	RoleEntry    = "entry"    // the traffic enters there (--node, or the only node)
+	RoleEndpoint = "endpoint" // hosts endpoints: traces the packets arriving for them
+	RoleAll      = "any"      // --all-nodes: every node, whatever it does
+)
+
+// NodeRole is one chosen node and what it plays.
+type NodeRole struct {
+	Node  string
+	Roles []string
+	// Endpoints counts the Service's ready endpoints on the node.
+	Endpoints int
 }
 
 // NodeChoice is the nodes to trace on and why, in words for stderr.
 type NodeChoice struct {
 	Nodes  []string
 	Reason string
+	// Roles says what each of Nodes plays, in the same order.
+	Roles []NodeRole
+	// Follow is set when the endpoint nodes were added: their agents trace
+	// the packets arriving for their endpoints.
+	Follow bool
+}
+
+// HasRole reports whether node plays role.
+func (c NodeChoice) HasRole(node, role string) bool {
+	for _, r := range c.Roles {
+		if r.Node == node {
+			for _, x := range r.Roles {
+				if x == role {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Describe says which node plays which part, for stderr:
+// "svctrace-node (client), svctrace-node2 (endpoint: 2 endpoints)".
+func (c NodeChoice) Describe() string {
+	parts := make([]string, len(c.Roles))
+	for i, r := range c.Roles {
+		roles := strings.Join(r.Roles, ", ")
+		if r.Endpoints > 0 {
+			roles += fmt.Sprintf(": %d endpoint(s)", r.Endpoints)
+		}
+		parts[i] = fmt.Sprintf("%s (%s)", r.Node, roles)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // ChooseNodes picks the nodes to run agents on. It is pure: it uses the
@@ -33,7 +94,82 @@ type NodeChoice struct {
 // so that is where a trace is useful. Without --node, --all-nodes or --probe
 // that node is only known for single-node clusters and for external traffic
 // to externalTrafficPolicy: Local Services; otherwise the user must say.
+//
+// With o.Follow, every Ready node hosting an endpoint joins the chosen
+// one(s): a packet DNATed on its client's node is traced again where it
+// arrives. o.MaxNodes caps the total (the endpoint nodes beyond it are
+// named in the reason); --all-nodes beyond the cap is an error.
 func ChooseNodes(t *Target, o NodeOptions) (NodeChoice, error) {
+	max := o.MaxNodes
+	if max <= 0 {
+		max = DefaultMaxNodes
+	}
+	c, err := choosePrimary(t, o)
+	if err != nil {
+		return c, err
+	}
+	perNode := map[string]int{}
+	for _, ep := range t.Endpoints {
+		if ep.Ready && ep.Node != "" {
+			perNode[ep.Node]++
+		}
+	}
+	role := RoleEntry
+	switch {
+	case o.AllNodes:
+		role = RoleAll
+	case o.Probe || o.From != nil:
+		role = RoleClient
+	case t.ExternalLocal && len(c.Nodes) > 1:
+		role = RoleEndpoint
+	}
+	if o.AllNodes && len(c.Nodes) > max {
+		return NodeChoice{}, fmt.Errorf("--all-nodes would start %d agents, more than --max-nodes %d: raise --max-nodes, or pick nodes with --node", len(c.Nodes), max)
+	}
+	chosen := map[string]bool{}
+	for _, n := range c.Nodes {
+		chosen[n] = true
+		roles := []string{role}
+		if perNode[n] > 0 && role != RoleEndpoint && o.Follow {
+			roles = append(roles, RoleEndpoint)
+		}
+		c.Roles = append(c.Roles, NodeRole{Node: n, Roles: roles, Endpoints: perNode[n]})
+	}
+	if !o.Follow {
+		return c, nil
+	}
+	c.Follow = true
+	if o.AllNodes {
+		return c, nil
+	}
+	isReady := map[string]bool{}
+	for _, n := range t.Nodes {
+		isReady[n.Name] = n.Ready
+	}
+	var added, left []string
+	for _, n := range t.EndpointNodes() {
+		switch {
+		case chosen[n] || !isReady[n]:
+		case len(c.Nodes) >= max:
+			left = append(left, n)
+		default:
+			chosen[n] = true
+			added = append(added, n)
+			c.Nodes = append(c.Nodes, n)
+			c.Roles = append(c.Roles, NodeRole{Node: n, Roles: []string{RoleEndpoint}, Endpoints: perNode[n]})
+		}
+	}
+	if len(added) > 0 {
+		c.Reason += fmt.Sprintf(", following the packets to the endpoints on %s", nameList(added))
+	}
+	if len(left) > 0 {
+		c.Reason += fmt.Sprintf("; not following to %s (--max-nodes %d)", nameList(left), max)
+	}
+	return c, nil
+}
+
+// choosePrimary picks the node(s) where the traffic starts or enters.
+func choosePrimary(t *Target, o NodeOptions) (NodeChoice, error) {
 	var ready, notReady []string
 	for _, n := range t.Nodes {
 		if n.Ready {

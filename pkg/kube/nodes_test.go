@@ -7,6 +7,89 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
+func TestChooseNodesFollow(t *testing.T) {
+	nodes := []NodeInfo{{Name: "n1", Ready: true}, {Name: "n2", Ready: true}, {Name: "n3", Ready: true}, {Name: "n4", Ready: false}}
+	eps := []Endpoint{
+		{IP: "10.244.1.2", Node: "n2", Ready: true}, {IP: "10.244.1.3", Node: "n2", Ready: true},
+		{IP: "10.244.2.2", Node: "n3", Ready: true},
+		{IP: "10.244.3.2", Node: "n4", Ready: true},  // NotReady node: left out
+		{IP: "10.244.0.9", Node: "n1", Ready: false}, // not ready: n1 is no endpoint node
+	}
+	target := Target{Nodes: nodes, Endpoints: eps}
+	tests := []struct {
+		name      string
+		opts      NodeOptions
+		want      []NodeRole
+		wantWhy   string
+		wantError string
+	}{
+		{
+			name:    "--node and the endpoint nodes",
+			opts:    NodeOptions{Node: "n1", Follow: true},
+			want:    []NodeRole{{Node: "n1", Roles: []string{RoleEntry}}, {Node: "n2", Roles: []string{RoleEndpoint}, Endpoints: 2}, {Node: "n3", Roles: []string{RoleEndpoint}, Endpoints: 1}},
+			wantWhy: "on node n1 (--node), following the packets to the endpoints on n2, n3",
+		},
+		{
+			name: "--probe: the client node hosts endpoints itself and plays both parts",
+			opts: NodeOptions{Probe: true, Follow: true},
+			want: []NodeRole{{Node: "n2", Roles: []string{RoleClient, RoleEndpoint}, Endpoints: 2}, {Node: "n3", Roles: []string{RoleEndpoint}, Endpoints: 1}},
+		},
+		{
+			name: "--from: the pod's node, then the endpoint nodes",
+			opts: NodeOptions{From: &FromPod{Namespace: "default", Name: "client", Node: "n1", IP: "10.244.0.7"}, Follow: true},
+			want: []NodeRole{{Node: "n1", Roles: []string{RoleClient}}, {Node: "n2", Roles: []string{RoleEndpoint}, Endpoints: 2}, {Node: "n3", Roles: []string{RoleEndpoint}, Endpoints: 1}},
+		},
+		{
+			name:    "the cap leaves endpoint nodes out and says which",
+			opts:    NodeOptions{Node: "n1", Follow: true, MaxNodes: 2},
+			want:    []NodeRole{{Node: "n1", Roles: []string{RoleEntry}}, {Node: "n2", Roles: []string{RoleEndpoint}, Endpoints: 2}},
+			wantWhy: "; not following to n3 (--max-nodes 2)",
+		},
+		{
+			name: "--no-follow: only the chosen node",
+			opts: NodeOptions{Node: "n1"},
+			want: []NodeRole{{Node: "n1", Roles: []string{RoleEntry}}},
+		},
+		{
+			name: "--all-nodes: every Ready node, endpoint counts shown",
+			opts: NodeOptions{AllNodes: true, Follow: true},
+			want: []NodeRole{{Node: "n1", Roles: []string{RoleAll}}, {Node: "n2", Roles: []string{RoleAll, RoleEndpoint}, Endpoints: 2}, {Node: "n3", Roles: []string{RoleAll, RoleEndpoint}, Endpoints: 1}},
+		},
+		{
+			name:      "--all-nodes above the cap",
+			opts:      NodeOptions{AllNodes: true, MaxNodes: 2},
+			wantError: "--all-nodes would start 3 agents, more than --max-nodes 2: raise --max-nodes, or pick nodes with --node",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ChooseNodes(&target, tc.opts)
+			if tc.wantError != "" {
+				if err == nil || err.Error() != tc.wantError {
+					t.Fatalf("error = %v, want %q", err, tc.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got.Roles); diff != "" {
+				t.Errorf("roles (-want +got):\n%s", diff)
+			}
+			var names []string
+			for _, r := range tc.want {
+				names = append(names, r.Node)
+			}
+			if diff := cmp.Diff(names, got.Nodes); diff != "" {
+				t.Errorf("nodes (-want +got):\n%s", diff)
+			}
+			if !strings.Contains(got.Reason, tc.wantWhy) {
+				t.Errorf("reason %q does not contain %q", got.Reason, tc.wantWhy)
+			}
+		})
+	}
+}
+
 func TestChooseNodes(t *testing.T) {
 	three := []NodeInfo{{Name: "a", Ready: true}, {Name: "b", Ready: true}, {Name: "c", Ready: false}}
 	epOnB := []Endpoint{{IP: "10.244.1.2", Node: "b", Ready: true}, {IP: "10.244.2.2", Node: "c", Ready: true}}

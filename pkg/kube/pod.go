@@ -178,6 +178,9 @@ type AgentOptions struct {
 	// ProbeFromIP makes the probe connect from inside the pod with this IP
 	// (--from), and limits the trace to packets from it.
 	ProbeFromIP string
+	// TraceEndpoints makes the agent also trace the packets arriving for
+	// the Service's endpoints on its node (following the packet there).
+	TraceEndpoints bool
 }
 
 // AgentArgs is the agent command line for tracing t on node. It is pure.
@@ -192,6 +195,11 @@ func AgentArgs(t *Target, node string, o AgentOptions) []string {
 	args = append(args, "--proto="+t.Proto)
 	for _, s := range t.Services {
 		args = append(args, "--service="+s)
+	}
+	if o.TraceEndpoints {
+		if eps := t.EndpointAddrsOn(node); len(eps) > 0 {
+			args = append(args, "--endpoint="+strings.Join(eps, ","))
+		}
 	}
 	args = append(args, "--node="+node, "--duration="+o.Duration.String(), "--stdin-watch")
 	if o.MaxPackets > 0 {

@@ -137,6 +137,15 @@ func TestAgentArgs(t *testing.T) {
 				"--max-packets=1", "--probe", "--probe-from-ip=10.244.0.9", "--src=10.244.0.9"},
 		},
 		{
+			name: "following: the endpoints on this node (target ports, hostNetwork ones at the node's address)",
+			t: &Target{Proto: "tcp", Dst: []string{"10.96.0.10:80"}, Services: []string{"default/myapp/tcp"},
+				Endpoints:          []Endpoint{{IP: "10.244.1.5", Node: "n1", Ready: true}, {IP: "10.199.0.2", Node: "n1", Ready: true}, {IP: "10.244.2.5", Node: "n2", Ready: true}, {IP: "10.244.1.9", Node: "n1"}},
+				EndpointsByService: map[string][]string{"default/myapp": {"10.199.0.2:8080", "10.244.1.5:8080", "10.244.2.5:8080"}, "default/myapp:metrics": {"10.244.1.5:9090"}}},
+			o: AgentOptions{Duration: time.Minute, TraceEndpoints: true},
+			want: []string{"agent", "--dst=10.96.0.10:80", "--proto=tcp", "--service=default/myapp/tcp",
+				"--endpoint=10.199.0.2:8080,10.244.1.5:8080,10.244.1.5:9090", "--node=n1", "--duration=1m0s", "--stdin-watch"},
+		},
+		{
 			name: "NodePort only (hostname load balancer), no --dst",
 			t:    &Target{Proto: "tcp", NodePorts: []int32{30080}, Services: []string{"default/web/tcp"}},
 			o:    AgentOptions{Duration: time.Minute},

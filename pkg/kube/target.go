@@ -14,6 +14,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/record"
 )
 
 // ResolveOptions names the Service to trace.
@@ -115,6 +117,56 @@ func (t *Target) EndpointNodes() []string {
 		}
 	}
 	sort.Strings(out)
+	return out
+}
+
+// EndpointAddrsOn returns the sorted "ip:port" addresses (target ports) of
+// the ready endpoints on node, for every selected Service port: what the
+// packets DNATed elsewhere arrive for there. hostNetwork endpoints have the
+// node's own address.
+func (t *Target) EndpointAddrsOn(node string) []string {
+	on := map[string]bool{}
+	for _, ep := range t.Endpoints {
+		if ep.Ready && ep.Node == node {
+			on[ep.IP] = true
+		}
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, eps := range t.EndpointsByService {
+		for _, a := range eps {
+			if on[record.Host(a)] && !seen[a] {
+				seen[a] = true
+				out = append(out, a)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// NodeOf names the node hosting an address: an endpoint's node, or the
+// node that has it as its own address; "" when unknown.
+func (t *Target) NodeOf(ip string) string {
+	if n := t.NodeByIP[ip]; n != "" {
+		return n
+	}
+	for _, ep := range t.Endpoints {
+		if ep.IP == ip {
+			return ep.Node
+		}
+	}
+	return ""
+}
+
+// EndpointNodeByIP maps each endpoint IP to its node.
+func (t *Target) EndpointNodeByIP() map[string]string {
+	out := map[string]string{}
+	for _, ep := range t.Endpoints {
+		if ep.Node != "" {
+			out[ep.IP] = ep.Node
+		}
+	}
 	return out
 }
 
