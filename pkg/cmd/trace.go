@@ -33,7 +33,13 @@ var (
 		svctrace starts a short-lived privileged agent pod on the node (host
 		network), which adds raw-table TRACE rules matching only the Service's
 		addresses, streams each traced packet back, and removes its rules and
-		itself when the trace ends, on Ctrl-C, or when this command dies.`)
+		itself when the trace ends, on Ctrl-C, or when this command dies.
+
+		A packet DNATed to an endpoint on another node is followed there: the
+		nodes hosting the Service's endpoints get an agent too (at most
+		--max-nodes, default 10; --no-follow turns this off), which also traces
+		the packets arriving for its endpoints, and each packet is shown once,
+		its hops in order across the nodes.`)
 
 	traceExample = templates.Examples(`
 		# Trace new connections to a Service until Ctrl-C
@@ -51,6 +57,9 @@ var (
 
 		# Every node at once, as NDJSON
 		%[1]s svc/myapp --all-nodes -o json
+
+		# Only the node the traffic enters, not the endpoints' nodes
+		%[1]s svc/myapp --node worker-1 --no-follow
 
 		# The path of a connection from a pod (its image needs no tools)
 		%[1]s svc/myapp --from pod/client --count 1
@@ -83,6 +92,8 @@ type TraceOptions struct {
 	Quiet             bool
 	Summary           bool
 	From              string
+	NoFollow          bool
+	MaxNodes          int
 
 	// Set by Complete.
 	arg        string
@@ -103,6 +114,7 @@ func NewTraceOptions(streams genericiooptions.IOStreams) *TraceOptions {
 		Output:            "text",
 		Image:             version.Image,
 		Source:            "auto",
+		MaxNodes:          kube.DefaultMaxNodes,
 	}
 }
 
@@ -143,6 +155,8 @@ func NewCmdSvctrace(streams genericiooptions.IOStreams) *cobra.Command {
 	f.BoolVar(&o.AllNodes, "all-nodes", o.AllNodes, "trace on every Ready node (one agent per node)")
 	f.StringVar(&o.Probe, "probe", o.Probe, "have the agent open one test connection once it is ready: to the cluster IP (--probe), the NodePort on the traced node's address (--probe nodeport) or the load-balancer / external IP (--probe lb)")
 	f.Lookup("probe").NoOptDefVal = kube.ProbeCluster
+	f.BoolVar(&o.NoFollow, "no-follow", o.NoFollow, "trace only the chosen node: do not follow the packets to the nodes hosting the Service's endpoints")
+	f.IntVar(&o.MaxNodes, "max-nodes", o.MaxNodes, "the most nodes to start agents on: each costs a privileged pod and two API streams, and endpoints on more nodes seldom add to one packet's story; endpoint nodes beyond it are not followed, and --all-nodes beyond it fails")
 	f.IntVar(&o.Count, "count", o.Count, "stop after this many packets (0: no limit)")
 	f.DurationVar(&o.Timeout, "timeout", o.Timeout, "how long to trace once the agents are ready")
 	f.DurationVar(&o.PodRunningTimeout, "pod-running-timeout", o.PodRunningTimeout, "how long to wait for the agent pods to start (image pull included)")
@@ -247,6 +261,9 @@ func (o *TraceOptions) Validate() error {
 	if o.Probe != "" && !slices.Contains(kube.ProbeKinds, o.Probe) {
 		return fmt.Errorf("--probe %q: use --probe (the cluster IP), --probe nodeport or --probe lb", o.Probe)
 	}
+	if o.MaxNodes < 1 {
+		return fmt.Errorf("--max-nodes %d: use 1 or more", o.MaxNodes)
+	}
 	if o.Count < 0 {
 		return fmt.Errorf("--count %d: use 0 (no limit) or more", o.Count)
 	}
@@ -281,7 +298,10 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 		}
 	}
 	probe := o.Probe != "" || from != nil
-	choice, err := kube.ChooseNodes(target, kube.NodeOptions{Node: o.Node, AllNodes: o.AllNodes, Probe: probe, From: from})
+	choice, err := kube.ChooseNodes(target, kube.NodeOptions{
+		Node: o.Node, AllNodes: o.AllNodes, Probe: probe, From: from,
+		Follow: !o.NoFollow, MaxNodes: o.MaxNodes,
+	})
 	if err != nil {
 		return err
 	}
@@ -306,6 +326,9 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 		fmt.Fprintln(info, "Note: "+n)
 	}
 	fmt.Fprintf(info, "Starting the svctrace agent for %s %s\n", target.DisplayName(), choice.Reason)
+	if len(choice.Nodes) > 1 {
+		fmt.Fprintf(info, "Nodes: %s\n", choice.Describe())
+	}
 
 	var out kube.Sink
 	if o.Output == "json" {
@@ -345,6 +368,7 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 		Count:        o.Count,
 		StartTimeout: o.PodRunningTimeout,
 		From:         from,
+		Roles:        choice.Roles,
 	})
 }
 

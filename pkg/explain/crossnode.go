@@ -30,10 +30,15 @@ type Cluster struct {
 // node, externalTrafficPolicy: Local drops, hairpin connections and packets
 // sent to an endpoint directly.
 func WithCluster(rec *record.Packet, c Cluster) {
-	if rec.Explain == nil {
-		rec.Explain = &record.Explain{}
-	}
 	ex := rec.Explain
+	if ex == nil {
+		ex = &record.Explain{}
+		defer func() {
+			if ex.Summary != "" || ex.Reason != "" || len(ex.Notes) > 0 || ex.SourceSeenByEndpoint != "" {
+				rec.Explain = ex
+			}
+		}()
+	}
 	src := record.Host(rec.Src)
 	entry := rec.Node
 	external := isExternal(rec, c)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/svctrace/kubectl-svctrace/pkg/explain"
+	"github.com/svctrace/kubectl-svctrace/pkg/join"
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
 )
 
@@ -75,6 +79,9 @@ type TraceConfig struct {
 	// From is the pod the agent's test connection comes from (--from; its
 	// IP is in Agent.ProbeFromIP), nil for none.
 	From *FromPod
+	// Roles says what each node plays (NodeChoice.Roles); endpoint nodes'
+	// agents also trace the packets arriving for their endpoints.
+	Roles []NodeRole
 }
 
 // Timing values; variables so tests can shorten them.
@@ -86,7 +93,8 @@ var (
 	finishGrace = 15 * time.Second
 	// deleteTimeout bounds waiting for the pods to be gone.
 	deleteTimeout = 30 * time.Second
-	// pollInterval is how often deletion is checked.
+	// pollInterval is how often `svctrace cleanup` checks deletion (a
+	// session waits on its watch instead).
 	pollInterval = 250 * time.Millisecond
 	// deadlineMargin is added to the pods' activeDeadlineSeconds beyond
 	// start timeout + duration, so the last-resort deadline never cuts a
@@ -98,12 +106,16 @@ var (
 type agent struct {
 	node      string
 	pod       string
+	roles     NodeRole
 	stdin     *io.PipeWriter
+	created   bool // its pod exists (creation succeeded)
 	started   bool // the container started: its output is being read
 	ready     *record.Ready
 	bye       *record.Bye
 	ended     bool
-	tail      []string // last lines that were not records (agent logs)
+	gone      bool  // the watch saw its pod deleted
+	failed    error // it cannot take part (any more); the others go on
+	tail      []string
 	packets   int
 	lastState string
 }
@@ -117,94 +129,103 @@ func (a *agent) keep(line string) {
 	a.tail = append(a.tail, line)
 }
 
+// live reports whether the agent still takes part in the session.
+func (a *agent) live() bool { return a.failed == nil }
+
 // event is what the per-agent goroutines tell the session loop.
 type event struct {
 	agent *agent
 	kind  eventKind
-	state string // evState
 	rec   any    // evRecord
 	line  string // evLog
-	err   error  // evFailed, evEnd
+	err   error  // evEnd, evAttachFailed
 }
 
 type eventKind int
 
 const (
-	evState        eventKind = iota // the pod's start-up progress changed
-	evStarted                       // the container started; output follows
-	evFailed                        // the pod cannot start
-	evRecord                        // a record from the agent
+	evRecord       eventKind = iota // a record from the agent
 	evLog                           // a line that is not a record
 	evEnd                           // the output stream ended
 	evAttachFailed                  // holding the agent's stdin failed
 )
 
+// joinTick is how often legs waiting for their other half are checked.
+var joinTick = 100 * time.Millisecond
+
 // Run traces cfg.Target on cfg.Nodes until the agents finish, cfg.Count
 // packets were seen, or ctx is canceled (Ctrl-C: not an error). The agent
 // pods are always deleted before Run returns, on every path.
+//
+// One watch on the session's label follows every agent pod; each started
+// agent has one log stream and one attach: the API requests a session
+// makes do not grow with time, and per node only by those two streams and
+// the pod's create and delete. An agent that cannot start, or is lost
+// mid-session, is reported (node and fix) and the others go on; the
+// command fails only when no agent is left, and says at the end which ones
+// failed.
 func (tr *Tracer) Run(ctx context.Context, cfg TraceConfig) (err error) {
 	start := time.Now()
 	t := cfg.Target
 	session := newSessionID()
 	st := &status{w: tr.ErrOut, on: tr.Terminal && !tr.Quiet}
 
-	var agents []*agent
+	// The watch and the streams get their own context: after Ctrl-C the
+	// agents still send their last packets and bye records, which are
+	// worth reading, and deletion is waited for on the watch.
+	watchCtx, cancelWatch := context.WithCancel(context.Background())
+	defer cancelWatch()
+	podEvents := make(chan podEvent, 64)
+	go watchPods(watchCtx, tr.Client, cfg.Namespace, LabelSession+"="+session, podEvents)
+
+	s := &loop{tr: tr, cfg: cfg, st: st, start: start, podEvents: podEvents, events: make(chan event, 64)}
+	s.streamCtx, s.cancelStreams = context.WithCancel(context.Background())
 	defer func() {
 		st.clear()
-		if derr := tr.deletePods(cfg.Namespace, agents); derr != nil {
+		s.stopStreams()
+		if derr := tr.deletePods(cfg.Namespace, s.agents, podEvents); derr != nil {
 			err = errors.Join(err, derr)
 		}
 	}()
 
+	roles := map[string]NodeRole{}
+	for _, r := range cfg.Roles {
+		roles[r.Node] = r
+	}
 	deadline := cfg.StartTimeout + cfg.Agent.Duration + deadlineMargin
+	var createErrs []error
 	for _, node := range cfg.Nodes {
+		opts := cfg.Agent
+		opts.TraceEndpoints = slices.Contains(roles[node].Roles, RoleEndpoint)
 		pod := AgentPod(PodOptions{
 			Namespace:      cfg.Namespace,
 			Node:           node,
 			Session:        session,
 			Image:          cfg.Image,
 			Purpose:        PurposeTrace,
-			Args:           AgentArgs(t, node, cfg.Agent),
+			Args:           AgentArgs(t, node, opts),
 			Target:         t.DisplayName(),
 			ActiveDeadline: deadline,
 			Stdin:          true,
 		})
+		a := &agent{node: node, pod: pod.Name, roles: roles[node]}
+		s.agents = append(s.agents, a)
 		if _, err := tr.Client.CoreV1().Pods(cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-			return createError(err, cfg.Namespace, node)
+			a.failed = createError(err, cfg.Namespace, node)
+			createErrs = append(createErrs, a.failed)
+			continue
 		}
-		agents = append(agents, &agent{node: node, pod: pod.Name})
+		a.created = true
+	}
+	if len(createErrs) == len(s.agents) {
+		return errors.Join(uniqueErrors(createErrs)...)
+	}
+	for _, a := range s.agents {
+		if a.failed != nil {
+			s.warn(fmt.Sprintf("no agent on node %s, going on with the other nodes: %v", a.node, a.failed))
+		}
 	}
 
-	// The streams get their own context: after Ctrl-C the agents still
-	// send their last packets and bye records, which are worth reading.
-	streamCtx, cancelStreams := context.WithCancel(context.Background())
-	defer cancelStreams()
-	events := make(chan event, 64)
-	var wg sync.WaitGroup
-	for _, a := range agents {
-		pr, pw := io.Pipe()
-		a.stdin = pw
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tr.follow(streamCtx, cfg.Namespace, a, pr, events)
-		}()
-	}
-	// Unblock the followers if the loop returns early, then wait for them.
-	defer func() {
-		cancelStreams()
-		for _, a := range agents {
-			a.stdin.Close()
-		}
-		go func() {
-			for range events {
-			}
-		}()
-		wg.Wait()
-		close(events)
-	}()
-
-	s := &loop{tr: tr, cfg: cfg, agents: agents, st: st, start: start}
 	if tr.Summarizer != nil {
 		for name, eps := range t.EndpointsByService {
 			pods := map[string]string{}
@@ -213,31 +234,69 @@ func (tr *Tracer) Run(ctx context.Context, cfg TraceConfig) (err error) {
 			}
 			tr.Summarizer.SetEndpoints(name, eps, pods)
 		}
+		if n, ok := tr.Summarizer.(interface{ SetNodes(map[string]string) }); ok {
+			n.SetNodes(t.EndpointNodeByIP())
+		}
 	}
+	s.joiner = join.New(join.Options{
+		NodeOf: t.NodeOf,
+		Traced: func(node string) bool {
+			for _, a := range s.agents {
+				if a.node == node && a.live() {
+					return true
+				}
+			}
+			return false
+		},
+	})
+	s.cluster = explain.Cluster{NodeByIP: t.NodeByIP, EndpointNodes: t.EndpointNodes(), ExternalLocal: t.ExternalLocal, ClusterIPs: t.ClusterIPs}
 	if len(cfg.Nodes) == 1 {
-		st.set(fmt.Sprintf("Waiting for agent pod %s/%s on node %s: creating", cfg.Namespace, agents[0].pod, agents[0].node))
+		st.set(fmt.Sprintf("Waiting for agent pod %s/%s on node %s: creating", cfg.Namespace, s.agents[0].pod, s.agents[0].node))
 	} else {
-		st.set(fmt.Sprintf("Waiting for %d agent pods in namespace %s: creating", len(agents), cfg.Namespace))
+		st.set(fmt.Sprintf("Waiting for %d agent pods in namespace %s: creating", len(s.agents), cfg.Namespace))
 	}
-	return s.run(ctx, events)
+	return s.run(ctx)
+}
+
+// uniqueErrors drops repeated messages (the same admission error per node).
+func uniqueErrors(errs []error) []error {
+	seen := map[string]bool{}
+	var out []error
+	for _, e := range errs {
+		if !seen[e.Error()] {
+			seen[e.Error()] = true
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // loop is the session's single-threaded state.
 type loop struct {
-	tr      *Tracer
-	cfg     TraceConfig
-	agents  []*agent
-	st      *status
-	start   time.Time
-	packets int
-	ready   int
-	errs    []error
-	stopped bool
+	tr        *Tracer
+	cfg       TraceConfig
+	agents    []*agent
+	st        *status
+	start     time.Time
+	packets   int
+	errs      []error
+	stopped   bool
+	announced bool
+	joiner    *join.Joiner
+	cluster   explain.Cluster
+
+	podEvents     <-chan podEvent
+	events        chan event
+	streamCtx     context.Context
+	cancelStreams context.CancelFunc
+	wg            sync.WaitGroup
 }
 
-func (s *loop) run(ctx context.Context, events <-chan event) error {
+func (s *loop) run(ctx context.Context) error {
 	startTimer := time.NewTimer(s.cfg.StartTimeout)
 	defer startTimer.Stop()
+	tick := time.NewTicker(joinTick)
+	defer tick.Stop()
 	var finish <-chan time.Time // armed once every agent is ready
 	var grace <-chan time.Time  // armed when stopping
 	interrupted := false
@@ -245,19 +304,16 @@ func (s *loop) run(ctx context.Context, events <-chan event) error {
 
 	for s.running() {
 		select {
-		case ev := <-events:
+		case pe := <-s.podEvents:
+			s.podChanged(pe)
+		case ev := <-s.events:
 			s.handle(ev)
-			if s.ready == len(s.agents) && finish == nil && !s.stopped {
-				s.announce()
-				ft := time.NewTimer(s.cfg.Agent.Duration + finishGrace)
-				defer ft.Stop()
-				finish = ft.C
-				startTimer.Stop()
+		case now := <-tick.C:
+			for _, p := range s.joiner.Tick(now) {
+				s.emit(p)
 			}
 		case <-startTimer.C:
-			if s.ready < len(s.agents) {
-				s.fail(s.startTimeoutError())
-			}
+			s.startTimeout()
 		case <-finish:
 			s.warn(fmt.Sprintf("the agents did not finish %s after their %s duration; stopping them", finishGrace, s.cfg.Agent.Duration))
 			s.stop()
@@ -271,6 +327,14 @@ func (s *loop) run(ctx context.Context, events <-chan event) error {
 			s.st.clear()
 			return s.result(interrupted)
 		}
+		if !s.announced && !s.stopped && s.allReady() {
+			s.announced = true
+			s.announce()
+			ft := time.NewTimer(s.cfg.Agent.Duration + finishGrace)
+			defer ft.Stop()
+			finish = ft.C
+			startTimer.Stop()
+		}
 		if s.stopped && grace == nil {
 			gt := time.NewTimer(stopGrace)
 			defer gt.Stop()
@@ -281,15 +345,168 @@ func (s *loop) run(ctx context.Context, events <-chan event) error {
 	return s.result(interrupted)
 }
 
-// running is true while some agent's output is still open. Once stopping,
-// agents whose container never started are not waited for.
+// running is true while some agent's output is still open, or a live one
+// has yet to start (not once stopping).
 func (s *loop) running() bool {
 	for _, a := range s.agents {
-		if !a.ended && (a.started || !s.stopped) {
+		if a.started && !a.ended {
+			return true
+		}
+		if !a.started && a.live() && !s.stopped {
 			return true
 		}
 	}
 	return false
+}
+
+// allReady is true once every live agent is ready (and one is).
+func (s *loop) allReady() bool {
+	n := 0
+	for _, a := range s.agents {
+		if !a.live() {
+			continue
+		}
+		if a.ready == nil {
+			return false
+		}
+		n++
+	}
+	return n > 0
+}
+
+// podChanged follows an agent pod's start-up (and death) on the watch.
+func (s *loop) podChanged(pe podEvent) {
+	if pe.err != nil {
+		if !s.stopped {
+			s.warn(fmt.Sprintf("watching the agent pods failed (%v); watching again", pe.err))
+		}
+		return
+	}
+	var a *agent
+	for _, x := range s.agents {
+		if x.pod == pe.name {
+			a = x
+		}
+	}
+	if a == nil || !a.live() {
+		return
+	}
+	if pe.deleted {
+		a.gone = true
+		if !a.started && !s.stopped {
+			s.agentFailed(a, fmt.Errorf("agent pod %s/%s on node %s was deleted before it started (by someone else, or `kubectl svctrace cleanup`)", s.cfg.Namespace, a.pod, a.node))
+		}
+		// A started agent's output ends too: that says the rest.
+		return
+	}
+	if a.started {
+		return
+	}
+	started, state, err := podStarted(pe.pod)
+	switch {
+	case err != nil:
+		s.agentFailed(a, err)
+	case started:
+		a.started = true
+		a.lastState = "starting agent"
+		s.showProgress()
+		s.follow(a)
+	case state != a.lastState:
+		a.lastState = state
+		s.showProgress()
+	}
+}
+
+// follow starts reading a started agent's output and holding its stdin.
+func (s *loop) follow(a *agent) {
+	pr, pw := io.Pipe()
+	a.stdin = pw
+	if s.stopped {
+		pw.Close()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.tr.follow(s.streamCtx, s.cfg.Namespace, a, pr, s.events)
+	}()
+}
+
+// stopStreams ends the followers and waits for them.
+func (s *loop) stopStreams() {
+	s.cancelStreams()
+	for _, a := range s.agents {
+		if a.stdin != nil {
+			a.stdin.Close()
+		}
+	}
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for {
+			select {
+			case <-s.events:
+			case <-time.After(50 * time.Millisecond):
+				return
+			}
+		}
+	}()
+	s.wg.Wait()
+	<-drained
+}
+
+// agentFailed takes an agent out of the session. While another agent is
+// still in it, the session goes on and the failure is a warning now and
+// an error at the end; the last one failing ends the session.
+func (s *loop) agentFailed(a *agent, err error) {
+	if !a.live() {
+		return
+	}
+	a.failed = err
+	if a.stdin != nil {
+		a.stdin.Close()
+	}
+	others := false
+	for _, x := range s.agents {
+		if x.live() {
+			others = true
+		}
+	}
+	s.errs = append(s.errs, err)
+	if !others {
+		s.stop()
+		return
+	}
+	if !s.stopped {
+		s.warn(fmt.Sprintf("lost the agent on node %s, going on with the other nodes: %v", a.node, err))
+	}
+	s.showProgress()
+}
+
+// startTimeout handles agents not ready in time: without any ready agent
+// the session fails; otherwise the slow ones are dropped.
+func (s *loop) startTimeout() {
+	var slow []*agent
+	ready := 0
+	for _, a := range s.agents {
+		switch {
+		case !a.live():
+		case a.ready == nil:
+			slow = append(slow, a)
+		default:
+			ready++
+		}
+	}
+	if len(slow) == 0 {
+		return
+	}
+	err := s.startTimeoutError(slow)
+	if ready == 0 {
+		s.fail(err)
+		return
+	}
+	for _, a := range slow {
+		s.agentFailed(a, s.startTimeoutError([]*agent{a}))
+	}
 }
 
 // stop asks every agent to finish: closing its stdin makes it remove its
@@ -300,7 +517,9 @@ func (s *loop) stop() {
 	}
 	s.stopped = true
 	for _, a := range s.agents {
-		a.stdin.Close()
+		if a.stdin != nil {
+			a.stdin.Close()
+		}
 	}
 }
 
@@ -310,38 +529,50 @@ func (s *loop) fail(err error) {
 }
 
 func (s *loop) result(interrupted bool) error {
-	if s.tr.Summarizer != nil && (s.packets > 0 || (s.ready > 0 && len(s.errs) == 0)) {
+	for _, p := range s.joiner.Flush() {
+		s.emit(p)
+	}
+	if s.tr.Summarizer != nil && (s.packets > 0 || (s.readyCount() > 0 && len(s.errs) == 0)) {
 		sum := s.tr.Summarizer.Summary()
 		if err := s.tr.Out.Summary(&sum); err != nil {
 			s.errs = append(s.errs, fmt.Errorf("write summary: %w", err))
 		}
 	}
-	if len(s.errs) == 0 {
-		why := "the agents finished"
-		switch {
-		case interrupted:
-			why = "interrupted"
-		case s.cfg.Count > 0 && s.packets >= s.cfg.Count:
-			why = fmt.Sprintf("--count %d reached", s.cfg.Count)
-		}
-		s.info(fmt.Sprintf("Stopped (%s) after %d packet(s); removing the agent pods", why, s.packets))
+	why := "the agents finished"
+	switch {
+	case interrupted:
+		why = "interrupted"
+	case s.cfg.Count > 0 && s.packets >= s.cfg.Count:
+		why = fmt.Sprintf("--count %d reached", s.cfg.Count)
 	}
-	return errors.Join(s.errs...)
+	var failed []string
+	for _, a := range s.agents {
+		if !a.live() {
+			failed = append(failed, a.node)
+		}
+	}
+	switch {
+	case len(s.errs) == 0:
+		s.info(fmt.Sprintf("Stopped (%s) after %d packet(s); removing the agent pods", why, s.packets))
+	case len(failed) > 0 && len(failed) < len(s.agents):
+		s.info(fmt.Sprintf("Stopped (%s) after %d packet(s) from %d of %d nodes (no agent on %s); removing the agent pods", why, s.packets, len(s.agents)-len(failed), len(s.agents), strings.Join(failed, ", ")))
+	}
+	return errors.Join(uniqueErrors(s.errs)...)
+}
+
+func (s *loop) readyCount() int {
+	n := 0
+	for _, a := range s.agents {
+		if a.ready != nil {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *loop) handle(ev event) {
 	a := ev.agent
 	switch ev.kind {
-	case evState:
-		a.lastState = ev.state
-		s.showProgress()
-	case evStarted:
-		a.started = true
-		a.lastState = "starting agent"
-		s.showProgress()
-	case evFailed:
-		a.ended = true
-		s.fail(ev.err)
 	case evLog:
 		a.keep(ev.line)
 	case evAttachFailed:
@@ -353,10 +584,11 @@ func (s *loop) handle(ev event) {
 		s.record(a, ev.rec)
 	case evEnd:
 		a.ended = true
-		if a.bye == nil && !s.stopped {
+		switch {
+		case a.bye == nil && !s.stopped:
 			// The agent went away without its last record: say why.
-			s.fail(s.tr.diagnose(s.cfg.Namespace, a, ev.err))
-		} else if a.bye == nil && ev.err != nil && !errors.Is(ev.err, context.Canceled) {
+			s.agentFailed(a, s.tr.diagnose(s.cfg.Namespace, a, ev.err))
+		case a.bye == nil && ev.err != nil && !errors.Is(ev.err, context.Canceled):
 			s.errs = append(s.errs, fmt.Errorf("agent on node %s: output stream broke: %w", a.node, ev.err))
 		}
 	}
@@ -369,7 +601,6 @@ func (s *loop) record(a *agent, rec any) {
 			return
 		}
 		a.ready = r
-		s.ready++
 		warn, err := checkVersion(r.Version, s.cfg.Image)
 		if err != nil {
 			s.fail(err)
@@ -380,27 +611,16 @@ func (s *loop) record(a *agent, rec any) {
 		}
 		s.showProgress()
 	case *record.Packet:
-		if s.cfg.Count > 0 && s.packets >= s.cfg.Count {
+		if !a.live() || s.cfg.Count > 0 && s.packets >= s.cfg.Count {
 			return
 		}
 		annotate(r, s.cfg.Target, a.node)
 		if s.tr.Policies != nil {
 			s.tr.Policies.Explain(r)
 		}
-		s.packets++
 		a.packets++
-		if s.tr.Summarizer != nil {
-			s.tr.Summarizer.Add(r)
-		}
-		s.st.clear()
-		if s.tr.SummaryOnly {
-			// Counted above; only the summary is written.
-		} else if err := s.tr.Out.Packet(r); err != nil {
-			s.fail(fmt.Errorf("write packet: %w", err))
-			return
-		}
-		if s.cfg.Count > 0 && s.packets >= s.cfg.Count {
-			s.stop()
+		for _, p := range s.joiner.Add(r, time.Now()) {
+			s.emit(p)
 		}
 	case *record.Lost:
 		if r.Node == "" {
@@ -435,12 +655,35 @@ func (s *loop) record(a *agent, rec any) {
 	case *record.Bye:
 		a.bye = r
 		if r.Error != "" {
-			s.fail(fmt.Errorf("agent on node %s: %s", a.node, r.Error))
+			s.agentFailed(a, fmt.Errorf("agent on node %s: %s", a.node, r.Error))
 		}
 	}
 }
 
-// announce says, once every agent is ready, what is being traced.
+// emit writes one whole packet (joined across nodes when it crossed them).
+func (s *loop) emit(p *record.Packet) {
+	if s.cfg.Count > 0 && s.packets >= s.cfg.Count {
+		return
+	}
+	explain.WithCluster(p, s.cluster)
+	s.packets++
+	if s.tr.Summarizer != nil {
+		s.tr.Summarizer.Add(p)
+	}
+	s.st.clear()
+	if s.tr.SummaryOnly {
+		// Counted above; only the summary is written.
+	} else if err := s.tr.Out.Packet(p); err != nil {
+		s.fail(fmt.Errorf("write packet: %w", err))
+		return
+	}
+	if s.cfg.Count > 0 && s.packets >= s.cfg.Count {
+		s.stop()
+	}
+}
+
+// announce says, once every agent is ready, what is being traced and
+// which node plays which part.
 func (s *loop) announce() {
 	s.st.clear()
 	t := s.cfg.Target
@@ -453,8 +696,18 @@ func (s *loop) announce() {
 	}
 	var nodes []string
 	for _, a := range s.agents {
+		if !a.live() {
+			continue
+		}
 		r := a.ready
-		nodes = append(nodes, fmt.Sprintf("%s (%s, kube-proxy %s, %s)", a.node, r.Backend, r.Mode, r.Source))
+		part := ""
+		if len(a.roles.Roles) > 0 {
+			part = strings.Join(a.roles.Roles, "+") + "; "
+			if a.roles.Endpoints > 0 {
+				part = fmt.Sprintf("%s with %d endpoint(s); ", strings.Join(a.roles.Roles, "+"), a.roles.Endpoints)
+			}
+		}
+		nodes = append(nodes, fmt.Sprintf("%s (%s%s, kube-proxy %s, %s)", a.node, part, r.Backend, r.Mode, r.Source))
 	}
 	next := "send traffic now; Ctrl-C to stop"
 	switch {
@@ -468,7 +721,7 @@ func (s *loop) announce() {
 }
 
 func (s *loop) showProgress() {
-	if s.stopped || s.ready == len(s.agents) {
+	if s.stopped || s.announced {
 		return
 	}
 	if len(s.agents) == 1 {
@@ -480,7 +733,10 @@ func (s *loop) showProgress() {
 	var order []string
 	for _, a := range s.agents {
 		state := orText(a.lastState, "creating")
-		if a.ready != nil {
+		switch {
+		case !a.live():
+			state = "failed"
+		case a.ready != nil:
 			state = "ready"
 		}
 		if counts[state] == 0 {
@@ -495,19 +751,17 @@ func (s *loop) showProgress() {
 	s.st.set(fmt.Sprintf("Waiting for %d agent pods in namespace %s: %s...", len(s.agents), s.cfg.Namespace, strings.Join(parts, ", ")))
 }
 
-func (s *loop) startTimeoutError() error {
-	var slow []string
-	for _, a := range s.agents {
-		if a.ready == nil {
-			d := fmt.Sprintf("%s (%s)", a.node, orText(a.lastState, "not created"))
-			if len(a.tail) > 0 {
-				d += ": last output: " + a.tail[len(a.tail)-1]
-			}
-			slow = append(slow, d)
+func (s *loop) startTimeoutError(slow []*agent) error {
+	var d []string
+	for _, a := range slow {
+		x := fmt.Sprintf("%s (%s)", a.node, orText(a.lastState, "not created"))
+		if len(a.tail) > 0 {
+			x += ": last output: " + a.tail[len(a.tail)-1]
 		}
+		d = append(d, x)
 	}
-	return fmt.Errorf("the agent did not become ready within %s on %s: check the pod with `kubectl describe pod -n %s -l %s`, or allow more time with --pod-running-timeout",
-		s.cfg.StartTimeout, strings.Join(slow, "; "), s.cfg.Namespace, LabelManagedBy+"="+ManagedByValue)
+	return fmt.Errorf("the agent did not become ready within %s on %s: check the pod with `kubectl describe pod -n %s -l %s`, or allow more time with --pod-running-timeout (a NotReady node, or one that cannot pull the image, never starts it)",
+		s.cfg.StartTimeout, strings.Join(d, "; "), s.cfg.Namespace, LabelManagedBy+"="+ManagedByValue)
 }
 
 func (s *loop) info(msg string) {
@@ -531,8 +785,8 @@ func orText(s, def string) string {
 	return s
 }
 
-// follow runs one agent's client side: wait for the container, hold its
-// stdin, and turn its output into events. It ends when the output ends.
+// follow runs one started agent's client side: hold its stdin, and turn
+// its output into events. It ends when the output ends.
 func (tr *Tracer) follow(ctx context.Context, ns string, a *agent, stdin *io.PipeReader, events chan<- event) {
 	send := func(ev event) {
 		ev.agent = a
@@ -541,15 +795,9 @@ func (tr *Tracer) follow(ctx context.Context, ns string, a *agent, stdin *io.Pip
 		case <-ctx.Done():
 		}
 	}
-	if err := tr.waitStarted(ctx, ns, a, func(state string) { send(event{kind: evState, state: state}) }); err != nil {
-		send(event{kind: evFailed, err: err})
-		return
-	}
-	send(event{kind: evStarted})
-
 	holdDone := make(chan struct{})
 	// follow returns only after this goroutine, so it never sends on the
-	// events channel after Run closed it.
+	// events channel after the session stopped reading it.
 	defer func() { <-holdDone }()
 	go func() {
 		defer close(holdDone)
@@ -583,43 +831,6 @@ func (tr *Tracer) follow(ctx context.Context, ns string, a *agent, stdin *io.Pip
 		}
 	}
 	send(event{kind: evEnd, err: sc.Err()})
-}
-
-// waitStarted polls the pod until its container started (or ended), and
-// reports progress. Polling, not a watch: a handful of GETs per session
-// is cheap, needs only "get pods", and behaves the same on every server.
-func (tr *Tracer) waitStarted(ctx context.Context, ns string, a *agent, progress func(string)) error {
-	last := ""
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for {
-		pod, err := tr.Client.CoreV1().Pods(ns).Get(ctx, a.pod, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			return fmt.Errorf("agent pod %s/%s on node %s was deleted before it started (by someone else, or `kubectl svctrace cleanup`)", ns, a.pod, a.node)
-		case err != nil:
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return apiError(err, "get", "pods", ns)
-		}
-		started, state, err := podStarted(pod)
-		if err != nil {
-			return err
-		}
-		if started {
-			return nil
-		}
-		if state != last {
-			last = state
-			progress(state)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
 }
 
 // podStarted says whether the agent container has started (its output can
@@ -703,24 +914,45 @@ func createError(err error, ns, node string) error {
 	return apiError(err, "create", "pods", ns)
 }
 
-// deletePods deletes the agent pods and waits until they are gone, so that
-// when the command returns, the agents have removed their TRACE rules. It
-// uses its own context: the caller's may already be canceled (Ctrl-C).
-func (tr *Tracer) deletePods(ns string, agents []*agent) error {
-	if len(agents) == 0 {
-		return nil
-	}
+// deletePods deletes the agent pods and waits, on the session's watch,
+// until they are gone, so that when the command returns the agents have
+// removed their TRACE rules. It uses its own context: the caller's may
+// already be canceled (Ctrl-C).
+func (tr *Tracer) deletePods(ns string, agents []*agent, events <-chan podEvent) error {
 	ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
 	defer cancel()
-	return deleteAndWait(ctx, tr.Client, ns, podNames(agents))
-}
-
-func podNames(agents []*agent) []string {
-	names := make([]string, len(agents))
-	for i, a := range agents {
-		names[i] = a.pod
+	var errs []error
+	pending := map[string]bool{}
+	for _, a := range agents {
+		if !a.created || a.gone {
+			continue
+		}
+		err := tr.Client.CoreV1().Pods(ns).Delete(ctx, a.pod, metav1.DeleteOptions{})
+		switch {
+		case err == nil:
+			pending[a.pod] = true
+		case apierrors.IsNotFound(err):
+		default:
+			errs = append(errs, fmt.Errorf("delete agent pod %s/%s (delete it with `kubectl delete pod -n %s %s` or `kubectl svctrace cleanup`): %w", ns, a.pod, ns, a.pod, apiError(err, "delete", "pods", ns)))
+		}
 	}
-	return names
+	for len(pending) > 0 {
+		select {
+		case ev := <-events:
+			if ev.deleted {
+				delete(pending, ev.name)
+			}
+		case <-ctx.Done():
+			left := make([]string, 0, len(pending))
+			for name := range pending {
+				left = append(left, name)
+			}
+			sort.Strings(left)
+			errs = append(errs, fmt.Errorf("agent pod(s) %s in namespace %s still terminating: their agents remove the TRACE rules when they stop; check with `kubectl get pods -n %s -l %s`", strings.Join(left, ", "), ns, ns, ManagedSelector))
+			return errors.Join(errs...)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // deleteAndWait deletes pods by name and polls until they are gone.

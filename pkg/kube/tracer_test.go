@@ -325,10 +325,12 @@ func TestTracerRun(t *testing.T) {
 			wantPackets: []record.Packet{
 				{Type: "packet", Node: "n1", Family: "ipv4", Proto: "tcp", Src: "10.199.0.2:40000", Dst: "10.96.173.227:80",
 					Service: "default/myapp", Endpoint: "10.244.0.24:80", EndpointPod: "default/myapp-b", Verdict: "ACCEPT", VerdictHop: -1,
-					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2}}},
+					Nodes: []string{"n1"},
+					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2, Node: "n1"}}},
 				{Type: "packet", Node: "n1", Family: "ipv4", Proto: "tcp", Src: "10.199.0.2:40001", Dst: "10.96.173.227:80",
 					Service: "default/myapp", Endpoint: "10.244.0.24:80", EndpointPod: "default/myapp-b", Verdict: "ACCEPT", VerdictHop: -1,
-					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2}}},
+					Nodes: []string{"n1"},
+					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2, Node: "n1"}}},
 			},
 			wantLost: []record.Lost{{Type: "lost", Node: "n1", Count: 3, Where: "kmsg"}},
 			wantWarn: []record.Warning{{Type: "warning", Node: "n1", Message: "kube-proxy rewrote its rules"}},
@@ -351,7 +353,8 @@ func TestTracerRun(t *testing.T) {
 			}},
 			wantPackets: []record.Packet{{Type: "packet", Node: "n1", Family: "ipv4", Proto: "tcp", Src: "10.199.0.2:40000", Dst: "10.96.173.227:80",
 				Service: "default/myapp", Endpoint: "10.244.0.24:80", EndpointPod: "default/myapp-b", Verdict: "ACCEPT", VerdictHop: -1,
-				Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2}}}},
+				Nodes: []string{"n1"},
+					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2, Node: "n1"}}}},
 			wantStderr: []string{"Stopped (--count 1 reached) after 1 packet(s)"},
 			wantClosed: []string{pod1},
 		},
@@ -365,10 +368,12 @@ func TestTracerRun(t *testing.T) {
 			wantPackets: []record.Packet{
 				{Type: "packet", Node: "n1", Family: "ipv4", Proto: "tcp", Src: "10.244.1.5:1000", Dst: "10.96.173.227:80",
 					Service: "default/myapp", Endpoint: "10.244.0.24:80", EndpointPod: "default/myapp-b", Verdict: "ACCEPT", VerdictHop: -1,
-					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2}}},
+					Nodes: []string{"n1"},
+					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2, Node: "n1"}}},
 				{Type: "packet", Node: "n2", Family: "ipv4", Proto: "tcp", Src: "10.244.2.5:2000", Dst: "10.96.173.227:80",
 					Service: "default/myapp", Endpoint: "10.244.0.24:80", EndpointPod: "default/myapp-b", Verdict: "ACCEPT", VerdictHop: -1,
-					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2}}},
+					Nodes: []string{"n2"},
+					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2, Node: "n2"}}},
 			},
 			wantStderr: []string{"on n1 (nft, kube-proxy iptables, nftrace), n2 (nft, kube-proxy iptables, nftrace)"},
 		},
@@ -382,7 +387,8 @@ func TestTracerRun(t *testing.T) {
 			mutate: func(c *TraceConfig) { c.Count = 1 },
 			wantPackets: []record.Packet{{Type: "packet", Node: "n2", Family: "ipv4", Proto: "tcp", Src: "10.244.2.5:2000", Dst: "10.96.173.227:80",
 				Service: "default/myapp", Endpoint: "10.244.0.24:80", EndpointPod: "default/myapp-b", Verdict: "ACCEPT", VerdictHop: -1,
-				Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2}}}},
+				Nodes: []string{"n2"},
+					Hops: []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2, Node: "n2"}}}},
 			wantStderr: []string{"Stopped (--count 1 reached) after 1 packet(s)"},
 			wantClosed: []string{pod1, pod2},
 		},
@@ -663,22 +669,24 @@ func TestTracerStatusLine(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			client := fake.NewClientset(namespace("default"))
-			// The pod is created, then seen starting, then running.
-			polls := 0
-			client.PrependReactor("get", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-				polls++
-				obj, err := client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("pods"), a.GetNamespace(), a.(k8stesting.GetAction).GetName())
-				if err != nil {
-					return true, nil, err
+			// The pod is created, seen starting, then running: the
+			// kubelet's updates reach the tracer on its watch.
+			kubelet(client, waiting("ContainerCreating", ""))
+			go func() {
+				for {
+					list, _ := client.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{})
+					if len(list.Items) == 1 {
+						pod := list.Items[0].DeepCopy()
+						time.Sleep(20 * time.Millisecond)
+						pod.Status = running(pod)
+						if _, err := client.CoreV1().Pods("default").UpdateStatus(context.Background(), pod, metav1.UpdateOptions{}); err != nil {
+							panic(err)
+						}
+						return
+					}
+					time.Sleep(time.Millisecond)
 				}
-				pod := obj.(*corev1.Pod).DeepCopy()
-				if polls < 3 {
-					pod.Status = waiting("ContainerCreating", "")(pod)
-				} else {
-					pod.Status = running(pod)
-				}
-				return true, pod, nil
-			})
+			}()
 			pio := newFakeIO(map[string]script{"svctrace-test1-n1": {before: []string{readyLine("n1", "v0.1.0"), byeLine("duration", "")}}})
 			stderr := &syncBuffer{}
 			tr := &Tracer{Client: client, IO: pio, Out: &fakeSink{}, ErrOut: stderr, Terminal: tc.terminal, Quiet: tc.quiet}
