@@ -176,7 +176,6 @@ func (tr *Tracer) Run(ctx context.Context, cfg TraceConfig) (err error) {
 	watchCtx, cancelWatch := context.WithCancel(context.Background())
 	defer cancelWatch()
 	podEvents := make(chan podEvent, 64)
-	go watchPods(watchCtx, tr.Client, cfg.Namespace, LabelSession+"="+session, podEvents)
 
 	s := &loop{tr: tr, cfg: cfg, st: st, start: start, podEvents: podEvents, events: make(chan event, 64)}
 	s.streamCtx, s.cancelStreams = context.WithCancel(context.Background())
@@ -220,8 +219,11 @@ func (tr *Tracer) Run(ctx context.Context, cfg TraceConfig) (err error) {
 	if len(createErrs) == len(s.agents) {
 		return errors.Join(uniqueErrors(createErrs)...)
 	}
+	// Listed once the pods exist, then watched from that list on.
+	go watchPods(watchCtx, tr.Client, cfg.Namespace, LabelSession+"="+session, podEvents)
 	for _, a := range s.agents {
 		if a.failed != nil {
+			s.errs = append(s.errs, a.failed)
 			s.warn(fmt.Sprintf("no agent on node %s, going on with the other nodes: %v", a.node, a.failed))
 		}
 	}
