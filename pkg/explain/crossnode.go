@@ -76,8 +76,12 @@ func WithCluster(rec *record.Packet, c Cluster) {
 			ex.Notes = append(ex.Notes, fmt.Sprintf("external traffic entering %s was forwarded to the endpoint on %s (externalTrafficPolicy: Cluster) and source-NATed to %s's address %s, so the reply returns through %s: the endpoint sees %s, not the client %s; externalTrafficPolicy: Local would keep the client's address but serve only on %s",
 				entry, rec.EndpointNode, entry, observed, entry, observed, src, nodeList(c.EndpointNodes)))
 		case masq:
-			ex.Notes = append(ex.Notes, fmt.Sprintf("masqueraded on %s (%s): replies must come back through %s, so the endpoint on %s sees %s, not %s",
-				entry, orUnknown(masqReason(rec)), entry, rec.EndpointNode, observed, src))
+			not := ", not " + src
+			if observed == src {
+				not = ", the address the node sent it from"
+			}
+			ex.Notes = append(ex.Notes, fmt.Sprintf("masqueraded on %s (%s): replies must come back through %s, so the endpoint on %s sees %s%s",
+				entry, orUnknown(masqMarkReason(rec)), entry, rec.EndpointNode, observed, not))
 		case observed == src:
 			ex.Notes = append(ex.Notes, fmt.Sprintf("not masqueraded on %s: nothing marked the connection for SNAT (a pod source, inside the cluster CIDR, reaching a ClusterIP needs none), so the endpoint on %s sees the client %s itself",
 				entry, rec.EndpointNode, src))
@@ -176,9 +180,14 @@ func nodeList(nodes []string) string {
 	return strings.Join(nodes, ", ")
 }
 
-func orText(s, def string) string {
-	if s == "" {
-		return def
+// masqMarkReason is why the first node marked the connection for
+// masquerade: its masquerade-mark hop's meaning (markMeaning) without the
+// action.
+func masqMarkReason(rec *record.Packet) string {
+	for _, h := range rec.Hops {
+		if h.Role == record.RoleMasqueradeMark {
+			return strings.TrimSuffix(h.Meaning, ": mark for masquerade")
+		}
 	}
-	return s
+	return ""
 }

@@ -114,7 +114,10 @@ func (t *Text) header(b *strings.Builder, p *record.Packet) {
 	if p.EndpointPod != "" {
 		where = append(where, "pod "+p.EndpointPod)
 	}
-	if p.Node != "" {
+	switch {
+	case len(p.Nodes) > 1:
+		where = append(where, "nodes "+strings.Join(p.Nodes, " -> "))
+	case p.Node != "":
 		where = append(where, "node "+p.Node)
 	}
 	if len(where) > 0 {
@@ -189,7 +192,32 @@ func folded(p *record.Packet) []line {
 }
 
 func sameTraversal(prev, next *record.Hop) bool {
-	return prev.Kind != "policy" && prev.Table == next.Table && prev.Hook == next.Hook
+	return prev.Kind != "policy" && prev.Table == next.Table && prev.Hook == next.Hook && prev.Node == next.Node
+}
+
+// crossingText shows where a packet left one node and arrived at the next
+// (or did not): the interface, next hop and route it left by.
+func crossingText(x record.Crossing) string {
+	s := "-- " + x.From + " -> " + x.To + ":"
+	if x.Out != "" {
+		s += " out " + x.Out
+	}
+	if x.Via != "" {
+		s += " via " + x.Via
+	}
+	s += " to " + x.Dst
+	if x.Route != "" {
+		s += " (route " + x.Route + ")"
+	}
+	switch {
+	case x.Arrived:
+		s += "; in " + orDash(x.In)
+	case x.Traced:
+		s += "; NOT SEEN on " + x.To
+	default:
+		s += "; " + x.To + " not traced"
+	}
+	return s + " --"
 }
 
 // policyOnly reports whether each traversal folded in l only hit its base
@@ -314,7 +342,14 @@ func (t *Text) lines(b *strings.Builder, p *record.Packet, ls []line) {
 		nw = max(nw, len(c.num))
 	}
 	indent := strings.Repeat(" ", 2+nw+2)
+	crossed := 0
+	cross := func(before int) {
+		for ; crossed < len(p.Crossings) && (p.Crossings[crossed].Hop >= 0 && p.Crossings[crossed].Hop <= before || before == len(p.Hops)); crossed++ {
+			b.WriteString(indent + t.style(crossingText(p.Crossings[crossed]), cyan) + "\n")
+		}
+	}
 	for k, l := range ls {
+		cross(l.first)
 		c := cells[k]
 		mark := " "
 		if p.VerdictHop >= l.first && p.VerdictHop <= l.last {
@@ -339,6 +374,7 @@ func (t *Text) lines(b *strings.Builder, p *record.Packet, ls []line) {
 			b.WriteString(indent + t.style(h.Text, dim) + "\n")
 		}
 	}
+	cross(len(p.Hops))
 }
 
 func (t *Text) explain(b *strings.Builder, p *record.Packet) {
