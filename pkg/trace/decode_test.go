@@ -104,6 +104,7 @@ func TestDecodeLegacy(t *testing.T) {
 				Header: Header{In: "cni0", Out: "cni0", PhysIn: "veth2a452a94", PhysOut: "veth893ba1f4", Family: 4, Proto: ProtoTCP,
 					Src: addr("10.244.0.26"), Dst: addr("10.244.0.25"), SPort: 33804, DPort: 80, IPID: 29433, TCPSeq: 2634044472,
 					TCPFlags: TCPAck | TCPPsh, Len: 60},
+				HasLink: true, LinkDst: [6]byte{0x06, 0x82, 0xba, 0xca, 0x77, 0x23}, LinkSrc: [6]byte{0x9e, 0xaf, 0xc6, 0x2c, 0xd0, 0x6d},
 			},
 		},
 		{
@@ -116,6 +117,7 @@ func TestDecodeLegacy(t *testing.T) {
 				Table: "filter", Chain: "INPUT", Kind: KindRule, Rule: 3, HasHeader: true,
 				Header: Header{In: "eth0", Family: 6, Proto: ProtoTCP, Src: addr("2001:db8::1"), Dst: addr("fd00::aa"),
 					SPort: 51000, DPort: 443, IPID: 654321, TCPSeq: 1, TCPFlags: TCPAck | TCPFin, Len: 80},
+				HasLink: true, LinkDst: [6]byte{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, LinkSrc: [6]byte{0x52, 0x54, 0x00, 0x65, 0x43, 0x21},
 			},
 		},
 		{
@@ -128,6 +130,7 @@ func TestDecodeLegacy(t *testing.T) {
 				Table: "raw", Chain: "PREROUTING", Kind: KindPolicy, Rule: 2, HasHeader: true,
 				Header: Header{In: "eth0", Family: 4, Proto: ProtoUDP, Src: addr("10.0.0.5"), Dst: addr("10.96.0.10"),
 					SPort: 40000, DPort: 53, IPID: 4242, Len: 73},
+				HasLink: true, LinkDst: [6]byte{0x00, 0x23, 0x7d, 0x5b, 0x96, 0xec}, LinkSrc: [6]byte{0x00, 0x21, 0x5a, 0xef, 0x39, 0xfe},
 			},
 		},
 		{
@@ -197,6 +200,17 @@ func TestDecodeLegacy(t *testing.T) {
 		{name: "kmsg other record", format: FormatKmsg, line: "6,579300,1152400000,-;eth0: link up", want: ResultSkip},
 		{name: "kmsg continuation", format: FormatKmsg, line: " SUBSYSTEM=net", want: ResultSkip},
 		{name: "kern.log other message", format: FormatKernLog, line: "May  8 16:30:29 node1 kernel: [1.0] e1000: eth0 NIC Link is Up", want: ResultSkip},
+		{
+			name:   "an empty link header (a tunnel) carries no MAC addresses",
+			format: FormatBare,
+			line:   "TRACE: raw:PREROUTING:policy:2 IN=tunl0 OUT= MAC= SRC=10.0.0.5 DST=10.96.0.10 LEN=73 TOS=0x00 PREC=0x00 TTL=64 ID=4242 PROTO=UDP SPT=40000 DPT=53 LEN=53 ",
+			want:   ResultEvent,
+			wantEv: Event{
+				Table: "raw", Chain: "PREROUTING", Kind: KindPolicy, Rule: 2, HasHeader: true,
+				Header: Header{In: "tunl0", Family: 4, Proto: ProtoUDP, Src: addr("10.0.0.5"), Dst: addr("10.96.0.10"),
+					SPort: 40000, DPort: 53, IPID: 4242, Len: 73},
+			},
+		},
 		{name: "prose", format: FormatBare, line: "sudo iptables -t raw -I OUTPUT -p tcp -j TRACE", want: ResultSkip},
 		{name: "empty", format: FormatKmsg, line: "", want: ResultSkip},
 		{

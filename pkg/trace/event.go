@@ -107,6 +107,13 @@ type Event struct {
 	// shows it; Header is zero when no header was seen for the id.
 	HasHeader bool
 	Header    Header
+	// LinkDst and LinkSrc are the received frame's destination and source
+	// MAC addresses (the legacy MAC= field, present when IN= is set);
+	// HasLink reports whether the record carried them. They tell which
+	// node's interface received a frame when several network namespaces
+	// share one kernel log.
+	LinkDst, LinkSrc [6]byte
+	HasLink          bool
 }
 
 // Packet is one packet's ordered traversal of the netfilter hooks: what the

@@ -118,12 +118,12 @@ func (d *Decoder) parseLegacy(b []byte, ev *Event) bool {
 		i++
 		vstart := i
 		if len(key) == 3 && key[0] == 'M' && key[1] == 'A' && key[2] == 'C' {
-			// The longest value, and unused: jump over it.
 			if k := bytes.IndexByte(b[i:], ' '); k >= 0 {
 				i += k
 			} else {
 				i = len(b)
 			}
+			ev.HasLink = parseLinkHeader(b[vstart:i], &ev.LinkDst, &ev.LinkSrc)
 			continue
 		}
 		for i < len(b) && b[i] != ' ' {
@@ -324,3 +324,41 @@ const (
 	kECE     = 'E'<<16 | 'C'<<8 | 'E'
 	kCWR     = 'C'<<16 | 'W'<<8 | 'R'
 )
+
+// parseLinkHeader reads an Ethernet MAC= value, "dst:src:type" as 14 or
+// more colon-separated hex bytes, into its destination and source
+// addresses; false for anything else (an empty or shorter link header).
+func parseLinkHeader(v []byte, dst, src *[6]byte) bool {
+	if len(v) < 14*3-1 {
+		return false
+	}
+	for n := 0; n < 12; n++ {
+		j := n * 3
+		if v[j+2] != ':' {
+			return false
+		}
+		hi, ok1 := unhex(v[j])
+		lo, ok2 := unhex(v[j+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		if n < 6 {
+			dst[n] = hi<<4 | lo
+		} else {
+			src[n-6] = hi<<4 | lo
+		}
+	}
+	return true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
