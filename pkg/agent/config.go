@@ -137,6 +137,10 @@ type Config struct {
 	Dsts []netip.AddrPort
 	// NodePorts are traced on every local address of the node.
 	NodePorts []uint16
+	// Endpoints are the Service's endpoints on this node (IP and target
+	// port): packets arriving for them are traced in PREROUTING, where a
+	// packet DNATed on another node (or sent to the pod directly) enters.
+	Endpoints []netip.AddrPort
 	// Src limits tracing to packets from this prefix (zero: any source).
 	Src netip.Prefix
 	// Proto is tcp, udp or sctp.
@@ -220,6 +224,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("invalid --nodeport 0"))
 		}
 	}
+	errs = append(errs, c.validateEndpoints()...)
 	if c.Src.IsValid() {
 		ok := len(c.NodePorts) > 0 && c.Src.Addr().Is4()
 		for _, d := range c.Dsts {

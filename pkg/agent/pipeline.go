@@ -147,6 +147,7 @@ type pipeline struct {
 	g      *trace.Grouper
 	ending *snapshotEnding
 
+	own         *ownership // nil: every record is this node's
 	pendingLost atomic.Uint64
 	totalLost   atomic.Uint64
 	overflows   atomic.Uint64
@@ -190,6 +191,9 @@ func (e *snapshotEnding) ending(ev *trace.Event) trace.Ending {
 }
 
 func (p *pipeline) addEvent(ev *trace.Event) {
+	if p.own != nil && !p.own.keep(ev) {
+		return
+	}
 	if p.backend == backendNft && ev.Table == "raw" && ev.Kind == trace.KindRule && p.isOwnRule(ev) {
 		// The session's own TRACE rule: every traced packet starts here.
 		p.starts.Add(1)
@@ -275,6 +279,8 @@ func (s *session) writePackets(ctx context.Context) {
 		}
 		ix := s.waitIndex(ctx, it.backend)
 		rec := explain.AnnotateLive(it.p, ix, func(r *record.Packet) *record.Live { return s.live.facts(r, it.p) })
+		rec.TracedBy = s.cfg.tracedBy(&it.p.First)
+		s.egress.add(&rec, it.p)
 		rec.Node = s.cfg.Node
 		if it.p.Start > 0 {
 			rec.Time = s.bootWall.Add(it.p.Start).UTC().Format(time.RFC3339Nano)
@@ -302,17 +308,7 @@ func (c *Config) matches(h *trace.Header) bool {
 	if c.Src.IsValid() && c.Src.Addr().Is4() == (h.Family == 4) && !c.Src.Contains(h.Src) {
 		return false
 	}
-	for _, d := range c.Dsts {
-		if d.Addr() == h.Dst && d.Port() == h.DPort {
-			return true
-		}
-	}
-	for _, p := range c.NodePorts {
-		if p == h.DPort {
-			return true
-		}
-	}
-	return false
+	return c.tracedBy(h) != ""
 }
 
 func protoNumber(p string) uint8 {

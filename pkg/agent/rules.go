@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -36,10 +37,12 @@ func (r *traceRule) String() string {
 	return "-A " + r.Chain + " " + strings.Join(r.Spec, " ")
 }
 
-// ruleSpecs returns the TRACE rule specs of one family: one per destination
-// and one per NodePort, each matching only that address, protocol and port,
-// by default only connection-opening packets and rate limited.
-func ruleSpecs(cfg *Config, fam uint8, comment string) [][]string {
+// ruleSpecs returns the TRACE rule specs of one family for one raw chain:
+// one per destination and one per NodePort, each matching only that
+// address, protocol and port, by default only connection-opening packets
+// and rate limited; in PREROUTING also one per endpoint of this node
+// (Config.Endpoints): packets DNATed on another node arrive addressed to it.
+func ruleSpecs(cfg *Config, fam uint8, chain, comment string) [][]string {
 	var specs [][]string
 	src := func() []string {
 		if cfg.Src.IsValid() && cfg.Src.Addr().Is4() == (fam == 4) {
@@ -80,6 +83,18 @@ func ruleSpecs(cfg *Config, fam uint8, comment string) [][]string {
 		s = append(s, tail()...)
 		s = append(s, limit()...)
 		specs = append(specs, append(s, end...))
+	}
+	if chain == "PREROUTING" {
+		for _, e := range cfg.Endpoints {
+			if e.Addr().Is4() != (fam == 4) {
+				continue
+			}
+			s := src()
+			s = append(s, "-d", netip.PrefixFrom(e.Addr(), e.Addr().BitLen()).String(), "-p", cfg.Proto, "-m", cfg.Proto, "--dport", strconv.Itoa(int(e.Port())))
+			s = append(s, tail()...)
+			s = append(s, limit()...)
+			specs = append(specs, append(s, end...))
+		}
 	}
 	for _, p := range cfg.NodePorts {
 		s := src()
@@ -130,7 +145,7 @@ func (t *tracer) install(ctx context.Context) error {
 				if b == backendLegacy && t.loggerSet[f.Family] {
 					fl += string(flagSetLogger)
 				}
-				for _, spec := range ruleSpecs(t.cfg, f.Family, t.sid.Comment(fl)) {
+				for _, spec := range ruleSpecs(t.cfg, f.Family, chain, t.sid.Comment(fl)) {
 					r := &traceRule{Backend: b, Family: f.Family, Chain: chain, Spec: spec}
 					if err := ipt.Insert("raw", chain, 1, spec...); err != nil {
 						_, rmErr := t.remove(context.WithoutCancel(ctx))
@@ -151,7 +166,7 @@ func (t *tracer) familyTraced(fam uint8) bool {
 	if fam == 4 && len(t.cfg.NodePorts) > 0 {
 		return true
 	}
-	for _, d := range t.cfg.Dsts {
+	for _, d := range slices.Concat(t.cfg.Dsts, t.cfg.Endpoints) {
 		if d.Addr().Is4() == (fam == 4) {
 			return true
 		}

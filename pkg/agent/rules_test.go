@@ -12,10 +12,11 @@ import (
 func TestRuleSpecs(t *testing.T) {
 	const c = "svctrace:x"
 	tests := []struct {
-		name string
-		cfg  Config
-		fam  uint8
-		want [][]string
+		name  string
+		cfg   Config
+		fam   uint8
+		chain string // "" is OUTPUT
+		want  [][]string
 	}{
 		{
 			name: "tcp default: SYN only, rate limited",
@@ -42,6 +43,22 @@ func TestRuleSpecs(t *testing.T) {
 			want: [][]string{{"-d", "10.96.0.11/32", "-p", "sctp", "-m", "sctp", "--dport", "3868", "--chunk-types", "any", "INIT", "-m", "comment", "--comment", c, "-j", "TRACE"}},
 		},
 		{
+			name:  "PREROUTING: this node's endpoints too, rate-limited, connection-opening only",
+			cfg:   Config{Proto: "tcp", Rate: defaultRate, Src: netip.MustParsePrefix("10.244.0.9/32"), Dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.0.10:80")}, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.244.1.5:8080"), netip.MustParseAddrPort("[fd00::5]:8080")}},
+			fam:   4,
+			chain: "PREROUTING",
+			want: [][]string{
+				{"-s", "10.244.0.9/32", "-d", "10.96.0.10/32", "-p", "tcp", "-m", "tcp", "--dport", "80", "--tcp-flags", "FIN,SYN,RST,ACK", "SYN", "-m", "limit", "--limit", "20/second", "--limit-burst", "20", "-m", "comment", "--comment", c, "-j", "TRACE"},
+				{"-s", "10.244.0.9/32", "-d", "10.244.1.5/32", "-p", "tcp", "-m", "tcp", "--dport", "8080", "--tcp-flags", "FIN,SYN,RST,ACK", "SYN", "-m", "limit", "--limit", "20/second", "--limit-burst", "20", "-m", "comment", "--comment", c, "-j", "TRACE"},
+			},
+		},
+		{
+			name: "OUTPUT: no endpoint rules (the node's own packets to a Service are caught by the Service rules)",
+			cfg:  Config{Proto: "udp", Dsts: []netip.AddrPort{netip.MustParseAddrPort("10.96.0.10:53")}, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.244.1.5:53")}},
+			fam:  4,
+			want: [][]string{{"-d", "10.96.0.10/32", "-p", "udp", "-m", "udp", "--dport", "53", "-m", "comment", "--comment", c, "-j", "TRACE"}},
+		},
+		{
 			name: "source of the other family is not applied",
 			cfg:  Config{Proto: "tcp", AllPackets: true, Src: netip.MustParsePrefix("10.0.0.0/8"), Dsts: []netip.AddrPort{netip.MustParseAddrPort("[fd00::a]:80")}},
 			fam:  6,
@@ -50,7 +67,11 @@ func TestRuleSpecs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := ruleSpecs(&tt.cfg, tt.fam, c)
+			chain := tt.chain
+			if chain == "" {
+				chain = "OUTPUT"
+			}
+			got := ruleSpecs(&tt.cfg, tt.fam, chain, c)
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("ruleSpecs (-want +got):\n%s", diff)
 			}

@@ -92,6 +92,13 @@ func runWith(ctx context.Context, cfg Config, streams IO, opts options) error {
 		start: time.Now(),
 		live:  newLiveExplainer(h.ProcRoot),
 	}
+	s.egress = &egress{now: time.Now, lookup: func(q kernel.RouteQuery) (kernel.Route, error) {
+		r, err := s.live.conn()
+		if err != nil {
+			return kernel.Route{}, err
+		}
+		return r.Route(q)
+	}}
 	if s.cfg.WatchInterval <= 0 {
 		s.cfg.WatchInterval = defaultWatch
 	}
@@ -117,6 +124,11 @@ type session struct {
 	loggerSet map[uint8]bool
 	index     map[ipBackend]*atomic.Pointer[rules.Index]
 	live      *liveExplainer
+	// own keeps only this node's kernel log records where the log is
+	// shared with other nodes' network namespaces (nil: keep all).
+	own *ownership
+	// egress says where packets left the node.
+	egress *egress
 	// fromNS is the network namespace --probe-from-ip connects from.
 	fromNS    *kernel.Netns
 	snapReady chan struct{}
@@ -179,6 +191,9 @@ func (s *session) run(parent context.Context) (err error) {
 	bye.RulesRemoved = removed
 	for _, p := range s.pipes {
 		bye.Lost += p.totalLost.Load()
+	}
+	if s.own != nil {
+		bye.ForeignRecords = s.own.foreign.Load()
 	}
 	if err != nil {
 		return err

@@ -103,12 +103,17 @@ func (s *session) begin(ctx context.Context, sources []source) error {
 		}
 	}
 
+	if sharedKernelLog(s.h.ProcRoot) {
+		s.own = newOwnership("/sys")
+		s.log.Printf("this network namespace is not the machine's first: the kernel log may carry other nodes' records, keeping only this node's (its bridge ports, MACs and addresses)")
+	}
 	s.packets = make(chan pktItem, packetQueueDepth)
 	s.index = map[ipBackend]*atomic.Pointer[rules.Index]{}
 	for _, src := range sources {
-		p := &pipeline{s: s, src: src, backend: backendLegacy}
+		p := &pipeline{s: s, src: src, backend: backendLegacy, own: s.own}
 		if src.Name() == SourceNftrace {
-			p.backend = backendNft
+			// Trace events reach only their own namespace's listeners.
+			p.backend, p.own = backendNft, nil
 		}
 		if s.index[p.backend] == nil {
 			s.index[p.backend] = &atomic.Pointer[rules.Index]{}

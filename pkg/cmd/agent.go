@@ -22,6 +22,7 @@ type AgentOptions struct {
 	genericiooptions.IOStreams
 
 	Dsts          []string
+	Endpoints     []string
 	NodePorts     []uint
 	Src           string
 	Proto         string
@@ -90,6 +91,7 @@ func NewCmdAgent(streams genericiooptions.IOStreams) *cobra.Command {
 func (o *AgentOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringSliceVar(&o.Dsts, "dst", nil, "destinations to trace, IP:PORT ([IPv6]:PORT), comma-separated or repeated")
 	f.UintSliceVar(&o.NodePorts, "nodeport", nil, "NodePort to trace on every local address (repeatable)")
+	f.StringSliceVar(&o.Endpoints, "endpoint", nil, "endpoints on this node to trace packets arriving for, IP:PORT (the target port), comma-separated or repeated: packets DNATed on another node arrive addressed to them")
 	f.StringVar(&o.Src, "src", "", "trace only packets from this CIDR")
 	f.StringVar(&o.Proto, "proto", o.Proto, "protocol: tcp, udp or sctp")
 	f.DurationVar(&o.Duration, "duration", o.Duration, "stop after this long (0: until a signal or stdin EOF)")
@@ -127,6 +129,13 @@ func (o *AgentOptions) Complete() error {
 			errs = append(errs, err)
 		}
 		c.Dsts = append(c.Dsts, aps...)
+	}
+	for _, e := range o.Endpoints {
+		aps, err := agent.ParseDsts(e)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--endpoint: %w", err))
+		}
+		c.Endpoints = append(c.Endpoints, aps...)
 	}
 	for _, p := range o.NodePorts {
 		if p > 65535 {

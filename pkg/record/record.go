@@ -363,9 +363,12 @@ type Bye struct {
 	Packets int    `json:"packets"`
 	Lost    uint64 `json:"lost"`
 	// RulesRemoved counts the TRACE rules removed at cleanup.
-	RulesRemoved int    `json:"rules_removed"`
-	Reason       string `json:"reason,omitempty"` // duration | count | signal | stdin | error
-	Error        string `json:"error,omitempty"`
+	RulesRemoved int `json:"rules_removed"`
+	// ForeignRecords counts kernel log records the agent left out as
+	// another node's (nodes sharing one kernel, see the README).
+	ForeignRecords uint64 `json:"foreign_records,omitempty"`
+	Reason         string `json:"reason,omitempty"` // duration | count | signal | stdin | error
+	Error          string `json:"error,omitempty"`
 }
 
 // Summary aggregates a session (or an analyzed input): what the packets did.
