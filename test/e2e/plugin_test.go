@@ -399,7 +399,8 @@ func TestPluginErrors(t *testing.T) {
 // deletes the pod left behind.
 func TestClientKilled(t *testing.T) {
 	env.RequireExec(t)
-	p := env.StartPlugin(t, "svc/myapp", "--node", nodeName, "--timeout", "10m")
+	// One node: the pod count below is this node's (TestCrossNodeClientKilled has both).
+	p := env.StartPlugin(t, "svc/myapp", "--node", nodeName, "--no-follow", "--timeout", "10m")
 	p.WaitForOutput(t, readyLine, 90*time.Second)
 	if !hasSvctraceRules(t) {
 		t.Fatal("no svctrace TRACE rule while the agent traces")
