@@ -142,3 +142,29 @@ func TestWithCluster(t *testing.T) {
 		})
 	}
 }
+
+// TestSummaryPerNode: seed 002's spread of new connections over the
+// endpoints, per pod and per node (kube-proxy balances over endpoints, so
+// a node with two of three endpoints should get two thirds).
+func TestSummaryPerNode(t *testing.T) {
+	s := NewSummarizer("")
+	eps := []string{"10.244.0.5:80", "10.244.1.5:80", "10.244.1.6:80"}
+	s.SetEndpoints("default/myapp", eps, map[string]string{"10.244.0.5:80": "default/a", "10.244.1.5:80": "default/b", "10.244.1.6:80": "default/c"})
+	s.SetNodes(map[string]string{"10.244.0.5": "node1", "10.244.1.5": "node2", "10.244.1.6": "node2"})
+	for _, ep := range []string{"10.244.0.5:80", "10.244.1.5:80", "10.244.1.5:80", "10.244.1.6:80"} {
+		s.Add(&record.Packet{Service: "default/myapp", Endpoint: ep, Verdict: "ACCEPT", NAT: []record.NAT{{Kind: "DNAT", Chain: "KUBE-SEP-X"}}})
+	}
+	sum := s.Summary()
+	want := []record.NodeShare{
+		{Service: "default/myapp", Node: "node1", Endpoints: 1, Count: 1, Share: 0.25, Expected: 1.0 / 3},
+		{Service: "default/myapp", Node: "node2", Endpoints: 2, Count: 3, Share: 0.75, Expected: 2.0 / 3},
+	}
+	if diff := cmp.Diff(want, sum.Nodes); diff != "" {
+		t.Errorf("per-node spread (-want +got):\n%s", diff)
+	}
+	for _, e := range sum.Endpoints {
+		if e.Node == "" {
+			t.Errorf("endpoint %s has no node", e.Endpoint)
+		}
+	}
+}

@@ -446,6 +446,13 @@ func (t *Text) Summary(s *record.Summary) error {
 		}
 		table(&b, rows)
 	}
+	if len(s.Nodes) > 0 {
+		rows := [][]string{{"SERVICE", "NODE", "ENDPOINTS", "PACKETS", "SHARE", "EXPECTED"}}
+		for _, n := range s.Nodes {
+			rows = append(rows, []string{orDash(n.Service), n.Node, strconv.Itoa(n.Endpoints), strconv.Itoa(n.Count), pct(n.Share), pct(n.Expected)})
+		}
+		table(&b, rows)
+	}
 	for _, d := range s.Drops {
 		fmt.Fprintf(&b, "  %d dropped/rejected: %s\n", d.Count, d.Reason)
 	}
