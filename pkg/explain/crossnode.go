@@ -63,9 +63,6 @@ func WithCluster(rec *record.Packet, c Cluster) {
 	if ok {
 		predicted := ex.SourceSeenByEndpoint
 		ex.SourceSeenByEndpoint = observed
-		ex.Notes = slices.DeleteFunc(ex.Notes, func(s string) bool {
-			return strings.HasPrefix(s, "the endpoint sees the node's address")
-		})
 		if predicted != "" && predicted != observed {
 			ex.SourcePredicted = predicted
 			ex.Notes = append(ex.Notes, fmt.Sprintf("%s's rules predicted the endpoint would see %s, but %s observed %s: something on the way rewrote the source", entry, predicted, rec.EndpointNode, observed))
@@ -119,12 +116,13 @@ func leftBy(x record.Crossing) string {
 	return s
 }
 
-// withVerdict replaces the summary's closing verdict with what happened
-// after it and the final verdict.
+// withVerdict continues the first node's summary, which closes with the
+// verdict there (a packet that left the node was accepted by it), with
+// what happened after it and the final verdict.
 func withVerdict(summary, middle, verdict string) string {
-	base := ""
-	if i := strings.LastIndex(summary, "; "); i >= 0 {
-		base = summary[:i] + "; "
+	base, ok := strings.CutSuffix(summary, record.VerdictAccept)
+	if !ok {
+		base += "; "
 	}
 	return base + middle + "; " + verdict
 }
