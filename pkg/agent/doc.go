@@ -48,6 +48,16 @@
 // connects from inside the network namespace that has that address, found
 // among the node's processes (hostPID), from an OS thread locked into it.
 //
+// Across nodes. With --endpoint the raw PREROUTING chain also gets TRACE
+// rules for this node's endpoints (IP and target port): a packet DNATed on
+// another node arrives addressed to one of them, and its record says so
+// (traced_by). A packet that leaves the node carries its egress: the
+// outgoing interface and the kernel's route for its destination. Where the
+// agent's network namespace is not the machine's first (several nodes on
+// one kernel, whose log carries every namespace's TRACE lines), only this
+// node's kernel log records are kept (ownership.go); the bye record counts
+// the others.
+//
 // Kernel I/O (netlink, nf_tables listings, setns, IPT_SO_GET_INFO) is
 // package kernel's; this package orchestrates. It builds on Linux only.
 //
