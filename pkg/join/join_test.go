@@ -270,3 +270,17 @@ func TestMaxPending(t *testing.T) {
 		t.Fatalf("flush released %d, %d pending", len(rest), j.Pending())
 	}
 }
+
+// BenchmarkJoin joins a client leg and its endpoint leg per iteration.
+func BenchmarkJoin(b *testing.B) {
+	j := newJoiner(node1, node2)
+	now := time.Unix(0, 0)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		id := uint32(i)
+		j.Add(clientLeg(id, 1, true), now)
+		if got := j.Add(endpointLeg(id, 1, node1IP), now); len(got) != 1 {
+			b.Fatalf("not joined: %d", len(got))
+		}
+	}
+}
