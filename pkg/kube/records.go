@@ -51,13 +51,24 @@ func decodeRecord(line []byte) (rec any, ok bool, err error) {
 }
 
 // annotate adds what only the cluster knows to a packet from node: the
-// node's name, the endpoint's pod, and the Service when no rule named it.
+// node's name, the endpoint's pod and node (for a packet caught arriving
+// for an endpoint: the one it was addressed to), and the Service when no
+// rule named it.
 func annotate(p *record.Packet, t *Target, node string) {
 	if p.Node == "" {
 		p.Node = node
 	}
-	if p.EndpointPod == "" && p.Endpoint != "" {
-		p.EndpointPod = t.PodByIP[record.Host(p.Endpoint)]
+	ep := record.Host(p.Endpoint)
+	if p.Endpoint == "" && p.TracedBy == record.TracedEndpoint {
+		ep = record.Host(p.Dst)
+	}
+	if ep != "" {
+		if p.EndpointPod == "" {
+			p.EndpointPod = t.PodByIP[ep]
+		}
+		if p.EndpointNode == "" {
+			p.EndpointNode = t.NodeOf(ep)
+		}
 	}
 	if p.Service == "" {
 		p.Service = t.ServiceByAddr[p.Dst]

@@ -79,8 +79,9 @@ func TestDecodeRecord(t *testing.T) {
 
 func TestAnnotate(t *testing.T) {
 	target := &Target{
-		PodByIP:       map[string]string{"10.244.0.23": "default/myapp-a", "fd00::23": "default/myapp-a"},
+		PodByIP:       map[string]string{"10.244.0.23": "default/myapp-a", "fd00::23": "default/myapp-a", "10.244.1.5": "default/myapp-b"},
 		ServiceByAddr: map[string]string{"10.96.173.227:80": "default/myapp"},
+		Endpoints:     []Endpoint{{IP: "10.244.0.23", Node: "n1"}, {IP: "fd00::23", Node: "n1"}, {IP: "10.244.1.5", Node: "n2"}},
 	}
 	tests := []struct {
 		name string
@@ -90,17 +91,22 @@ func TestAnnotate(t *testing.T) {
 		{
 			name: "fills node, endpoint pod and service",
 			in:   record.Packet{Dst: "10.96.173.227:80", Endpoint: "10.244.0.23:80"},
-			want: record.Packet{Node: "n1", Dst: "10.96.173.227:80", Endpoint: "10.244.0.23:80", EndpointPod: "default/myapp-a", Service: "default/myapp"},
+			want: record.Packet{Node: "n1", Dst: "10.96.173.227:80", Endpoint: "10.244.0.23:80", EndpointPod: "default/myapp-a", EndpointNode: "n1", Service: "default/myapp"},
+		},
+		{
+			name: "caught arriving for an endpoint: the one it was addressed to",
+			in:   record.Packet{Dst: "10.244.1.5:80", TracedBy: record.TracedEndpoint},
+			want: record.Packet{Node: "n1", Dst: "10.244.1.5:80", TracedBy: record.TracedEndpoint, EndpointPod: "default/myapp-b", EndpointNode: "n2"},
 		},
 		{
 			name: "keeps what the agent said",
 			in:   record.Packet{Node: "other", Dst: "10.96.173.227:80", Service: "default/myapp:http", Endpoint: "10.244.0.23:80", EndpointPod: "x/y"},
-			want: record.Packet{Node: "other", Dst: "10.96.173.227:80", Service: "default/myapp:http", Endpoint: "10.244.0.23:80", EndpointPod: "x/y"},
+			want: record.Packet{Node: "other", Dst: "10.96.173.227:80", Service: "default/myapp:http", Endpoint: "10.244.0.23:80", EndpointPod: "x/y", EndpointNode: "n1"},
 		},
 		{
 			name: "IPv6 endpoint",
 			in:   record.Packet{Dst: "[fd00::1]:80", Endpoint: "[fd00::23]:80"},
-			want: record.Packet{Node: "n1", Dst: "[fd00::1]:80", Endpoint: "[fd00::23]:80", EndpointPod: "default/myapp-a"},
+			want: record.Packet{Node: "n1", Dst: "[fd00::1]:80", Endpoint: "[fd00::23]:80", EndpointPod: "default/myapp-a", EndpointNode: "n1"},
 		},
 		{
 			name: "unknown addresses stay unnamed",
