@@ -3,6 +3,8 @@
 package agent
 
 import (
+	"errors"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -25,8 +27,8 @@ import (
 //     interfaces (veth names are random per pod, so they tell nodes apart
 //     where eth0 and cni0 do not);
 //   - a received frame (IN= and MAC=): its destination MAC is one of the
-//     node's interfaces', or its source MAC is one of them or one the
-//     node's bridges learned (a pod behind one of its ports);
+//     node's interfaces', or its source MAC is one the node's bridges
+//     learned (a pod behind one of its ports);
 //   - a packet the node sends (IN= empty): its source is one of the
 //     node's addresses;
 //   - a received packet without a link header (tunnels, lo): its source or
@@ -34,8 +36,9 @@ import (
 //
 // The node's facts are read again (at most every refreshEvery) when a
 // record fails the test, so new pods are known. It is enabled only where the
-// agent's network namespace is not the machine's initial one (hostPID shows
-// pid 1's): on a real node, whose kernel log is its own, nothing is filtered.
+// agent's network namespace is not the machine's initial one
+// (sharedKernelLog): on a real node the agent runs in the initial one, its
+// kernel log is its own, and nothing is filtered.
 type ownership struct {
 	sysRoot string
 	mu      sync.Mutex
@@ -56,12 +59,18 @@ type nodeFacts struct {
 }
 
 // sharedKernelLog reports whether this process's network namespace is not
-// the one of the machine's pid 1: then its kernel log also carries other
-// namespaces' records.
+// the machine's initial one, whose kernel log then also carries other
+// namespaces' records: the kernel registers net.netfilter.nf_log_all_netns
+// (the switch that lets other namespaces log at all) in the initial
+// namespace only. (pid 1's namespace link is not always readable, even as
+// root, so it is not asked.)
 func sharedKernelLog(procRoot string) bool {
-	self, err1 := os.Readlink(filepath.Join(procRoot, "self/ns/net"))
-	initNS, err2 := os.Readlink(filepath.Join(procRoot, "1/ns/net"))
-	return err1 == nil && err2 == nil && self != initNS
+	nf := filepath.Join(procRoot, "sys/net/netfilter")
+	if _, err := os.Stat(nf); err != nil {
+		return false // no netfilter sysctls to judge by
+	}
+	_, err := os.Stat(filepath.Join(nf, "nf_log_all_netns"))
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 func newOwnership(sysRoot string) *ownership {
@@ -99,7 +108,9 @@ func (f *nodeFacts) owns(ev *trace.Event) bool {
 	case h.In == "":
 		return f.addrs[h.Src]
 	case ev.HasLink && ev.LinkDst != [6]byte{}:
-		return f.macs[ev.LinkDst] || f.macs[ev.LinkSrc] || f.learned[ev.LinkSrc]
+		// Not the source MAC among the node's own interfaces': that is
+		// how another node sees the frames this one sent it.
+		return f.macs[ev.LinkDst] || f.learned[ev.LinkSrc]
 	}
 	return f.addrs[h.Src] || f.addrs[h.Dst]
 }
