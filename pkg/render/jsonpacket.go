@@ -99,6 +99,7 @@ func appendHop(dst []byte, h *record.Hop) []byte {
 	o.str("chain", h.Chain)
 	o.str("kind", h.Kind)
 	o.intOmit("rule", int64(h.Rule))
+	o.strOmit("node", h.Node)
 	o.uintOmit("handle", h.Handle)
 	o.strOmit("text", h.Text)
 	o.strOmit("verdict", h.Verdict)
