@@ -26,10 +26,10 @@ import (
 //
 //	n1 eth0 198.20.X.1 --- 198.20.X.2 eth0 n2 svnX 198.19.X.1 --- 198.19.X.2 ep (:8080)
 func TestAgentsAcrossNodes(t *testing.T) {
-	for _, b := range []Backend{BackendLegacy, BackendNft} {
+	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
 			requireAgentBin(t)
-			if b == BackendLegacy {
+			if b == backendLegacy {
 				enableNfLogAllNetns(t)
 			}
 			x := 10 + int(topoSeq.Add(1))%200
@@ -141,10 +141,10 @@ func TestAgentsAcrossNodes(t *testing.T) {
 			// them out; nftables trace events are per namespace.
 			for _, a := range []*agentProc{a1, a2} {
 				foreign := a.bye().ForeignRecords
-				if b == BackendLegacy && foreign == 0 {
+				if b == backendLegacy && foreign == 0 {
 					t.Errorf("%s: no foreign kernel log records counted: the test did not see the shared log", a.bye().Node)
 				}
-				if b == BackendNft && foreign != 0 {
+				if b == backendNft && foreign != 0 {
 					t.Errorf("%s: %d foreign records with nftables trace events", a.bye().Node, foreign)
 				}
 			}
