@@ -1,6 +1,9 @@
 package join
 
 import (
+	"encoding/json"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -281,6 +284,63 @@ func BenchmarkJoin(b *testing.B) {
 		j.Add(clientLeg(id, 1, true), now)
 		if got := j.Add(endpointLeg(id, 1, node1IP), now); len(got) != 1 {
 			b.Fatalf("not joined: %d", len(got))
+		}
+	}
+}
+
+// TestJoinRealLegs joins the two records real agents wrote for one packet
+// on one kernel (test/testdata/captures/two-agents-one-kernel.legacy.ndjson):
+// n1's probe to the ClusterIP and n2 catching it arriving for the endpoint.
+func TestJoinRealLegs(t *testing.T) {
+	data, err := os.ReadFile("../../test/testdata/captures/two-agents-one-kernel.legacy.ndjson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var legs []*record.Packet
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var p record.Packet
+		if err := json.Unmarshal([]byte(line), &p); err != nil {
+			t.Fatal(err)
+		}
+		legs = append(legs, &p)
+	}
+	if len(legs) != 2 {
+		t.Fatalf("%d legs, want 2", len(legs))
+	}
+	nodeOf := map[string]string{"198.19.11.2": "n2", "198.20.11.1": "n1", "198.20.11.2": "n2"}
+	for _, order := range [][2]int{{0, 1}, {1, 0}} {
+		j := New(Options{NodeOf: func(h string) string { return nodeOf[h] }, Traced: func(string) bool { return true }})
+		a, b := *legs[order[0]], *legs[order[1]]
+		a.Hops, b.Hops = append([]record.Hop(nil), a.Hops...), append([]record.Hop(nil), b.Hops...)
+		if got := j.Add(&a, time.Unix(0, 0)); len(got) != 0 {
+			t.Fatalf("order %v: the first leg came out alone", order)
+		}
+		got := j.Add(&b, time.Unix(0, 0))
+		if len(got) != 1 {
+			t.Fatalf("order %v: %d packets, want 1 joined", order, len(got))
+		}
+		p := got[0]
+		n1 := len(legs[0].Hops)
+		want := summary{
+			Nodes: []string{"n1", "n2"}, Verdict: record.VerdictAccept, VerdictHop: n1 + legs[1].VerdictHop,
+			NATs: len(legs[0].NAT) + len(legs[1].NAT), SecondHopSrc: "", PredictedSrcLeft: "198.20.11.1",
+			Crossings: []record.Crossing{{From: "n1", To: "n2", Out: "eth0", Via: "198.20.11.2", Route: legs[0].Egress.Route,
+				Dst: "198.19.11.2:8080", In: "eth0", Arrived: true, Traced: true, Hop: n1}},
+		}
+		for range legs[0].Hops {
+			want.HopNodes = append(want.HopNodes, "n1")
+		}
+		for range legs[1].Hops {
+			want.HopNodes = append(want.HopNodes, "n2")
+		}
+		// n1 masqueraded it to its own address: n2's first hop shows the
+		// source it arrived with (the port may change under --random-fully).
+		want.SecondHopSrc = legs[1].Src
+		if legs[1].Src == legs[0].Src {
+			want.SecondHopSrc = ""
+		}
+		if diff := cmp.Diff(want, summarize(p)); diff != "" {
+			t.Errorf("order %v (-want +got):\n%s", order, diff)
 		}
 	}
 }

@@ -35,6 +35,11 @@ type textCase struct {
 }
 
 var textCases = []textCase{
+	// One packet across two nodes: the legs two real agents wrote on one
+	// kernel (captures/two-agents-one-kernel.legacy.ndjson), joined and
+	// explained as the plugin does.
+	{name: "crossnode.joined.txt", records: "crossnode.joined.ndjson"},
+	{name: "crossnode.joined.wide.txt", records: "crossnode.joined.ndjson", o: TextOptions{Wide: true, NoRuleText: true}},
 	{name: "node-to-svc.legacy.txt", trace: "node-to-svc.legacy.kmsg.txt", rules: "node-to-svc.legacy.rules.txt"},
 	{name: "node-to-svc.legacy.wide.txt", trace: "node-to-svc.legacy.kmsg.txt", rules: "node-to-svc.legacy.rules.txt", o: TextOptions{Wide: true}},
 	{name: "pod-to-svc.legacy.txt", trace: "pod-to-svc.legacy.kmsg.txt", rules: "pod-to-svc.legacy.rules.txt"},
