@@ -19,5 +19,7 @@
 // names), Cilium's CILIUM_* chains.
 //
 // The package states facts about rules (target, jump, comment, NAT address,
-// Service, endpoint, policy role); pkg/explain turns them into words.
+// Service, endpoint, endpoint share, policy role); pkg/explain turns them
+// into words. Index.Hop answers everything about one hop's rule in one
+// lookup, from facts computed once per chain.
 package rules
