@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
 	"github.com/svctrace/kubectl-svctrace/pkg/rules"
@@ -57,9 +58,10 @@ func AnnotateLive(p *trace.Packet, ix *rules.Index, live func(*record.Packet) *r
 	if p.HasID {
 		rec.TraceID = fmt.Sprintf("%08x", p.TraceID)
 	}
-	n := len(p.Hops)
-	a := annotator{ix: ix, fam: fam, rec: &rec, p: p,
-		hooks: make([]string, 0, n), rules: make([]*rules.Rule, 0, n), hopFacts: make([]rules.Facts, 0, n)}
+	sc := scratchPool.Get().(*scratch)
+	defer sc.put()
+	a := annotator{ix: ix, fam: fam, rec: &rec, p: p, hooks: sc.hooks[:0], rules: sc.rules[:0], hopFacts: sc.facts[:0]}
+	defer func() { sc.hooks, sc.rules, sc.facts = a.hooks, a.rules, a.hopFacts }()
 	for i := range p.Hops {
 		a.hop(i)
 	}
@@ -79,6 +81,24 @@ func AnnotateLive(p *trace.Packet, ix *rules.Index, live func(*record.Packet) *r
 	rec.Explain = explainPacket(&rec, p, a.hooks, &a.facts)
 	a.policyChecks()
 	return rec
+}
+
+// scratch is the per-hop working memory of one Annotate call, reused by
+// later calls: nothing in it outlives the call.
+type scratch struct {
+	hooks []string
+	rules []*rules.Rule
+	facts []rules.Facts
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+func (sc *scratch) put() {
+	clear(sc.hooks)
+	clear(sc.rules)
+	clear(sc.facts) // drop the references into the index
+	sc.hooks, sc.rules, sc.facts = sc.hooks[:0], sc.rules[:0], sc.facts[:0]
+	scratchPool.Put(sc)
 }
 
 // annotator carries the per-packet state of Annotate.
