@@ -282,7 +282,7 @@ func merge(first, second *record.Packet) *record.Packet {
 	}
 	out.Egress = second.Egress
 	out.DirectToEndpoint = false
-	out.Explain = mergeExplain(first.Explain, second.Explain)
+	out.Explain = mergeExplain(first.Explain, second.Explain, n)
 	return &out
 }
 
@@ -299,18 +299,31 @@ func srcAt(p *record.Packet) string {
 
 // mergeExplain keeps the first leg's analysis (explain.WithCluster rewrites
 // it for the whole path) with the second leg's reason, when it has one, and
-// both legs' notes.
-func mergeExplain(a, b *record.Explain) *record.Explain {
+// both legs' notes and NetworkPolicy checks (the second leg's hops start at
+// index offset of the joined path).
+func mergeExplain(a, b *record.Explain, offset int) *record.Explain {
 	out := &record.Explain{}
 	if a != nil {
 		*out = *a
 		out.Notes = append([]string(nil), a.Notes...)
+		out.Policies = append([]record.PolicyCheck(nil), a.Policies...)
 	}
 	if b != nil {
 		if b.Reason != "" {
 			out.Reason = b.Reason
 		}
 		out.Notes = append(out.Notes, b.Notes...)
+		for _, c := range b.Policies {
+			c.Hop += offset
+			out.Policies = append(out.Policies, c)
+		}
+		// The first leg's refusal decides (the packet would not have
+		// left); else the second leg's check, which is nearer the verdict.
+		if b.Policy != nil && (out.Policy == nil || out.Policy.Effect != record.PolicyRefused) {
+			d := *b.Policy
+			d.Hop += offset
+			out.Policy = &d
+		}
 	}
 	return out
 }

@@ -257,6 +257,38 @@ func TestJoinMergesFacts(t *testing.T) {
 	}
 }
 
+// TestJoinKeepsPolicyChecks: the endpoint node's NetworkPolicy refusal
+// decides the joined packet, its hop shifted past the client leg's hops.
+func TestJoinKeepsPolicyChecks(t *testing.T) {
+	j := newJoiner(node1, node2)
+	client := clientLeg(8, 200, false)
+	client.Explain = &record.Explain{Summary: "ACCEPT", Policies: []record.PolicyCheck{{CNI: "kube-router", Direction: "egress", Effect: record.PolicyNone, Hop: 2}}}
+	client.Explain.Policy = &client.Explain.Policies[0]
+	ep := endpointLeg(8, 200, clientIP)
+	refusal := record.PolicyCheck{CNI: "kube-router", Direction: "ingress", Pod: "default/web", Effect: record.PolicyRefused, Name: "allow", Hop: 1}
+	ep.Explain.Policies = []record.PolicyCheck{refusal}
+	ep.Explain.Policy = &refusal
+	ep.Verdict, ep.Explain.Reason = record.VerdictReject, "refused by NetworkPolicy default/allow"
+	j.Add(client, time.Unix(0, 0))
+	got := j.Add(ep, time.Unix(0, 0))
+	if len(got) != 1 {
+		t.Fatalf("got %d packets, want 1", len(got))
+	}
+	ex := got[0].Explain
+	n := len(client.Hops)
+	want := []record.PolicyCheck{client.Explain.Policies[0], refusal}
+	want[1].Hop += n
+	if diff := cmp.Diff(want, ex.Policies); diff != "" {
+		t.Errorf("policies (-want +got):\n%s", diff)
+	}
+	if ex.Policy == nil || ex.Policy.Effect != record.PolicyRefused || ex.Policy.Hop != 1+n {
+		t.Errorf("decisive check %+v, want the endpoint's refusal at hop %d", ex.Policy, 1+n)
+	}
+	if ex.Reason != "refused by NetworkPolicy default/allow" {
+		t.Errorf("reason %q", ex.Reason)
+	}
+}
+
 func TestMaxPending(t *testing.T) {
 	j := New(Options{Window: time.Hour, MaxPending: 2, NodeOf: nodeOf, Traced: func(string) bool { return true }})
 	now := time.Unix(0, 0)
