@@ -312,9 +312,11 @@ func TestExplainSummary(t *testing.T) {
 // which waits for input on the container's stdin for ever, unprivileged.
 func TestExplainFromPod(t *testing.T) {
 	env.RequireExec(t)
-	const noTools = "svctrace-e2e-notools"
-	const hostnetPod = "svctrace-e2e-hostnet"
-	const pendingPod = "svctrace-e2e-pending"
+	// No "svctrace" in the pod names: kube-router names pods in its firewall
+	// rules' comments, and AssertNoLeftovers looks for svctrace in every rule.
+	const noTools = "e2e-notools"
+	const hostnetPod = "e2e-hostnet"
+	const pendingPod = "e2e-pending"
 	agentImage := strings.TrimSpace(strings.SplitN(strings.SplitN(Run(t, nil, env.Bin, "version").Stdout, "agent image: ", 2)[1], "\n", 2)[0])
 	run := func(name, image string, extra ...string) {
 		args := append([]string{"run", name, "-n", "default", "--restart=Never", "--image=" + image, "--image-pull-policy=Never", "--labels=svctrace-e2e=explain"}, extra...)
