@@ -3,7 +3,10 @@ package kube
 import (
 	"context"
 	"errors"
+	"io"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -187,5 +190,42 @@ func TestTracerInterruptAllNodes(t *testing.T) {
 	}
 	if left := remainingPods(t, client); len(left) > 0 {
 		t.Errorf("pods left behind: %v", left)
+	}
+}
+
+// TestTracerFollowArgs: only the client's node probes; the node the
+// packet is followed to traces its endpoints (and, with --from, only the
+// pod's packets).
+func TestTracerFollowArgs(t *testing.T) {
+	setup(t)
+	client := fake.NewClientset(namespace("default"))
+	kubelet(client, running)
+	cmds := map[string][]string{}
+	var mu sync.Mutex
+	client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pod := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod)
+		mu.Lock()
+		cmds[pod.Spec.NodeName] = pod.Spec.Containers[0].Command
+		mu.Unlock()
+		return false, nil, nil
+	})
+	scripts := map[string]script{}
+	for _, n := range []string{"n1", "n2"} {
+		scripts["svctrace-test1-"+n] = script{before: []string{readyLine(n, "v0.1.0"), byeLine("duration", "")}}
+	}
+	tr := &Tracer{Client: client, IO: newFakeIO(scripts), Out: &fakeSink{}, ErrOut: io.Discard}
+	cfg := traceConfig("n1", "n2")
+	cfg.Target.Endpoints = []Endpoint{{IP: "10.244.0.24", Node: "n2", Ready: true}}
+	cfg.Agent.Probe, cfg.Agent.ProbeFromIP = true, "10.244.0.9"
+	cfg.Roles = []NodeRole{{Node: "n1", Roles: []string{RoleClient}}, {Node: "n2", Roles: []string{RoleEndpoint}, Endpoints: 1}}
+	if err := tr.Run(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	has := func(node, arg string) bool { return slices.Contains(cmds[node], arg) }
+	if !has("n1", "--probe") || !has("n1", "--probe-from-ip=10.244.0.9") || has("n1", "--endpoint=10.244.0.24:80") {
+		t.Errorf("n1 (client) command %v: want the probe from the pod, no endpoint rules", cmds["n1"])
+	}
+	if has("n2", "--probe") || !has("n2", "--src=10.244.0.9") || !has("n2", "--endpoint=10.244.0.24:80") {
+		t.Errorf("n2 (endpoint) command %v: want no probe, the pod's packets only, its endpoint traced", cmds["n2"])
 	}
 }

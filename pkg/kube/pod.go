@@ -181,6 +181,9 @@ type AgentOptions struct {
 	// TraceEndpoints makes the agent also trace the packets arriving for
 	// the Service's endpoints on its node (following the packet there).
 	TraceEndpoints bool
+	// Src limits the trace to packets from this address without probing
+	// from it (--from's pod, on the nodes the packet is followed to).
+	Src string
 }
 
 // AgentArgs is the agent command line for tracing t on node. It is pure.
@@ -211,8 +214,11 @@ func AgentArgs(t *Target, node string, o AgentOptions) []string {
 			args = append(args, "--probe-to="+strings.Join(to, ","))
 		}
 	}
-	if o.ProbeFromIP != "" {
+	switch {
+	case o.ProbeFromIP != "":
 		args = append(args, "--probe-from-ip="+o.ProbeFromIP, "--src="+o.ProbeFromIP)
+	case o.Src != "":
+		args = append(args, "--src="+o.Src)
 	}
 	if o.AllPackets {
 		args = append(args, "--all-packets")

@@ -146,6 +146,12 @@ func TestAgentArgs(t *testing.T) {
 				"--endpoint=10.199.0.2:8080,10.244.1.5:8080,10.244.1.5:9090", "--node=n1", "--duration=1m0s", "--stdin-watch"},
 		},
 		{
+			name: "a node the --from packet is followed to: no probe, only the pod's packets",
+			t:    &Target{Proto: "tcp", Dst: []string{"10.96.0.10:80"}, Services: []string{"default/myapp/tcp"}},
+			o:    AgentOptions{Duration: time.Minute, Src: "10.244.0.9"},
+			want: []string{"agent", "--dst=10.96.0.10:80", "--proto=tcp", "--service=default/myapp/tcp", "--node=n1", "--duration=1m0s", "--stdin-watch", "--src=10.244.0.9"},
+		},
+		{
 			name: "NodePort only (hostname load balancer), no --dst",
 			t:    &Target{Proto: "tcp", NodePorts: []int32{30080}, Services: []string{"default/web/tcp"}},
 			o:    AgentOptions{Duration: time.Minute},

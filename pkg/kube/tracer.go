@@ -188,14 +188,21 @@ func (tr *Tracer) Run(ctx context.Context, cfg TraceConfig) (err error) {
 	}()
 
 	roles := map[string]NodeRole{}
+	hasClient := false
 	for _, r := range cfg.Roles {
 		roles[r.Node] = r
+		hasClient = hasClient || slices.Contains(r.Roles, RoleClient)
 	}
 	deadline := cfg.StartTimeout + cfg.Agent.Duration + deadlineMargin
 	var createErrs []error
 	for _, node := range cfg.Nodes {
 		opts := cfg.Agent
 		opts.TraceEndpoints = slices.Contains(roles[node].Roles, RoleEndpoint)
+		if hasClient && !slices.Contains(roles[node].Roles, RoleClient) {
+			// Only the client's node sends the test connection; the
+			// nodes it is followed to trace what arrives from it.
+			opts.Probe, opts.Src, opts.ProbeFromIP = false, opts.ProbeFromIP, ""
+		}
 		pod := AgentPod(PodOptions{
 			Namespace:      cfg.Namespace,
 			Node:           node,
