@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -179,7 +180,7 @@ func detect(ctx context.Context, h prober, want, optional []uint8) (detection, e
 		if f.Nft, err = hasKubeProxyChainsNft(ctx, h, fam, nftTables); err != nil {
 			return err
 		}
-		f.NftTable = contains(nftTables, "kube-proxy")
+		f.NftTable = slices.Contains(nftTables, "kube-proxy")
 		if f.Mode() == modeNone {
 			if required {
 				errs = append(errs, noKubeProxyError(f))
@@ -192,7 +193,7 @@ func detect(ctx context.Context, h prober, want, optional []uint8) (detection, e
 		if f.Legacy && f.Nft {
 			d.Warnings = append(d.Warnings, fmt.Sprintf("IPv%d: kube-proxy chains exist in both iptables-legacy and iptables-nft: tracing both backends", fam))
 		}
-		if f.Legacy && !f.Nft && contains(nftTables, "filter") {
+		if f.Legacy && !f.Nft && slices.Contains(nftTables, "filter") {
 			// kube-proxy in legacy, a network plugin in iptables-nft (the
 			// local cluster's kube-router): its policy chains are not traced.
 			for _, e := range rules.FirewallEntryChains {
@@ -260,7 +261,7 @@ func hasKubeProxyChains(ctx context.Context, h prober, b ipBackend, fam uint8) (
 // table with iptables-nft -S costs 100+ ms on a 10,000-Service node.
 func hasKubeProxyChainsNft(ctx context.Context, h prober, fam uint8, tables []string) (bool, error) {
 	for _, tc := range [][2]string{{"mangle", "KUBE-PROXY-CANARY"}, {"nat", "KUBE-SERVICES"}} {
-		if !contains(tables, tc[0]) {
+		if !slices.Contains(tables, tc[0]) {
 			continue
 		}
 		ok, err := h.nftChainExists(fam, tc[0], tc[1])
@@ -279,7 +280,7 @@ func hasKubeProxyChainsNft(ctx context.Context, h prober, fam uint8, tables []st
 // nat.
 func kubeProxyChainsIn(ctx context.Context, h prober, b ipBackend, fam uint8, tables []string) (bool, error) {
 	bin := b.Binary(fam)
-	if contains(tables, "mangle") {
+	if slices.Contains(tables, "mangle") {
 		out, err := h.run(ctx, bin, "-w", "-t", "mangle", "-S")
 		if err != nil {
 			return false, fmt.Errorf("read %s mangle table: %w", bin, err)
@@ -288,7 +289,7 @@ func kubeProxyChainsIn(ctx context.Context, h prober, b ipBackend, fam uint8, ta
 			return true, nil
 		}
 	}
-	if !contains(tables, "nat") {
+	if !slices.Contains(tables, "nat") {
 		return false, nil
 	}
 	// Listing one rule of one chain keeps the output small; the chain's
@@ -301,13 +302,4 @@ func kubeProxyChainsIn(ctx context.Context, h prober, b ipBackend, fam uint8, ta
 		return false, fmt.Errorf("look for KUBE-SERVICES in %s nat: %w", bin, err)
 	}
 	return true, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,11 +26,11 @@ type fakeProber struct {
 
 func (f *fakeProber) legacyTables(fam uint8) ([]string, error) { return f.legacy[fam], nil }
 func (f *fakeProber) nftTables(fam uint8) ([]string, error)    { return f.nft[fam], nil }
-func (f *fakeProber) linkExists(name string) bool              { return contains(f.links, name) }
+func (f *fakeProber) linkExists(name string) bool              { return slices.Contains(f.links, name) }
 
 func (f *fakeProber) nftChainExists(fam uint8, table, chain string) (bool, error) {
 	f.calls = append(f.calls, fmt.Sprintf("netlink: chain %s in ip%d %s", chain, fam, table))
-	return contains(f.nft[fam], table) && contains(f.chains["iptables-nft "+table], chain), nil
+	return slices.Contains(f.nft[fam], table) && slices.Contains(f.chains["iptables-nft "+table], chain), nil
 }
 
 func (f *fakeProber) run(_ context.Context, name string, args ...string) ([]byte, error) {
@@ -38,7 +39,7 @@ func (f *fakeProber) run(_ context.Context, name string, args ...string) ([]byte
 	table := args[2]
 	chains := f.chains[name+" "+table]
 	if len(args) >= 5 {
-		if !contains(chains, args[4]) {
+		if !slices.Contains(chains, args[4]) {
 			return nil, &commandError{Cmd: name, Stderr: "iptables: No chain/target/match by that name.", Err: errors.New("exit status 1")}
 		}
 		return []byte("-N " + args[4] + "\n"), nil

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,7 +38,7 @@ func listSvctraceRules(ctx context.Context, h *host) ([]listedRule, error) {
 				// nothing of ours can be there.
 				continue
 			}
-			if !contains(tables, "raw") {
+			if !slices.Contains(tables, "raw") {
 				continue
 			}
 			// Listing one chain at a time: a whole iptables-nft table

@@ -283,12 +283,10 @@ func pickMasqueradeSource(addrs []kernel.Addr, fam uint8, nh netip.Addr) (netip.
 	return first, first.IsValid()
 }
 
-// hostAddr parses the address of "ip:port", "[ip6]:port" or "ip".
+// hostAddr parses the address of a record address ("ip:port",
+// "[ip6]:port" or "ip", record.Host).
 func hostAddr(s string) (netip.Addr, bool) {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().Unmap(), true
-	}
-	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	a, err := netip.ParseAddr(record.Host(s))
 	return a.Unmap(), err == nil
 }
 

@@ -196,7 +196,7 @@ func (t *tracer) createFlags(b ipBackend, fam uint8) (map[string]string, error) 
 		switch {
 		case !ok:
 			flags[c] = string(flagCreatedTable) + string(flagCreatedChain)
-		case !contains(chains, c):
+		case !slices.Contains(chains, c):
 			flags[c] = string(flagCreatedChain)
 		}
 	}
