@@ -18,6 +18,11 @@
 // id's records. Strings are interned, so decoding allocates nothing once the
 // names were seen.
 //
+// On Linux, NetlinkDecoder decodes the binary nftables trace events
+// (NFT_MSG_TRACE) the agent reads from netlink, the same way, and
+// EndFolder turns their end-of-chain events into the returns and policies
+// the text formats show.
+//
 // # Grouping
 //
 // A Grouper (NewGrouper, Grouper.Add) assembles Events into Packets: by trace
