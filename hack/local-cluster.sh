@@ -61,7 +61,9 @@
 # kubelet, containerd and kube-router always use iptables-nft (Debian's default); only kube-proxy
 # follows --proxy-backend, so with `legacy` the nft tables still hold kubelet's and kube-router's
 # chains, as on nodes where they disagree. Commands that change the cluster (up, down, demo-apps,
-# lb, build, images) take the lock _output/local-cluster.lock: concurrent calls wait for each other.
+# lb, build, images) take the lock _output/local-cluster.lock: concurrent calls wait for each other;
+# they refuse to touch a cluster started from another checkout (its state folder is named in
+# /run/svctrace-cluster/owner).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -770,8 +772,12 @@ any_containerd_running() {
 note_host_paths() {
   local path marker
   any_containerd_running && return 0
+  # /var/lib/kubelet/device-plugins is fixed in kubelet (not under --root-dir), iptables locks
+  # /run/xtables.lock, libmount keeps /run/mount/utab.
   for path in /run/containerd:created-run-containerd /var/log/containers:created-var-log-containers \
-    /var/lib/cni:created-var-lib-cni /sys/fs/cgroup/memory/k8s.io:created-cgroup-k8s.io; do
+    /var/lib/cni:created-var-lib-cni /sys/fs/cgroup/memory/k8s.io:created-cgroup-k8s.io \
+    /var/lib/kubelet:created-var-lib-kubelet /run/xtables.lock:created-run-xtables.lock \
+    /run/mount:created-run-mount; do
     marker="${STATE}/${path#*:}"
     path="${path%%:*}"
     if [[ ! -e "$path" && ! -f "$marker" ]]; then
@@ -782,7 +788,6 @@ note_host_paths() {
 
 start_containerd() {
   local node="$1"
-  note_host_paths
   start "${node}-containerd" "$node" "${STATE}/bin-nft" /usr/bin/containerd --config "$(node_dir "$node")/config/containerd.toml"
 }
 
@@ -1016,6 +1021,9 @@ cmd_up() {
 
   local all=()
   read -r -a all <<<"$(nodes "$want_nodes")"
+  mkdir -p "$RUN_DIR"
+  echo "$STATE" >"${RUN_DIR}/owner"
+  note_host_paths
   save_host_sysctls
   # Legacy TRACE lines from a non-root network namespace reach the kernel log only with this.
   sysctl -qw net.netfilter.nf_log_all_netns=1
@@ -1152,6 +1160,15 @@ kill_in_namespaces() {
   done
 }
 
+# open_by_any FILE: whether a process has FILE open.
+open_by_any() {
+  local f
+  for f in /proc/[0-9]*/fd/*; do
+    if [[ "$(readlink "$f" 2>/dev/null)" == "$1" ]]; then return 0; fi
+  done
+  return 1
+}
+
 # our_mounts: mount points under the cluster's folders, deepest first.
 our_mounts() {
   awk -v a="${STATE}/" -v b="${RUN_DIR}/" '
@@ -1173,10 +1190,15 @@ cmd_down() {
   for node in "${NODE_NAMES[@]}"; do comps+=("${node}-kube-proxy" "${node}-kube-router" "${node}-kubelet"); done
   stop "${comps[@]}"
   for node in "${NODE_NAMES[@]}"; do
-    tasks="$(node_dir "$node")/containerd/state/io.containerd.runtime.v2.task/k8s.io"
-    if [[ -d "$tasks" ]]; then
-      mapfile -t -O "${#ids[@]}" ids < <(ls "$tasks")
-    fi
+    # Running tasks, and every sandbox and container the CRI plugin knows (also those whose
+    # task is gone): their ids name the pod cgroups and the CNI cache files.
+    for tasks in "$(node_dir "$node")/containerd/state/io.containerd.runtime.v2.task/k8s.io" \
+      "$(node_dir "$node")/containerd/root/io.containerd.grpc.v1.cri/sandboxes" \
+      "$(node_dir "$node")/containerd/root/io.containerd.grpc.v1.cri/containers"; do
+      if [[ -d "$tasks" ]]; then
+        mapfile -t -O "${#ids[@]}" ids < <(ls "$tasks")
+      fi
+    done
     # containerd first: once it is gone, killing the shims triggers no cleanup work. Its shims
     # (found by the containerd address in their command line) and every process under them go next.
     mapfile -t -O "${#shims[@]}" shims < <(our_shims "$node")
@@ -1245,6 +1267,12 @@ cmd_down() {
     rm -rf /run/containerd
   fi
   rm -rf "$RUN_DIR"
+  if [[ -f "${STATE}/created-var-lib-kubelet" ]]; then rm -rf /var/lib/kubelet; fi
+  if [[ -f "${STATE}/created-run-mount" ]]; then rm -rf /run/mount; fi
+  # The lock file of iptables: only when no process (of another program) holds it open.
+  if [[ -f "${STATE}/created-run-xtables.lock" && -e /run/xtables.lock ]] && ! open_by_any /run/xtables.lock; then
+    rm -f /run/xtables.lock
+  fi
 
   # Everything but the logs, which CI prints after a failure.
   find "$STATE" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} + 2>/dev/null ||
@@ -1354,6 +1382,23 @@ usage() {
   exit 2
 }
 
+# check_owner CMD: the namespaces and /run/svctrace-cluster are global, the state folder is per
+# checkout. A cluster started from another checkout (its state folder is in RUN_DIR/owner) is
+# not this one's to change or take down.
+check_owner() {
+  local owner="" ns present=""
+  [[ -f "${RUN_DIR}/owner" ]] && owner="$(cat "${RUN_DIR}/owner")"
+  if [[ -n "$owner" && "$owner" != "$STATE" ]]; then
+    die "the local cluster running now was started from another checkout (state ${owner}); '$1' here would break it: run '${owner%/_output/local-cluster}/hack/local-cluster.sh down' first"
+  fi
+  for ns in $(all_namespaces); do
+    if [[ -e "/var/run/netns/${ns}" ]]; then present+=" ${ns}"; fi
+  done
+  if [[ "$1" == up && -z "$owner" && -n "$present" ]]; then
+    die "network namespaces${present} exist but no cluster of this checkout owns them (left by an older version of this script or a failed run?): run '$0 down' first"
+  fi
+}
+
 # lock: one mutating command at a time on this machine (several people and CI jobs may share
 # it; the namespaces and ports are global). Waits for the other command instead of racing it.
 lock() {
@@ -1371,6 +1416,9 @@ main() {
   shift
   case "$cmd" in
     up | down | demo-apps | lb | build | images) lock ;;
+  esac
+  case "$cmd" in
+    up | down | demo-apps | lb | images) check_owner "$cmd" ;;
   esac
   case "$cmd" in
     up) cmd_up "$@" ;;
