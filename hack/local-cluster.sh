@@ -5,8 +5,9 @@
 # ("svctrace-gw", the outside world) share one L2 segment, a bridge in namespace "svctrace-lan".
 #
 #   hack/local-cluster.sh up [--nodes N] [--proxy-mode iptables|nftables] [--proxy-backend nft|legacy]
-#                                         start or change the cluster (idempotent; default 2 nodes,
-#                                         or as many as run; iptables mode, nft backend)
+#                                         start or change the cluster (idempotent; an unset flag
+#                                         keeps what runs; first default: 2 nodes, iptables mode,
+#                                         nft backend)
 #   hack/local-cluster.sh down            stop everything, leave the machine as it was
 #   hack/local-cluster.sh status          every node: processes, readiness, routes
 #   hack/local-cluster.sh demo-apps       apply hack/manifests/ and wait for the pods
@@ -1005,12 +1006,22 @@ cmd_up() {
   fi
   [[ -f "${STATE}/proxy-mode" ]] && old_mode="$(cat "${STATE}/proxy-mode")"
   [[ -f "${STATE}/proxy-backend" ]] && old_backend="$(cat "${STATE}/proxy-backend")"
-  mode="${mode:-iptables}"
-  backend="${backend:-nft}"
+  # Unset flags keep what runs (a plain `up` changes nothing); --proxy-backend alone means
+  # iptables mode.
+  if [[ -z "$mode" ]]; then
+    mode="${old_mode:-iptables}"
+    [[ -n "$backend" ]] && mode=iptables
+  fi
+  if [[ -z "$backend" ]]; then
+    backend=nft
+    [[ "$mode" == iptables && "$old_mode" == iptables ]] && backend="$old_backend"
+  fi
   [[ "$mode" == iptables || "$mode" == nftables ]] || die "unknown proxy mode ${mode}: want iptables or nftables"
   [[ "$backend" == nft || "$backend" == legacy ]] || die "unknown proxy backend ${backend}: want nft or legacy"
-  # nftables mode has no iptables backend; kube-proxy's --cleanup still needs one to run with.
-  [[ "$mode" == nftables ]] && backend=nft
+  # nftables mode has no iptables backend (kube-proxy's --cleanup runs with nft's).
+  if [[ "$mode" == nftables && "$backend" == legacy ]]; then
+    die "--proxy-backend legacy is for --proxy-mode iptables: nftables mode uses no iptables binaries"
+  fi
   require_root
   "${REPO}/hack/install-deps.sh"
   mkdir -p "$STATE" "$LOGS" "$PIDS" "${STATE}/nodes"
@@ -1378,7 +1389,7 @@ cmd_exec() {
 }
 
 usage() {
-  sed -n '2,20p' "$SELF" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,21p' "$SELF" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 

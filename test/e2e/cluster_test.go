@@ -112,7 +112,8 @@ func clientSeenBy(t testing.TB, pod, path string) string {
 	t.Helper()
 	var client string
 	Eventually(t, 30*time.Second, "request "+path+" in the log of pod "+pod, func() error {
-		logs := env.Kubectl(t, "logs", "-n", "default", pod, "-c", "myapp")
+		// Every container: the HTTP server is "myapp" in the myapp pods, "sourceip" in sourceip's.
+		logs := env.Kubectl(t, "logs", "-n", "default", pod, "--all-containers")
 		for _, line := range strings.Split(logs, "\n") {
 			m := serverLogRE.FindStringSubmatch(strings.TrimSpace(line))
 			if m != nil && m[4] == path {
