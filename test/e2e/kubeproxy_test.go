@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
 )
@@ -153,6 +154,26 @@ func applyKubeProxyCases(t *testing.T) {
 		"-p", `{"status":{"loadBalancer":{"ingress":[{"ip":"`+lbsrIP+`"}]}}}`)
 	if res := env.External(t, "ip", "route", "replace", lbsrIP+"/32", "via", nodeIP); res.ExitCode != 0 {
 		t.Fatalf("route %s via %s in the gateway:\n%s", lbsrIP, nodeIP, res)
+	}
+	// Wait until kube-proxy has programmed the source-range firewall for
+	// the new IP: its nat rules can be there a sync before the filter ones.
+	check, want := []string{"nft", "list", "map", "ip", "kube-proxy", "firewall-ips"}, lbsrIP+" . tcp . 80"
+	if !nftablesMode() {
+		save := "iptables-nft-save"
+		if env.Backend == "legacy" {
+			save = "iptables-legacy-save"
+		}
+		check, want = []string{save, "-t", "filter"}, "default/"+lbsrService+":http traffic not accepted"
+	}
+	for i := 0; ; i++ {
+		res := env.InCluster(t, check...)
+		if strings.Contains(res.Stdout, want) {
+			return
+		}
+		if i == 60 {
+			t.Fatalf("kube-proxy did not program the source-range firewall of %s in 60s (%q):\n%s", lbsrIP, want, res)
+		}
+		time.Sleep(time.Second)
 	}
 }
 
