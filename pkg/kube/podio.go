@@ -6,11 +6,11 @@ import (
 	"io"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/streaming/pkg/httpstream"
 )
 
 // PodIO is the agent pod's two streams. It is an interface so the session
@@ -68,9 +68,7 @@ func (a *apiPodIO) HoldStdin(ctx context.Context, namespace, pod string, stdin i
 	if err != nil {
 		return fmt.Errorf("attach to agent pod %s/%s: %w", namespace, pod, err)
 	}
-	exec, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
-		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
-	})
+	exec, err := remotecommand.NewFallbackExecutor(ws, spdy, fallBackToSPDY)
 	if err != nil {
 		return fmt.Errorf("attach to agent pod %s/%s: %w", namespace, pod, err)
 	}
@@ -78,4 +76,12 @@ func (a *apiPodIO) HoldStdin(ctx context.Context, namespace, pod string, stdin i
 		return apiError(err, "create", "pods/attach", namespace)
 	}
 	return nil
+}
+
+// fallBackToSPDY tells whether the WebSocket attach failed in a way SPDY may
+// not: the upgrade was refused, or a proxy in between cannot tunnel it. The
+// error types are k8s.io/streaming's, which client-go's WebSocket transport
+// returns (apimachinery's httpstream has look-alike types that never match).
+func fallBackToSPDY(err error) bool {
+	return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 }
