@@ -28,8 +28,9 @@ unit:
 e2e: build
 	hack/e2e.sh
 
-## test: everything CI runs: verify, unit + real-kernel tests, e2e
+## test: everything CI runs: verify, unit + real-kernel tests, e2e, krew-test
 test: verify unit e2e
+test: krew-test
 
 ## ci: install what a fresh machine lacks, then run every test
 ci:
@@ -49,6 +50,11 @@ image: build
 ## dist: release archives for every platform, with $(VERSION) stamped in
 dist:
 	hack/dist.sh $(VERSION)
+
+## krew-test: make dist, then kubectl krew install it into a temporary KREW_ROOT and run kubectl svctrace version
+.PHONY: krew-test
+krew-test:
+	hack/krew.sh test
 
 ## verify: formatting, vet, manifests
 verify:

@@ -9,9 +9,12 @@
 # and packs them with LICENSE into
 # _output/dist/kubectl-svctrace_VERSION_OS_ARCH.tar.gz (reproducible: sorted,
 # fixed owner and mtime, gzip -n). It writes _output/dist/checksums.txt and
-# renders .krew.yaml into _output/dist/svctrace.yaml with the real sha256s,
-# then validates that manifest against the archives.
+# renders .krew.yaml into _output/dist/svctrace.yaml with the real sha256s
+# (hack/krew.sh render), then checks that manifest with krew: krew's
+# validate-krew-manifest, and a krew install of every archive
+# (hack/krew.sh install-all).
 # UPDATE_MANIFEST=1 also copies it to plugins/svctrace.yaml.
+# DIST_DIR puts everything in another directory instead of _output/dist.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,7 +31,7 @@ fi
 export PATH=/usr/local/go/bin:$PATH
 make=${MAKE:-make}
 
-dist=$root/_output/dist
+dist=${DIST_DIR:-$root/_output/dist}
 build=$dist/build
 rm -rf "$dist"
 mkdir -p "$build"
@@ -70,8 +73,8 @@ fi
 
 (cd "$dist" && sha256sum ./*.tar.gz | sed 's| \./| |' >checksums.txt)
 
-go run ./hack/check-manifest --template --render --version "$version" --archives "$dist" .krew.yaml >"$dist/svctrace.yaml"
-go run ./hack/check-manifest --archives "$dist" "$dist/svctrace.yaml"
+hack/krew.sh render "$version" "$dist" >"$dist/svctrace.yaml"
+hack/krew.sh install-all "$dist/svctrace.yaml" "$dist"
 if [[ ${UPDATE_MANIFEST:-0} == 1 ]]; then
   cp "$dist/svctrace.yaml" plugins/svctrace.yaml
   echo "==> updated plugins/svctrace.yaml"
