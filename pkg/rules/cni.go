@@ -291,12 +291,6 @@ func markBit(v string, bit uint64) bool {
 	return parseHex(val)&bit != 0 && parseHex(mask)&bit != 0
 }
 
-// markCleared reports whether a mark value "V/M" clears (or tests clear) bit.
-func markCleared(v string, bit uint64) bool {
-	val, mask, ok := strings.Cut(strings.TrimPrefix(v, "!"), "/")
-	return ok && parseHex(val)&bit == 0 && parseHex(mask)&bit != 0
-}
-
 func parseHex(s string) uint64 {
 	s = strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X")
 	var n uint64

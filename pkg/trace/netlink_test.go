@@ -149,7 +149,7 @@ func TestNetlinkDecode(t *testing.T) {
 		},
 		{
 			name: "drop with an errno in the upper bits",
-			msg:  traceMsg{table: "filter", chain: "INPUT", handle: 3, typ: unix.NFT_TRACETYPE_RULE, hasVerdict: true, verdict: 0x10000 | 0, id: 9, nh: v6nh, th: v6th, iif: 7},
+			msg:  traceMsg{table: "filter", chain: "INPUT", handle: 3, typ: unix.NFT_TRACETYPE_RULE, hasVerdict: true, verdict: 0x10000 /* errno 1 << 16, NF_DROP (0) */, id: 9, nh: v6nh, th: v6th, iif: 7},
 			want: Event{Time: now, TraceID: 9, HasID: true, Table: "filter", Chain: "INPUT", Kind: KindRule, Handle: 3, Verdict: "DROP", HasHeader: true,
 				Header: Header{In: "cni0", Family: 6, Proto: 17, Src: netip.MustParseAddr("fd00::2"), Dst: netip.MustParseAddr("fd00:96::a"), SPort: 40000, DPort: 53, IPID: 0x12345, Len: 60}},
 			ok: true,

@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -406,7 +405,7 @@ func TestClientKilled(t *testing.T) {
 		t.Fatal("no svctrace TRACE rule while the agent traces")
 	}
 	killed := time.Now()
-	if err := syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+	if err := p.cmd.Process.Kill(); err != nil { // SIGKILL
 		t.Fatal(err)
 	}
 	Eventually(t, 60*time.Second, "the agent pod to end after its client died", func() error {
