@@ -123,12 +123,3 @@ func watchPods(ctx context.Context, client kubernetes.Interface, ns, selector st
 		}
 	}
 }
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
-}

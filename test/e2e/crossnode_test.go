@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -330,7 +329,7 @@ func TestCrossNodeClientKilled(t *testing.T) {
 		}
 	}
 	killed := time.Now()
-	if err := syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+	if err := p.cmd.Process.Kill(); err != nil { // SIGKILL
 		t.Fatal(err)
 	}
 	Eventually(t, 60*time.Second, "every agent pod to end after its client died", func() error {
