@@ -130,9 +130,16 @@ kubectl_bin() {
     echo "$KUBECTL"
     return
   fi
-  local bin
-  bin="$("${REPO}/hack/local-cluster.sh" build)" || die "no kubectl: hack/local-cluster.sh build failed (or set KUBECTL=/path/to/kubectl)"
-  echo "${bin}/kubectl"
+  local out dir
+  # build prints the folder of each component it built (or found cached): one holds kubectl.
+  out="$("${REPO}/hack/local-cluster.sh" build)" || die "no kubectl: hack/local-cluster.sh build failed (or set KUBECTL=/path/to/kubectl)"
+  while IFS= read -r dir; do
+    if [[ -x "${dir}/kubectl" ]]; then
+      echo "${dir}/kubectl"
+      return
+    fi
+  done <<<"$out"
+  die "hack/local-cluster.sh build printed no folder with kubectl: ${out}"
 }
 
 cmd_test() {
@@ -144,6 +151,7 @@ cmd_test() {
   # make dist checks the rendered manifest and every archive with krew (install-all).
   DIST_DIR="$dist" make --no-print-directory -s dist VERSION="$TEST_VERSION" IMAGE="$image" >"${tmp}/dist.log" 2>&1 ||
     { cat "${tmp}/dist.log" >&2; die "make dist failed"; }
+  grep '^krew: ' "${tmp}/dist.log" >&2 || die "make dist did not check its manifest and archives with krew"
 
   host="$(go env GOOS)_$(go env GOARCH)"
   # Only what a user has: kubectl and krew on PATH, a fresh KREW_ROOT, no cluster.
