@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -64,7 +63,11 @@ func buildAgent() (string, func(), error) {
 		return "", nil, err
 	}
 	bin := filepath.Join(dir, "kubectl-svctrace")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("find the go command to build the agent binary: %w", err)
+	}
 	// The release flags of the Makefile: memory figures depend on them
 	// (an unstripped binary maps twice as many pages).
 	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/kubectl-svctrace")

@@ -482,18 +482,6 @@ func lineCounter(line string) (uint64, bool) {
 	return n, err == nil
 }
 
-// handles returns the nftables handles of the session's TRACE rules in a
-// family's raw chain.
-func (t *tracer) handles() map[uint64]bool {
-	out := map[uint64]bool{}
-	for _, r := range t.rules {
-		if r.Handle != 0 {
-			out[r.Handle] = true
-		}
-	}
-	return out
-}
-
 // texts returns the rules as iptables -S prints them (record.Ready.Rules).
 func (t *tracer) texts() []string {
 	out := make([]string, 0, len(t.rules))
