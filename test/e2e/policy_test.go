@@ -31,8 +31,16 @@ var policyManifests = `apiVersion: v1
 kind: Namespace
 metadata:
   name: svctrace-np
----
-apiVersion: networking.k8s.io/v1
+` + npServer + npServer2 + npClient("frontend-local", "svctrace-node", "role: frontend") +
+	npClient("plain-local", "svctrace-node", "app: np-plain") +
+	npClient("frontend-remote", node2Name, "role: frontend") +
+	npClient("plain-remote", node2Name, "app: np-plain") +
+	npClient("egress-local", "svctrace-node", "role: frontend\n    egress: blocked") +
+	npClient("egress-remote", node2Name, "role: frontend\n    egress: blocked")
+
+// policyObjects are applied once every pod runs: kube-router fills a
+// policy's ipsets when it syncs, so the pods' addresses must be known then.
+const policyObjects = `apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: allow-frontend, namespace: svctrace-np}
 spec:
@@ -42,7 +50,7 @@ spec:
   - from:
     - podSelector: {matchLabels: {role: frontend}}
     ports:
-    - port: http
+    - port: 80
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -60,12 +68,7 @@ spec:
   egress:
   - to:
     - ipBlock: {cidr: 192.0.2.0/24}
-` + npServer + npServer2 + npClient("frontend-local", "svctrace-node", "role: frontend") +
-	npClient("plain-local", "svctrace-node", "app: np-plain") +
-	npClient("frontend-remote", node2Name, "role: frontend") +
-	npClient("plain-remote", node2Name, "app: np-plain") +
-	npClient("egress-local", "svctrace-node", "role: frontend\n    egress: blocked") +
-	npClient("egress-remote", node2Name, "role: frontend\n    egress: blocked")
+`
 
 const npServerTmpl = `---
 apiVersion: v1
@@ -137,6 +140,11 @@ func applyPolicyScenario(t *testing.T) {
 		RunContext(ctx, t, env.Exec, env.KubectlBin, "delete", "namespace", policyNS, "--wait=true", "--ignore-not-found")
 	})
 	env.Kubectl(t, "wait", "--for=condition=Ready", "pods", "--all", "-n", policyNS, "--timeout=180s")
+	pfile := t.TempDir() + "/np-policies.yaml"
+	if err := os.WriteFile(pfile, []byte(policyObjects), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env.Kubectl(t, "apply", "-f", pfile)
 }
 
 // connects reports whether pod reaches url (a real connection, to check
