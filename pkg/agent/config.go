@@ -164,6 +164,10 @@ type Config struct {
 	// Probe opens one connection to each traced address once ready (to
 	// each of ProbeTo when given).
 	Probe bool
+	// ProbeWhenTold holds the probe back until the line "probe" arrives
+	// on stdin: the plugin sends it once the agents of every node the
+	// packet is followed to are ready, so they trace it too.
+	ProbeWhenTold bool
 	// ProbeTo are the addresses Probe connects to: the plugin picks the
 	// Service's cluster IP, a NodePort on this node's address or a
 	// load-balancer IP. Empty: every Dst and every NodePort.
@@ -252,6 +256,9 @@ func (c *Config) Validate() error {
 		case !ok:
 			errs = append(errs, fmt.Errorf("--probe-from-ip %s is of another IP family than every --dst: it could connect to none of them", a))
 		}
+	}
+	if c.ProbeWhenTold && (!c.Probe || !c.StdinWatch) {
+		errs = append(errs, errors.New("--probe-when-told needs --probe and --stdin-watch"))
 	}
 	if len(c.ProbeTo) > 0 && !c.Probe {
 		errs = append(errs, errors.New("--probe-to needs --probe"))

@@ -3,12 +3,15 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 )
@@ -21,6 +24,9 @@ import (
 func (s *session) probe(ctx context.Context) {
 	if s.cfg.Proto == "sctp" {
 		s.warn("--probe does not support SCTP: send traffic yourself")
+		return
+	}
+	if s.cfg.ProbeWhenTold && !s.awaitProbeWord(ctx) {
 		return
 	}
 	from := ""
@@ -84,4 +90,38 @@ func nodeAddress() (netip.Addr, error) {
 		return netip.Addr{}, errors.New("find the node's address: invalid local address")
 	}
 	return ip.Unmap(), nil
+}
+
+// probeWordWait bounds the wait for the plugin's word: a plugin whose
+// stdin stream could not be held never sends it, and the probe should still
+// happen (the nodes it is followed to may then miss its first packet).
+const probeWordWait = 20 * time.Second
+
+// awaitProbeWord waits for the plugin's "probe" line (ProbeWhenTold); false
+// when the session ends first.
+func (s *session) awaitProbeWord(ctx context.Context) bool {
+	t := time.NewTimer(probeWordWait)
+	defer t.Stop()
+	select {
+	case <-s.probeTold:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		s.warn(fmt.Sprintf("no word from the plugin to probe after %s: probing now (agents on the nodes the packet is followed to may not be ready)", probeWordWait))
+		return true
+	}
+}
+
+// readStdin reads the plugin's lines until EOF: "probe" releases the probe
+// (ProbeWhenTold); anything else is ignored.
+func (s *session) readStdin(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	told := false
+	for sc.Scan() {
+		if sc.Text() == "probe" && !told {
+			told = true
+			close(s.probeTold)
+		}
+	}
 }

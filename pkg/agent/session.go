@@ -91,6 +91,8 @@ func runWith(ctx context.Context, cfg Config, streams IO, opts options) error {
 		log:   log.New(streams.Err, "svctrace agent: ", 0),
 		start: time.Now(),
 		live:  newLiveExplainer(h.ProcRoot),
+
+		probeTold: make(chan struct{}),
 	}
 	s.egress = &egress{now: time.Now, lookup: func(q kernel.RouteQuery) (kernel.Route, error) {
 		r, err := s.live.conn()
@@ -132,6 +134,8 @@ type session struct {
 	// fromNS is the network namespace --probe-from-ip connects from.
 	fromNS    *kernel.Netns
 	snapReady chan struct{}
+	// probeTold is closed when the plugin says to probe (ProbeWhenTold).
+	probeTold chan struct{}
 	packets   chan pktItem
 	emitted   atomic.Int64
 	cancel    context.CancelCauseFunc
@@ -165,7 +169,7 @@ func (s *session) run(parent context.Context) (err error) {
 	}()
 	if s.cfg.StdinWatch && s.io.In != nil {
 		go func() {
-			_, _ = io.Copy(io.Discard, s.io.In)
+			s.readStdin(s.io.In)
 			cancel(errStopStdin)
 		}()
 	}

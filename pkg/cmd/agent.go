@@ -34,6 +34,7 @@ type AgentOptions struct {
 	KernLog       string
 	RulesSnapshot bool
 	StdinWatch    bool
+	ProbeWhenTold bool
 	Probe         bool
 	ProbeTo       []string
 	ProbeFromIP   string
@@ -103,6 +104,7 @@ func (o *AgentOptions) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.RulesSnapshot, "rules-snapshot", o.RulesSnapshot, "snapshot the ruleset to annotate hops with rule text (--rules-snapshot=false: numbers and handles only)")
 	f.BoolVar(&o.StdinWatch, "stdin-watch", false, "stop when stdin reaches EOF (the plugin is gone)")
 	f.BoolVar(&o.Probe, "probe", false, "once ready, open one connection to each traced address")
+	f.BoolVar(&o.ProbeWhenTold, "probe-when-told", false, "with --probe and --stdin-watch: connect only once the line \"probe\" arrives on stdin (the plugin sends it when every node's agent is ready)")
 	f.StringSliceVar(&o.ProbeTo, "probe-to", nil, "connect --probe to these IP:PORT addresses only (default: every --dst and every --nodeport on the node's address)")
 	f.StringVar(&o.ProbeFromIP, "probe-from-ip", "", "open the --probe connections from inside the network namespace that has this address (a pod's IP); implies --probe")
 	f.StringVar(&o.Node, "node", "", "node name to put in every record")
@@ -177,6 +179,7 @@ func (o *AgentOptions) Complete() error {
 	c.RulesSnapshot = o.RulesSnapshot
 	c.StdinWatch = o.StdinWatch
 	c.Probe = o.Probe
+	c.ProbeWhenTold = o.ProbeWhenTold
 	for _, d := range o.ProbeTo {
 		aps, err := agent.ParseDsts(d)
 		if err != nil {

@@ -181,6 +181,9 @@ type AgentOptions struct {
 	// TraceEndpoints makes the agent also trace the packets arriving for
 	// the Service's endpoints on its node (following the packet there).
 	TraceEndpoints bool
+	// ProbeWhenTold holds the probe until the plugin writes "probe" to the
+	// agent's stdin, once every node's agent is ready to trace it.
+	ProbeWhenTold bool
 	// Src limits the trace to packets from this address without probing
 	// from it (--from's pod, on the nodes the packet is followed to).
 	Src string
@@ -210,6 +213,9 @@ func AgentArgs(t *Target, node string, o AgentOptions) []string {
 	}
 	if o.Probe || o.ProbeFromIP != "" {
 		args = append(args, "--probe")
+		if o.ProbeWhenTold {
+			args = append(args, "--probe-when-told")
+		}
 		if to, _, err := t.ProbeAddrs(o.ProbeKind, node); err == nil && len(to) > 0 {
 			args = append(args, "--probe-to="+strings.Join(to, ","))
 		}

@@ -104,20 +104,22 @@ var (
 
 // agent is the client side of one agent pod.
 type agent struct {
-	node      string
-	pod       string
-	roles     NodeRole
-	stdin     *io.PipeWriter
-	created   bool // its pod exists (creation succeeded)
-	started   bool // the container started: its output is being read
-	ready     *record.Ready
-	bye       *record.Bye
-	ended     bool
-	gone      bool  // the watch saw its pod deleted
-	failed    error // it cannot take part (any more); the others go on
-	tail      []string
-	packets   int
-	lastState string
+	node  string
+	pod   string
+	roles NodeRole
+	stdin *io.PipeWriter
+	// probeWhenTold: its probe waits for "probe" on its stdin.
+	probeWhenTold bool
+	created       bool // its pod exists (creation succeeded)
+	started       bool // the container started: its output is being read
+	ready         *record.Ready
+	bye           *record.Bye
+	ended         bool
+	gone          bool  // the watch saw its pod deleted
+	failed        error // it cannot take part (any more); the others go on
+	tail          []string
+	packets       int
+	lastState     string
 }
 
 func (a *agent) keep(line string) {
@@ -203,6 +205,10 @@ func (tr *Tracer) Run(ctx context.Context, cfg TraceConfig) (err error) {
 			// nodes it is followed to trace what arrives from it.
 			opts.Probe, opts.Src, opts.ProbeFromIP = false, opts.ProbeFromIP, ""
 		}
+		// With other nodes to follow the packet to, the probe waits for
+		// their agents: a packet sent before they trace is half a story.
+		probes := opts.Probe || opts.ProbeFromIP != ""
+		opts.ProbeWhenTold = probes && len(cfg.Nodes) > 1
 		pod := AgentPod(PodOptions{
 			Namespace:      cfg.Namespace,
 			Node:           node,
@@ -214,7 +220,7 @@ func (tr *Tracer) Run(ctx context.Context, cfg TraceConfig) (err error) {
 			ActiveDeadline: deadline,
 			Stdin:          true,
 		})
-		a := &agent{node: node, pod: pod.Name, roles: roles[node]}
+		a := &agent{node: node, pod: pod.Name, roles: roles[node], probeWhenTold: opts.ProbeWhenTold}
 		s.agents = append(s.agents, a)
 		if _, err := tr.Client.CoreV1().Pods(cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 			a.failed = createError(err, cfg.Namespace, node)
@@ -339,6 +345,7 @@ func (s *loop) run(ctx context.Context) error {
 		if !s.announced && !s.stopped && s.allReady() {
 			s.announced = true
 			s.announce()
+			s.releaseProbes()
 			ft := time.NewTimer(s.cfg.Agent.Duration + finishGrace)
 			defer ft.Stop()
 			finish = ft.C
@@ -688,6 +695,17 @@ func (s *loop) emit(p *record.Packet) {
 	}
 	if s.cfg.Count > 0 && s.packets >= s.cfg.Count {
 		s.stop()
+	}
+}
+
+// releaseProbes tells the probing agents that every agent is ready. The
+// write waits for the attach stream, so it runs beside the loop; closing the
+// pipe on the way out ends it.
+func (s *loop) releaseProbes() {
+	for _, a := range s.agents {
+		if a.probeWhenTold && a.live() && a.stdin != nil {
+			go func(w *io.PipeWriter) { _, _ = io.WriteString(w, "probe\n") }(a.stdin)
+		}
 	}
 }
 

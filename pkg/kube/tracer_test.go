@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -42,6 +43,9 @@ type fakeIO struct {
 	attachErr error             // HoldStdin fails with it
 	mu        sync.Mutex
 	closed    map[string]chan struct{}
+	// onLine, when set, is called with each line the client writes to a
+	// pod's stdin.
+	onLine func(pod, line string)
 }
 
 func newFakeIO(scripts map[string]script) *fakeIO {
@@ -115,7 +119,12 @@ func (f *fakeIO) HoldStdin(ctx context.Context, ns, pod string, stdin io.Reader)
 	}
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(io.Discard, stdin)
+		sc := bufio.NewScanner(stdin)
+		for sc.Scan() {
+			if f.onLine != nil {
+				f.onLine(pod, sc.Text())
+			}
+		}
 		f.mu.Lock()
 		c, ok := f.closed[pod]
 		if !ok {
@@ -768,5 +777,66 @@ func TestTracerFromPod(t *testing.T) {
 	}
 	if len(commands) != 1 || !slices.Contains(commands[0], "--probe-from-ip=10.244.0.9") {
 		t.Errorf("agent command lines %v, want one with --probe-from-ip=10.244.0.9", commands)
+	}
+}
+
+// TestTracerProbeWaitsForEveryAgent: with the packet followed to another
+// node, the client's agent probes only once told, and is told only once
+// the other node's agent is ready too (else its half of the packet is lost).
+func TestTracerProbeWaitsForEveryAgent(t *testing.T) {
+	setup(t)
+	const pod1, pod2 = "svctrace-test1-n1", "svctrace-test1-n2"
+	client := fake.NewClientset(namespace("default"))
+	kubelet(client, running)
+	var mu sync.Mutex
+	commands := map[string][]string{}
+	client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pod := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod)
+		mu.Lock()
+		commands[pod.Spec.NodeName] = pod.Spec.Containers[0].Command
+		mu.Unlock()
+		return false, nil, nil
+	})
+	probed, n2Ready := make(chan struct{}), make(chan struct{})
+	var told []string
+	pio := newFakeIO(map[string]script{
+		pod1: {before: []string{readyLine("n1", "v0.1.0")}, gate: probed, after: []string{byeLine("duration", "")}},
+		pod2: {gate: n2Ready, after: []string{readyLine("n2", "v0.1.0"), byeLine("duration", "")}},
+	})
+	pio.onLine = func(pod, line string) {
+		mu.Lock()
+		defer mu.Unlock()
+		told = append(told, pod+": "+line)
+		if pod == pod1 && line == "probe" {
+			close(probed)
+		}
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		mu.Lock()
+		early := slices.Clone(told)
+		mu.Unlock()
+		if len(early) > 0 {
+			t.Errorf("stdin lines before n2's agent was ready: %q", early)
+		}
+		close(n2Ready)
+	}()
+	tr := &Tracer{Client: client, IO: pio, Out: &fakeSink{}, ErrOut: &syncBuffer{}}
+	cfg := traceConfig("n1", "n2")
+	cfg.Roles = []NodeRole{{Node: "n1", Roles: []string{RoleClient}}, {Node: "n2", Roles: []string{RoleEndpoint}, Endpoints: 1}}
+	cfg.Agent.Probe = true
+	if err := tr.Run(context.Background(), cfg); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff([]string{pod1 + ": probe"}, told); diff != "" {
+		t.Errorf("stdin lines (-want +got):\n%s", diff)
+	}
+	if c := commands["n1"]; !slices.Contains(c, "--probe") || !slices.Contains(c, "--probe-when-told") {
+		t.Errorf("n1 agent command %q, want --probe --probe-when-told", c)
+	}
+	if c := commands["n2"]; slices.Contains(c, "--probe") || slices.Contains(c, "--probe-when-told") {
+		t.Errorf("n2 agent command %q probes, want only n1 to", c)
 	}
 }

@@ -97,12 +97,11 @@ func assertJoined(t *testing.T, p record.Packet, want crossing) {
 	if len(want.nodes) > 1 {
 		if len(p.Crossings) != 1 {
 			fail("%d crossings, want 1", len(p.Crossings))
-		} else if x := p.Crossings[0]; !x.Arrived || x.From != want.nodes[0] || x.To != want.nodes[1] || x.Out == "" || x.Via == "" || x.Route == "" || x.Hop <= 0 || p.Hops[x.Hop].Node != x.To {
+		} else if x := p.Crossings[0]; !x.Arrived || x.From != want.nodes[0] || x.To != want.nodes[1] || x.Out == "" || x.Via == "" || x.Route == "" || x.Hop <= 0 || x.Hop >= len(p.Hops) || p.Hops[x.Hop].Node != x.To {
 			fail("crossing %+v: want it arrived at %s, with interface, next hop and route", x, want.nodes[1])
-		}
-		// The second node saw the packet arrive for the endpoint itself.
-		if p.Hops[p.Crossings[0].Hop].Table != "raw" || p.Hops[p.Crossings[0].Hop].Chain != "PREROUTING" {
-			fail("the second node's first hop is %s:%s, want raw:PREROUTING", p.Hops[p.Crossings[0].Hop].Table, p.Hops[p.Crossings[0].Hop].Chain)
+		} else if h := p.Hops[x.Hop]; h.Table != "raw" || h.Chain != "PREROUTING" {
+			// The second node saw the packet arrive for the endpoint itself.
+			fail("the second node's first hop is %s:%s, want raw:PREROUTING", h.Table, h.Chain)
 		}
 	}
 	var masq []string
