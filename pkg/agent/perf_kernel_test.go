@@ -174,9 +174,12 @@ func TestAgentFlood(t *testing.T) {
 					n, _ := strconv.Atoi(m[1])
 					sumHops += n
 				}
-				t.Logf("kmsg: %d records received, %d reported lost; %d connections x %d records each = %d", sumHops, lostSum, conns, perSYN, conns*perSYN)
-				if uint64(sumHops)+lostSum < uint64(conns*perSYN) {
-					t.Errorf("%d records received + %d lost < %d expected: a silent gap", sumHops, lostSum, conns*perSYN)
+				// The kernel log is shared with every other network namespace
+				// here: records the ownership test left out are counted
+				// in bye.foreign_records, reported too, not silent.
+				t.Logf("kmsg: %d records received, %d reported lost, %d left out as another namespace's; %d connections x %d records each = %d", sumHops, lostSum, bye.ForeignRecords, conns, perSYN, conns*perSYN)
+				if uint64(sumHops)+lostSum+bye.ForeignRecords < uint64(conns*perSYN) {
+					t.Errorf("%d records received + %d lost + %d foreign < %d expected: a silent gap", sumHops, lostSum, bye.ForeignRecords, conns*perSYN)
 				}
 			}
 			if len(c.extra) > 0 && c.b == backendNft {
