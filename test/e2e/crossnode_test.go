@@ -241,11 +241,18 @@ func TestCrossNode(t *testing.T) {
 			},
 		},
 	}
+	// The LoadBalancer Service of case 6 exists for the whole test: made
+	// or deleted between cases, kube-proxy's resync would rewrite its
+	// chains (new nft rule handles) while the next case traces.
+	lbService(t)
+	Eventually(t, 30*time.Second, "kube-proxy serving the LoadBalancer IP", func() error {
+		if _, code, res := curl(t, env.External, "http://"+crossNodeLBIP+"/"); code != 200 {
+			return fmt.Errorf("no HTTP 200 from %s yet:\n%s", crossNodeLBIP, res)
+		}
+		return nil
+	})
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if strings.HasPrefix(tc.name, "6 ") {
-				lbService(t)
-			}
 			path := fmt.Sprintf("/e2e-crossnode-%d-%d", time.Now().UnixNano(), i)
 			args := append(append([]string{}, tc.args...), "--count", "1", "--timeout", "60s", "-o", "json")
 			var res Result
