@@ -636,9 +636,13 @@ func TestAgentBothBackends(t *testing.T) {
 	}
 }
 
-// TestAgentFollowsRulesetChange: kube-proxy inserts a rule above the traced
-// Service's; the session re-reads the ruleset, says so, and later packets
-// get the right rule number and text.
+// TestAgentFollowsRulesetChange: kube-proxy (or the CNI) rewrites rules the
+// traced packets cross. Legacy: a rule inserted above the traced Service's
+// renumbers it; the watch re-reads the ruleset, says so, and later packets
+// get the right number and text. nft: the packet crosses a rule made after
+// the snapshot (a new handle, as every kube-proxy resync and kube-router
+// sync makes); with the watch out of the way (--watch-interval 1h) the
+// writer itself must re-read the ruleset to give that hop its text.
 func TestAgentFollowsRulesetChange(t *testing.T) {
 	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
@@ -648,17 +652,27 @@ func TestAgentFollowsRulesetChange(t *testing.T) {
 			}
 			tp := newTopo(t, b)
 			before := tp.node.ruleset(t)
-			a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--duration", "60s", "--watch-interval", "200ms")
+			watch := "200ms"
+			if b == backendNft {
+				watch = "1h"
+			}
+			a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--duration", "60s", "--watch-interval", watch)
 			a.waitReady(10 * time.Second)
 			if err := tp.dial(t, "tcp", tp.svc4()); err != nil {
 				t.Fatal(err)
 			}
 			waitRecord(a, record.TypePacket, 10*time.Second, func(record.Packet) bool { return true })
 			extra := []string{"-w", "-t", "nat", "-I", "KUBE-SERVICES", "1", "-d", "192.0.2.1/32", "-p", "tcp", "-m", "tcp", "--dport", "9", "-j", "RETURN"}
+			if b == backendNft {
+				// A copy of the Service's rule, above it: the packet takes the new one.
+				extra = []string{"-w", "-t", "nat", "-I", "KUBE-SERVICES", "1", "-d", tp.svc4().Addr().String() + "/32", "-p", "tcp", "-m", "comment", "--comment", "default/myapp cluster IP", "-m", "tcp", "--dport", "80", "-j", tp.svcChain()}
+			}
 			tp.node.mustRun(t, append([]string{b.Binary(4)}, extra...)...)
-			waitRecord(a, record.TypeWarning, 10*time.Second, func(w record.Warning) bool {
-				return strings.Contains(w.Message, "ruleset changed")
-			})
+			if b == backendLegacy {
+				waitRecord(a, record.TypeWarning, 10*time.Second, func(w record.Warning) bool {
+					return strings.Contains(w.Message, "ruleset changed")
+				})
+			}
 			if err := tp.dial(t, "tcp", tp.svc4()); err != nil {
 				t.Fatal(err)
 			}
@@ -669,15 +683,24 @@ func TestAgentFollowsRulesetChange(t *testing.T) {
 			pkts := recordsOf[record.Packet](a, record.TypePacket)
 			last := pkts[len(pkts)-1]
 			want := fmt.Sprintf("-A KUBE-SERVICES -d %s/32 -p tcp -m comment --comment \"default/myapp cluster IP\" -m tcp --dport 80 -j %s", tp.svc4().Addr(), tp.svcChain())
+			wantRule := 2 // legacy: below the inserted rule
+			if b == backendNft {
+				wantRule = 1 // the new copy
+			}
+			found := false
 			for _, h := range last.Hops {
 				if h.Table == "nat" && h.Chain == "KUBE-SERVICES" && h.Kind == "rule" {
+					found = true
 					if h.Text != want {
 						t.Errorf("KUBE-SERVICES hop text after the change\n got %q\nwant %q", h.Text, want)
 					}
-					if b == backendLegacy && h.Rule != 2 {
-						t.Errorf("KUBE-SERVICES hop rule %d after a rule was inserted above, want 2", h.Rule)
+					if h.Rule != wantRule {
+						t.Errorf("KUBE-SERVICES hop rule %d after the change, want %d", h.Rule, wantRule)
 					}
 				}
+			}
+			if !found {
+				t.Errorf("no KUBE-SERVICES rule hop in %+v", last.Hops)
 			}
 			a.signal(syscall.SIGTERM)
 			if code := a.wait(20 * time.Second); code != 0 {

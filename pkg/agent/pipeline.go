@@ -277,7 +277,7 @@ func (s *session) writePackets(ctx context.Context) {
 		if s.cfg.MaxPackets > 0 && s.emitted.Load() >= int64(s.cfg.MaxPackets) {
 			continue
 		}
-		ix := s.waitIndex(ctx, it.backend)
+		ix := s.indexFor(ctx, it.backend, it.p)
 		rec := explain.AnnotateLive(it.p, ix, func(r *record.Packet) *record.Live { return s.live.facts(r, it.p) })
 		rec.TracedBy = s.cfg.tracedBy(&it.p.First)
 		s.egress.add(&rec, it.p)

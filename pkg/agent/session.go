@@ -125,7 +125,16 @@ type session struct {
 
 	loggerSet map[uint8]bool
 	index     map[ipBackend]*atomic.Pointer[rules.Index]
-	live      *liveExplainer
+	// indexGen is each index's ruleset fingerprint, read before the
+	// ruleset was (refresh.go).
+	indexGen map[ipBackend]*atomic.Uint64
+	// refreshed is when the packet writer last re-read a ruleset for a
+	// packet the index did not know (its goroutine only).
+	refreshed map[ipBackend]time.Time
+	// chainTried is when the writer last read a chain a packet named
+	// that the index lacked (its goroutine only).
+	chainTried map[tableChain]time.Time
+	live       *liveExplainer
 	// own keeps only this node's kernel log records where the log is
 	// shared with other nodes' network namespaces (nil: keep all).
 	own *ownership

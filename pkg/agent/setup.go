@@ -109,6 +109,9 @@ func (s *session) begin(ctx context.Context, sources []source) error {
 	}
 	s.packets = make(chan pktItem, packetQueueDepth)
 	s.index = map[ipBackend]*atomic.Pointer[rules.Index]{}
+	s.indexGen = map[ipBackend]*atomic.Uint64{}
+	s.refreshed = map[ipBackend]time.Time{}
+	s.chainTried = map[tableChain]time.Time{}
 	for _, src := range sources {
 		p := &pipeline{s: s, src: src, backend: backendLegacy, own: s.own}
 		if src.Name() == SourceNftrace {
@@ -117,6 +120,7 @@ func (s *session) begin(ctx context.Context, sources []source) error {
 		}
 		if s.index[p.backend] == nil {
 			s.index[p.backend] = &atomic.Pointer[rules.Index]{}
+			s.indexGen[p.backend] = &atomic.Uint64{}
 		}
 		p.ending = &snapshotEnding{ix: s.index[p.backend], pending: explain.PendingEnding(s.det.ModeName() == modeNftables)}
 		p.g = trace.NewGrouper(trace.GroupOptions{Quiet: s.cfg.Quiet, Emit: p.emitPacket, Ending: p.ending.ending})

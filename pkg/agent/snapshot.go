@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/rules"
 )
@@ -143,15 +144,31 @@ type snapshotter struct {
 	h   *host
 	cfg *Config
 	det detection
+
+	// mu guards what the reads of the iptables-nft tables keep: the
+	// session's chain store, and the last read's parts to build an index
+	// again with chains fetched since (rebuild).
+	mu     sync.Mutex
+	chains chainStore
+	parts  []indexPart
+}
+
+// indexPart is one input of an index: iptables-nft chains of a family to
+// compose with the chain store, or text as read.
+type indexPart struct {
+	fam     uint8
+	nft     bool           // text is nft -a list output, else iptables-save
+	text    []byte         // nil for a composed part
+	current []fetchedTable // composed: the chains read, by table
 }
 
 // take reads a backend's rules for every traced family. The returned hash
 // identifies the kept text, so a re-read can tell whether anything that
 // matters changed.
 func (s *snapshotter) take(ctx context.Context, b ipBackend) (*rules.Index, uint64, error) {
-	ix := rules.NewIndex()
 	sum := fnv.New64a()
 	traced := rules.Traced{Dsts: s.cfg.Dsts, NodePorts: s.cfg.NodePorts, Proto: s.cfg.Proto}
+	var parts []indexPart
 	for _, f := range s.det.Families {
 		fam := f.Family
 		switch {
@@ -161,26 +178,18 @@ func (s *snapshotter) take(ctx context.Context, b ipBackend) (*rules.Index, uint
 				return nil, 0, err
 			}
 			sum.Write(stripSaveNoise(data))
-			if err := ix.AddIptablesSave(data, fam); err != nil {
-				return nil, 0, fmt.Errorf("index the %s ruleset: %w", b.SaveBinary(fam), err)
-			}
+			parts = append(parts, indexPart{fam: fam, text: data})
 		case b == backendNft && (f.Nft || f.NftTable):
-			save, nft, err := s.fetchNftIptables(ctx, fam, traced)
+			current, err := s.fetchNftIptables(ctx, fam, traced)
 			if err != nil {
 				return nil, 0, err
 			}
-			sum.Write(save)
-			sum.Write(nft)
-			if len(save) > 0 {
-				if err := ix.AddIptablesSave(save, fam); err != nil {
-					return nil, 0, fmt.Errorf("index the iptables-nft ruleset: %w", err)
+			for _, t := range current {
+				for _, c := range t.chains {
+					sum.Write(c.block)
 				}
 			}
-			if len(nft) > 0 {
-				if err := ix.AddNftRuleset(nft); err != nil {
-					return nil, 0, fmt.Errorf("index the iptables-nft rule handles: %w", err)
-				}
-			}
+			parts = append(parts, indexPart{fam: fam, current: current})
 			if f.NftTable {
 				data, err := s.h.run(ctx, "nft", "-a", "list", "table", nftFamily(fam), "kube-proxy")
 				if err != nil {
@@ -188,16 +197,58 @@ func (s *snapshotter) take(ctx context.Context, b ipBackend) (*rules.Index, uint
 				}
 				data = pruneNftRuleset(data, traced)
 				sum.Write(data)
-				if err := ix.AddNftRuleset(data); err != nil {
-					return nil, 0, fmt.Errorf("index kube-proxy's nftables table: %w", err)
+				parts = append(parts, indexPart{fam: fam, nft: true, text: data})
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b == backendNft {
+		s.parts = parts
+	}
+	ix, err := s.build(parts)
+	return ix, sum.Sum64(), err
+}
+
+// rebuild indexes the last nft read again, with the chains fetched since
+// (fetchChains): no ruleset read.
+func (s *snapshotter) rebuild() (*rules.Index, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.build(s.parts)
+}
+
+// build indexes parts; the caller holds s.mu.
+func (s *snapshotter) build(parts []indexPart) (*rules.Index, error) {
+	ix := rules.NewIndex()
+	for _, p := range parts {
+		switch {
+		case p.text == nil:
+			save, nft := s.chains.compose(p.fam, p.current)
+			if len(save) > 0 {
+				if err := ix.AddIptablesSave(save, p.fam); err != nil {
+					return nil, fmt.Errorf("index the iptables-nft ruleset: %w", err)
 				}
+			}
+			if len(nft) > 0 {
+				if err := ix.AddNftRuleset(nft); err != nil {
+					return nil, fmt.Errorf("index the iptables-nft rule handles: %w", err)
+				}
+			}
+		case p.nft:
+			if err := ix.AddNftRuleset(p.text); err != nil {
+				return nil, fmt.Errorf("index kube-proxy's nftables table: %w", err)
+			}
+		default:
+			if err := ix.AddIptablesSave(p.text, p.fam); err != nil {
+				return nil, fmt.Errorf("index the %s ruleset: %w", backendLegacy.SaveBinary(p.fam), err)
 			}
 		}
 	}
 	if ports := s.servicePorts(); len(ports) > 0 {
 		ix.LearnServices(ports)
 	}
-	return ix, sum.Sum64(), nil
+	return ix, nil
 }
 
 // legacySave streams iptables-legacy-save twice through a rules.Reach: the
@@ -262,59 +313,58 @@ func stripSaveNoise(data []byte) []byte {
 // iptablesTables are the tables iptables-nft manages, in iptables-save order.
 var iptablesTables = []string{"raw", "mangle", "nat", "filter", "security"}
 
+// fetchedTable is one iptables-nft table's chains as read.
+type fetchedTable struct {
+	table  string
+	chains []*chainText
+}
+
+// chainText is one iptables-nft chain: its policy and rules as iptables -S
+// prints them, and its `nft -a list chain` block, whose handles the
+// kernel's trace events name.
+type chainText struct {
+	name   string
+	policy string
+	lines  []string
+	block  []byte
+}
+
 // fetchNftIptables reads the iptables-nft tables chain by chain (fixed
 // chains, then the per-Service chains reachable from the traced
 // destinations): `iptables-nft -S CHAIN` is fast where iptables-nft-save
-// is not. It returns the rules as iptables-save text and the same chains as
-// `nft -a list chain` text, whose handles the kernel's trace events name.
-func (s *snapshotter) fetchNftIptables(ctx context.Context, fam uint8, t rules.Traced) (save, nft []byte, err error) {
+// is not. Every chain read is also kept in the chain store.
+func (s *snapshotter) fetchNftIptables(ctx context.Context, fam uint8, t rules.Traced) ([]fetchedTable, error) {
 	n, err := s.h.nftables()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	tables, err := n.Tables(fam)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	bin := backendNft.Binary(fam)
-	var saveBuf, nftBuf bytes.Buffer
+	var out []fetchedTable
 	for _, table := range iptablesTables {
 		if !slices.Contains(tables, table) {
 			continue
 		}
 		chains, ok, err := n.Chains(fam, table)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if !ok {
 			continue
 		}
-		type fetched struct {
-			name   string
-			policy string
-			lines  []string
-		}
-		var got []fetched
+		ft := fetchedTable{table: table}
 		r := rules.NewReach(rules.IptablesSyntax, t)
 		fetch := func(chain string) error {
-			out, err := s.h.run(ctx, bin, "-w", "-t", table, "-S", chain)
-			if err != nil {
-				if isNoSuchChain(err) {
-					return nil // deleted meanwhile
-				}
-				return fmt.Errorf("snapshot %s %s: %w", table, chain, err)
+			c, err := s.fetchChain(ctx, fam, table, chain)
+			if c == nil || err != nil {
+				return err
 			}
-			fc := fetched{name: chain, policy: "-"}
-			forEachLine(out, func(line string) {
-				switch {
-				case strings.HasPrefix(line, "-P "):
-					fc.policy = strings.TrimSpace(line[len("-P "+chain):])
-				case strings.HasPrefix(line, "-A "):
-					fc.lines = append(fc.lines, line)
-					r.Line(chain, line)
-				}
-			})
-			got = append(got, fc)
+			for _, l := range c.lines {
+				r.Line(chain, l)
+			}
+			ft.chains = append(ft.chains, c)
 			return nil
 		}
 		var perService []string
@@ -326,7 +376,7 @@ func (s *snapshotter) fetchNftIptables(ctx context.Context, fam uint8, t rules.T
 				continue
 			}
 			if err := fetch(c); err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 		}
 		if table == "nat" {
@@ -343,37 +393,69 @@ func (s *snapshotter) fetchNftIptables(ctx context.Context, fam uint8, t rules.T
 					continue
 				}
 				if err := fetch(c); err != nil {
-					return nil, nil, err
+					return nil, err
 				}
 			}
 		}
-		fmt.Fprintf(&saveBuf, "*%s\n", table)
-		for _, fc := range got {
-			fmt.Fprintf(&saveBuf, ":%s %s [0:0]\n", fc.name, fc.policy)
+		s.mu.Lock()
+		for _, c := range ft.chains {
+			s.chains.keep(fam, table, c)
 		}
-		for _, fc := range got {
-			for _, l := range fc.lines {
-				saveBuf.WriteString(l)
-				saveBuf.WriteByte('\n')
-			}
-		}
-		saveBuf.WriteString("COMMIT\n")
-		// Handles: one `nft -a list chain` per kept chain, merged into
-		// one table block.
-		fmt.Fprintf(&nftBuf, "table %s %s {\n", nftFamily(fam), table)
-		for _, fc := range got {
-			out, err := s.h.run(ctx, "nft", "-a", "list", "chain", nftFamily(fam), table, fc.name)
-			if err != nil {
-				if isNoSuchChain(err) {
-					continue
-				}
-				return nil, nil, fmt.Errorf("snapshot handles of %s %s: %w", table, fc.name, err)
-			}
-			writeChainBlock(&nftBuf, out)
-		}
-		nftBuf.WriteString("}\n")
+		s.mu.Unlock()
+		out = append(out, ft)
 	}
-	return saveBuf.Bytes(), nftBuf.Bytes(), nil
+	return out, nil
+}
+
+// fetchChain reads one iptables-nft chain (nil when it is gone).
+func (s *snapshotter) fetchChain(ctx context.Context, fam uint8, table, chain string) (*chainText, error) {
+	out, err := s.h.run(ctx, backendNft.Binary(fam), "-w", "-t", table, "-S", chain)
+	if err != nil {
+		if isNoSuchChain(err) {
+			return nil, nil // deleted meanwhile
+		}
+		return nil, fmt.Errorf("snapshot %s %s: %w", table, chain, err)
+	}
+	c := &chainText{name: chain, policy: "-"}
+	forEachLine(out, func(line string) {
+		switch {
+		case strings.HasPrefix(line, "-P "):
+			c.policy = strings.TrimSpace(line[len("-P "+chain):])
+		case strings.HasPrefix(line, "-A "):
+			c.lines = append(c.lines, line)
+		}
+	})
+	nft, err := s.h.run(ctx, "nft", "-a", "list", "chain", nftFamily(fam), table, chain)
+	if err != nil {
+		if isNoSuchChain(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("snapshot handles of %s %s: %w", table, chain, err)
+	}
+	var block bytes.Buffer
+	writeChainBlock(&block, nft)
+	c.block = block.Bytes()
+	return c, nil
+}
+
+// fetchChains reads chains a packet named that the index lacks, into the
+// chain store (for rebuild). It reports whether any was read.
+func (s *snapshotter) fetchChains(ctx context.Context, fam uint8, want []tableChain) (bool, error) {
+	got := false
+	for _, w := range want {
+		c, err := s.fetchChain(ctx, fam, w.table, w.chain)
+		if err != nil {
+			return got, err
+		}
+		if c == nil {
+			continue
+		}
+		s.mu.Lock()
+		s.chains.keep(fam, w.table, c)
+		s.mu.Unlock()
+		got = true
+	}
+	return got, nil
 }
 
 // writeChainBlock copies the chain block of `nft -a list chain` output

@@ -41,15 +41,14 @@ func (s *session) initialSnapshot(ctx context.Context) {
 	}
 	for b := range s.index {
 		t0 := time.Now()
-		ix, _, err := s.snap.take(ctx, b)
+		_, err := s.takeIndex(ctx, b)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.warn(fmt.Sprintf("no rule text for %s hops: %v", b, err))
 			}
 			continue
 		}
-		s.index[b].Store(ix)
-		s.log.Printf("indexed %d %s rules in %s", ix.Len(), b, time.Since(t0).Round(time.Millisecond))
+		s.log.Printf("indexed %d %s rules in %s", s.index[b].Load().Len(), b, time.Since(t0).Round(time.Millisecond))
 	}
 	// Reading a big ruleset leaves garbage behind: give it back now
 	// rather than hold it for the whole session.
@@ -132,7 +131,7 @@ func (s *session) watchLoop(ctx context.Context) {
 			}
 			dirty[b] = false
 			lastSnap[b] = time.Now()
-			ix, sum, err := s.snap.take(ctx, b)
+			sum, err := s.takeIndex(ctx, b)
 			if err != nil {
 				if ctx.Err() == nil {
 					s.warn(fmt.Sprintf("re-reading the %s ruleset: %v", b, err))
@@ -143,10 +142,17 @@ func (s *session) watchLoop(ctx context.Context) {
 				continue
 			}
 			if _, ok := hashes[b]; ok || changed {
-				s.warn(fmt.Sprintf("the %s ruleset changed (kube-proxy resync?): re-read it; rule numbers and text of packets traced before may differ from the rules now", b))
+				if b == backendLegacy {
+					// Positions, not handles, name legacy rules: one
+					// traced before the rewrite may have been renumbered.
+					s.warn(fmt.Sprintf("the %s ruleset changed (kube-proxy or CNI resync): re-read it; rule numbers and text of packets traced before may differ from the rules now", b))
+				} else {
+					// nft handles are never reused: a packet naming one
+					// the index lacks makes the writer re-read (refresh.go).
+					s.log.Printf("the %s ruleset changed (kube-proxy or CNI resync): re-read it", b)
+				}
 			}
 			hashes[b] = sum
-			s.index[b].Store(ix)
 			debug.FreeOSMemory()
 		}
 	}

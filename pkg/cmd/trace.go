@@ -315,6 +315,9 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 			source = fmt.Sprintf("from pod %s (source %s)", from.DisplayName(), from.IP)
 		}
 		for _, n := range choice.Nodes {
+			if !choice.Probes(n) {
+				continue
+			}
 			to, what, err := target.ProbeAddrs(o.Probe, n)
 			if err != nil {
 				return err

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -70,6 +71,17 @@ func (c NodeChoice) HasRole(node, role string) bool {
 		}
 	}
 	return false
+}
+
+// Probes reports whether node sends the test connection (--probe, --from):
+// the client's node when one plays the client, else every node.
+func (c NodeChoice) Probes(node string) bool {
+	for _, r := range c.Roles {
+		if slices.Contains(r.Roles, RoleClient) {
+			return c.HasRole(node, RoleClient)
+		}
+	}
+	return true
 }
 
 // Describe says which node plays which part, for stderr:

@@ -22,6 +22,7 @@ func TestChooseNodesFollow(t *testing.T) {
 		want      []NodeRole
 		wantWhy   string
 		wantError string
+		probes    []string // the nodes that send the test connection
 	}{
 		{
 			name:    "--node and the endpoint nodes",
@@ -30,14 +31,16 @@ func TestChooseNodesFollow(t *testing.T) {
 			wantWhy: "on node n1 (--node), following the packets to the endpoints on n2, n3",
 		},
 		{
-			name: "--probe: the client node hosts endpoints itself and plays both parts",
-			opts: NodeOptions{Probe: true, Follow: true},
-			want: []NodeRole{{Node: "n2", Roles: []string{RoleClient, RoleEndpoint}, Endpoints: 2}, {Node: "n3", Roles: []string{RoleEndpoint}, Endpoints: 1}},
+			name:   "--probe: the client node hosts endpoints itself and plays both parts",
+			opts:   NodeOptions{Probe: true, Follow: true},
+			want:   []NodeRole{{Node: "n2", Roles: []string{RoleClient, RoleEndpoint}, Endpoints: 2}, {Node: "n3", Roles: []string{RoleEndpoint}, Endpoints: 1}},
+			probes: []string{"n2"},
 		},
 		{
-			name: "--from: the pod's node, then the endpoint nodes",
-			opts: NodeOptions{From: &FromPod{Namespace: "default", Name: "client", Node: "n1", IP: "10.244.0.7"}, Follow: true},
-			want: []NodeRole{{Node: "n1", Roles: []string{RoleClient}}, {Node: "n2", Roles: []string{RoleEndpoint}, Endpoints: 2}, {Node: "n3", Roles: []string{RoleEndpoint}, Endpoints: 1}},
+			name:   "--from: the pod's node, then the endpoint nodes",
+			opts:   NodeOptions{From: &FromPod{Namespace: "default", Name: "client", Node: "n1", IP: "10.244.0.7"}, Follow: true},
+			want:   []NodeRole{{Node: "n1", Roles: []string{RoleClient}}, {Node: "n2", Roles: []string{RoleEndpoint}, Endpoints: 2}, {Node: "n3", Roles: []string{RoleEndpoint}, Endpoints: 1}},
+			probes: []string{"n1"},
 		},
 		{
 			name:    "the cap leaves endpoint nodes out and says which",
@@ -51,9 +54,10 @@ func TestChooseNodesFollow(t *testing.T) {
 			want: []NodeRole{{Node: "n1", Roles: []string{RoleEntry}}},
 		},
 		{
-			name: "--all-nodes: every Ready node, endpoint counts shown",
-			opts: NodeOptions{AllNodes: true, Follow: true},
-			want: []NodeRole{{Node: "n1", Roles: []string{RoleAll}}, {Node: "n2", Roles: []string{RoleAll, RoleEndpoint}, Endpoints: 2}, {Node: "n3", Roles: []string{RoleAll, RoleEndpoint}, Endpoints: 1}},
+			name:   "--all-nodes: every Ready node, endpoint counts shown; with --probe each probes",
+			opts:   NodeOptions{AllNodes: true, Follow: true, Probe: true},
+			want:   []NodeRole{{Node: "n1", Roles: []string{RoleAll}}, {Node: "n2", Roles: []string{RoleAll, RoleEndpoint}, Endpoints: 2}, {Node: "n3", Roles: []string{RoleAll, RoleEndpoint}, Endpoints: 1}},
+			probes: []string{"n1", "n2", "n3"},
 		},
 		{
 			name:      "--all-nodes above the cap",
@@ -82,6 +86,17 @@ func TestChooseNodesFollow(t *testing.T) {
 			}
 			if diff := cmp.Diff(names, got.Nodes); diff != "" {
 				t.Errorf("nodes (-want +got):\n%s", diff)
+			}
+			if tc.probes != nil {
+				var probes []string
+				for _, n := range got.Nodes {
+					if got.Probes(n) {
+						probes = append(probes, n)
+					}
+				}
+				if diff := cmp.Diff(tc.probes, probes); diff != "" {
+					t.Errorf("probing nodes (-want +got):\n%s", diff)
+				}
 			}
 			if !strings.Contains(got.Reason, tc.wantWhy) {
 				t.Errorf("reason %q does not contain %q", got.Reason, tc.wantWhy)

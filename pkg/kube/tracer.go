@@ -131,6 +131,15 @@ func (a *agent) keep(line string) {
 	a.tail = append(a.tail, line)
 }
 
+// lastLines is "; its last output: ..." (its last lines that were no
+// records), or "".
+func (a *agent) lastLines() string {
+	if len(a.tail) == 0 {
+		return ""
+	}
+	return "; its last output: " + strings.Join(a.tail, " | ")
+}
+
 // live reports whether the agent still takes part in the session.
 func (a *agent) live() bool { return a.failed == nil }
 
@@ -140,7 +149,9 @@ type event struct {
 	kind  eventKind
 	rec   any    // evRecord
 	line  string // evLog
-	err   error  // evEnd, evAttachFailed
+	// garbled: line is why a record could not be decoded (evLog).
+	garbled bool
+	err     error // evEnd, evAttachFailed
 }
 
 type eventKind int
@@ -190,17 +201,16 @@ func (tr *Tracer) Run(ctx context.Context, cfg TraceConfig) (err error) {
 	}()
 
 	roles := map[string]NodeRole{}
-	hasClient := false
 	for _, r := range cfg.Roles {
 		roles[r.Node] = r
-		hasClient = hasClient || slices.Contains(r.Roles, RoleClient)
 	}
+	choice := NodeChoice{Roles: cfg.Roles}
 	deadline := cfg.StartTimeout + cfg.Agent.Duration + deadlineMargin
 	var createErrs []error
 	for _, node := range cfg.Nodes {
 		opts := cfg.Agent
 		opts.TraceEndpoints = slices.Contains(roles[node].Roles, RoleEndpoint)
-		if hasClient && !slices.Contains(roles[node].Roles, RoleClient) {
+		if !choice.Probes(node) {
 			// Only the client's node sends the test connection; the
 			// nodes it is followed to trace what arrives from it.
 			opts.Probe, opts.Src, opts.ProbeFromIP = false, opts.ProbeFromIP, ""
@@ -591,6 +601,9 @@ func (s *loop) handle(ev event) {
 	switch ev.kind {
 	case evLog:
 		a.keep(ev.line)
+		if ev.garbled {
+			s.warn(fmt.Sprintf("agent on node %s: %s", a.node, ev.line))
+		}
 	case evAttachFailed:
 		if !a.ended {
 			s.warn(fmt.Sprintf("could not attach to the agent on node %s (%v): if this command is killed, the agent stops only at the pod's deadline (%s); grant create on pods/attach",
@@ -672,6 +685,15 @@ func (s *loop) record(a *agent, rec any) {
 		a.bye = r
 		if r.Error != "" {
 			s.agentFailed(a, fmt.Errorf("agent on node %s: %s", a.node, r.Error))
+			return
+		}
+		if r.Packets > a.packets {
+			// Written by the agent, never read here: say so, not 0 packets.
+			s.warn(fmt.Sprintf("the agent on node %s wrote %d packet record(s) but %d reached svctrace: its output stream (pods/log) lost lines%s",
+				a.node, r.Packets, a.packets, a.lastLines()))
+		}
+		if r.Reason == "stdin" && !s.stopped {
+			s.warn(fmt.Sprintf("the agent on node %s stopped early: its stdin (the pods/attach stream svctrace holds) closed before svctrace asked it to stop", a.node))
 		}
 	}
 }
@@ -848,7 +870,7 @@ func (tr *Tracer) follow(ctx context.Context, ns string, a *agent, stdin *io.Pip
 		rec, ok, derr := decodeRecord(sc.Bytes())
 		switch {
 		case derr != nil:
-			send(event{kind: evLog, line: derr.Error()})
+			send(event{kind: evLog, line: derr.Error(), garbled: true})
 		case ok:
 			send(event{kind: evRecord, rec: rec})
 		default:
@@ -903,10 +925,7 @@ func podStarted(pod *corev1.Pod) (bool, string, error) {
 func (tr *Tracer) diagnose(ns string, a *agent, streamErr error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	detail := ""
-	if len(a.tail) > 0 {
-		detail = "; its last output: " + strings.Join(a.tail, " | ")
-	}
+	detail := a.lastLines()
 	pod, err := tr.Client.CoreV1().Pods(ns).Get(ctx, a.pod, metav1.GetOptions{})
 	if err == nil {
 		for _, cs := range pod.Status.ContainerStatuses {

@@ -368,6 +368,27 @@ func TestTracerRun(t *testing.T) {
 			wantClosed: []string{pod1},
 		},
 		{
+			name:  "a packet record the output stream garbled is reported, not a silent 0 packets",
+			nodes: []string{"n1"},
+			scripts: map[string]script{pod1: {before: []string{
+				readyLine("n1", "v0.1.0"), `{"type":"packet","src":"10.199.0.2:4`,
+				jsonLine(record.Bye{Type: record.TypeBye, Session: "test1", Reason: "count", Packets: 1}),
+			}}},
+			wantStderr: []string{
+				"agent on node n1: garbled agent record: unexpected end of JSON input",
+				"the agent on node n1 wrote 1 packet record(s) but 0 reached svctrace: its output stream (pods/log) lost lines; its last output: garbled agent record",
+				"Stopped (the agents finished) after 0 packet(s)",
+			},
+		},
+		{
+			name:    "an agent whose stdin closed before it was told to stop says so",
+			nodes:   []string{"n1"},
+			scripts: map[string]script{pod1: {before: []string{readyLine("n1", "v0.1.0"), byeLine("stdin", "")}}},
+			wantStderr: []string{
+				"the agent on node n1 stopped early: its stdin (the pods/attach stream svctrace holds) closed before svctrace asked it to stop",
+			},
+		},
+		{
 			name:  "packets from every node are merged and labelled",
 			nodes: []string{"n1", "n2"},
 			scripts: map[string]script{

@@ -253,12 +253,6 @@ func TestCrossNode(t *testing.T) {
 	})
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if strings.HasPrefix(tc.name, "2b ") && env.ProxyMode == "nftables" {
-				// Known failure, issue 11/12 follow-up: in kube-proxy nftables
-				// mode the node's own --probe connection shows no masquerade
-				// hop in the joined packet.
-				t.Skip("nftables mode: the --probe leg's masquerade is not in the joined packet yet")
-			}
 			path := fmt.Sprintf("/e2e-crossnode-%d-%d", time.Now().UnixNano(), i)
 			args := append(append([]string{}, tc.args...), "--count", "1", "--timeout", "60s", "-o", "json")
 			var res Result

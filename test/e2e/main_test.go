@@ -377,7 +377,7 @@ func Eventually(t testing.TB, timeout time.Duration, what string, check func() e
 	}
 }
 
-// ruleDumps are the commands whose output must never mention svctrace after a run.
+// ruleDumps are the commands whose output must never show an svctrace rule after a run.
 var ruleDumps = [][]string{
 	{"iptables-legacy-save"},
 	{"iptables-nft-save"},
@@ -386,7 +386,7 @@ var ruleDumps = [][]string{
 
 // AssertNoLeftovers fails unless, within a minute, no pod labelled
 // app.kubernetes.io/managed-by=kubectl-svctrace remains and (when commands can run in the
-// cluster's network) no iptables/nftables rule mentions svctrace.
+// cluster's network) no iptables/nftables rule carries svctrace's comment.
 func (e Env) AssertNoLeftovers(t testing.TB) {
 	t.Helper()
 	Eventually(t, time.Minute, "kubectl-svctrace pods left behind", func() error {
@@ -420,7 +420,9 @@ func (e Env) AssertNoLeftovers(t testing.TB) {
 					return fmt.Errorf("%s%s failed:\n%s", where, strings.Join(dump, " "), res)
 				}
 				for _, line := range strings.Split(res.Stdout, "\n") {
-					if strings.Contains(strings.ToLower(line), "svctrace") {
+					// The comment every svctrace rule carries; kube-router's
+					// comments name namespaces such as svctrace-np.
+					if strings.Contains(strings.ToLower(line), "svctrace:") {
 						found = append(found, where+strings.Join(dump, " ")+": "+line)
 					}
 				}
