@@ -31,6 +31,15 @@ func (s *session) traceLive(ctx context.Context) (removed int, err error) {
 	var srcWG, bgWG, writerWG sync.WaitGroup
 	srcCtx, stopSources := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSources()
+	if s.cfg.RulesSnapshot && s.index[backendNft] != nil {
+		// Before the sources: they hand it the events.
+		s.fetcher = newChainFetcher(s)
+		bgWG.Add(1)
+		go func() {
+			defer bgWG.Done()
+			s.fetcher.run(ctx)
+		}()
+	}
 	for _, p := range s.pipes {
 		srcWG.Add(1)
 		go func() {
@@ -197,6 +206,9 @@ func (p *pipeline) addEvent(ev *trace.Event) {
 	if p.backend == backendNft && ev.Table == "raw" && ev.Kind == trace.KindRule && p.isOwnRule(ev) {
 		// The session's own TRACE rule: every traced packet starts here.
 		p.starts.Add(1)
+	}
+	if f := p.s.fetcher; f != nil && p.backend == backendNft {
+		f.note(p.s.index[backendNft].Load(), ev)
 	}
 	p.mu.Lock()
 	p.g.Add(ev)

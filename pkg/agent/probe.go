@@ -29,6 +29,7 @@ func (s *session) probe(ctx context.Context) {
 	if s.cfg.ProbeWhenTold && !s.awaitProbeWord(ctx) {
 		return
 	}
+	s.awaitSettledRules(ctx)
 	from := ""
 	if s.fromNS != nil {
 		from = fmt.Sprintf(" from %s (network namespace of pid %d)", s.fromNS.Addr, s.fromNS.PID)
@@ -124,4 +125,71 @@ func (s *session) readStdin(r io.Reader) {
 			close(s.probeTold)
 		}
 	}
+}
+
+// Settling: the agent pods' own start makes CNIs resync (kube-router
+// rewrites and renames its NetworkPolicy chains on every pod phase change
+// in the cluster), right when the probe would go. The probe waits until
+// the ruleset has been unchanged for rulesQuietFor (at most rulesSettleMax)
+// and the index is of that ruleset, so its packet crosses rules the agent
+// has read.
+const (
+	rulesQuietFor  = 400 * time.Millisecond
+	rulesSettleMax = 3 * time.Second
+	rulesPoll      = 50 * time.Millisecond
+)
+
+func (s *session) awaitSettledRules(ctx context.Context) {
+	if !s.cfg.RulesSnapshot {
+		return
+	}
+	t0 := time.Now()
+	quiet := true
+	for b := range s.index {
+		if !s.awaitQuiet(ctx, b, t0.Add(rulesSettleMax)) {
+			quiet = false
+		}
+	}
+	select {
+	case <-s.snapReady:
+	case <-ctx.Done():
+		return
+	}
+	for b := range s.index {
+		if gen, err := s.fingerprint(b); err == nil && gen != s.indexGen[b].Load() {
+			if _, err := s.takeIndex(ctx, b); err != nil && ctx.Err() == nil {
+				s.log.Printf("re-reading the %s ruleset before the probe: %v", b, err)
+			}
+		}
+	}
+	switch {
+	case !quiet:
+		s.log.Printf("probing although the ruleset still changes after %s", rulesSettleMax)
+	case time.Since(t0) > rulesQuietFor+rulesPoll:
+		s.log.Printf("probing once the ruleset settled, after %s", time.Since(t0).Round(time.Millisecond))
+	}
+}
+
+// awaitQuiet waits until b's fingerprint has not changed for rulesQuietFor;
+// false at the deadline.
+func (s *session) awaitQuiet(ctx context.Context, b ipBackend, deadline time.Time) bool {
+	last, err := s.fingerprint(b)
+	if err != nil {
+		return true // nothing to watch
+	}
+	since := time.Now()
+	for time.Since(since) < rulesQuietFor {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(rulesPoll)
+		fp, err := s.fingerprint(b)
+		if err != nil {
+			return true
+		}
+		if fp != last {
+			last, since = fp, time.Now()
+		}
+	}
+	return true
 }

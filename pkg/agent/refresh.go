@@ -17,13 +17,14 @@ import (
 // pods included: eight syncs in a two-node session on the local cluster),
 // each sync renaming them, and kube-proxy's resyncs give its nft rules new
 // handles. Before writing a packet whose hops the index lacks, the writer
-// reads the chains it names (iptables-nft: while they still exist; the
-// chain store keeps them after), then, if the ruleset changed since the
-// index was read, the whole ruleset.
+// waits for the chains its events asked for (iptables-nft, read while they
+// still exist: chainfetch.go) and builds the index again with them; if
+// hops are still unknown and the ruleset changed since the index was read,
+// it re-reads the whole ruleset.
 
-// rereadEvery bounds the writer's whole-ruleset re-reads, and how often it
-// tries to read one chain: under constant churn a packet waits for at most
-// one read.
+// rereadEvery bounds the writer's whole-ruleset re-reads, and how often a
+// chain is asked for: under constant churn a packet waits for at most one
+// read.
 const rereadEvery = time.Second
 
 // takeIndex reads backend b's ruleset into the session's index, with the
@@ -53,8 +54,9 @@ func (s *session) indexFor(ctx context.Context, b ipBackend, p *trace.Packet) *r
 	if len(unknown) == 0 {
 		return ix
 	}
-	if b == backendNft {
-		if fresh := s.readChains(ctx, p.First.Family, unknown); fresh != nil {
+	if b == backendNft && s.fetcher != nil && s.fetcher.wait(ctx) {
+		// The chains the packet's events asked for are read (chainfetch.go).
+		if fresh, err := s.snap.rebuild(); err == nil {
 			s.index[b].Store(fresh)
 			ix = fresh
 			if len(unknownChains(ix, p)) == 0 {
@@ -76,38 +78,6 @@ func (s *session) indexFor(ctx context.Context, b ipBackend, p *trace.Packet) *r
 	}
 	s.log.Printf("re-read the %s ruleset in %s: a packet went through rules the snapshot did not have", b, time.Since(t0).Round(time.Millisecond))
 	return s.index[b].Load()
-}
-
-// readChains reads the iptables-nft chains a packet named that the index
-// lacks (each at most once per rereadEvery) and returns the index built
-// again with them, or nil when none was read.
-func (s *session) readChains(ctx context.Context, fam uint8, unknown []tableChain) *rules.Index {
-	now := time.Now()
-	var want []tableChain
-	for _, c := range unknown {
-		if !slices.Contains(iptablesTables, c.table) || now.Sub(s.chainTried[c]) < rereadEvery {
-			continue
-		}
-		s.chainTried[c] = now
-		want = append(want, c)
-	}
-	if len(want) == 0 {
-		return nil
-	}
-	read, err := s.snap.fetchChains(ctx, fam, want)
-	if err != nil {
-		s.log.Printf("reading chains a packet went through: %v", err)
-	}
-	if !read {
-		return nil
-	}
-	ix, err := s.snap.rebuild()
-	if err != nil {
-		s.log.Printf("indexing chains a packet went through: %v", err)
-		return nil
-	}
-	s.log.Printf("read %d chain(s) a packet went through that the snapshot did not have, in %s", len(want), time.Since(now).Round(time.Millisecond))
-	return ix
 }
 
 // unknownChains lists the chains of p's rule hops that ix lacks the rule

@@ -131,10 +131,10 @@ type session struct {
 	// refreshed is when the packet writer last re-read a ruleset for a
 	// packet the index did not know (its goroutine only).
 	refreshed map[ipBackend]time.Time
-	// chainTried is when the writer last read a chain a packet named
-	// that the index lacked (its goroutine only).
-	chainTried map[tableChain]time.Time
-	live       *liveExplainer
+	// fetcher reads the iptables-nft chains trace events name that the
+	// index lacks (nil without an nft source or snapshots).
+	fetcher *chainFetcher
+	live    *liveExplainer
 	// own keeps only this node's kernel log records where the log is
 	// shared with other nodes' network namespaces (nil: keep all).
 	own *ownership

@@ -111,7 +111,6 @@ func (s *session) begin(ctx context.Context, sources []source) error {
 	s.index = map[ipBackend]*atomic.Pointer[rules.Index]{}
 	s.indexGen = map[ipBackend]*atomic.Uint64{}
 	s.refreshed = map[ipBackend]time.Time{}
-	s.chainTried = map[tableChain]time.Time{}
 	for _, src := range sources {
 		p := &pipeline{s: s, src: src, backend: backendLegacy, own: s.own}
 		if src.Name() == SourceNftrace {

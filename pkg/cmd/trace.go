@@ -90,6 +90,7 @@ type TraceOptions struct {
 	AgentNamespace    string
 	Source            string
 	Quiet             bool
+	AgentLog          bool
 	Summary           bool
 	From              string
 	NoFollow          bool
@@ -166,6 +167,7 @@ func NewCmdSvctrace(streams genericiooptions.IOStreams) *cobra.Command {
 	f.StringVar(&o.AgentNamespace, "agent-namespace", o.AgentNamespace, "namespace for the agent pods; it must allow privileged pods (default: the Service's namespace)")
 	f.StringVar(&o.Source, "source", o.Source, "where the agent reads trace events: auto, kmsg, kern.log or nftrace")
 	f.BoolVarP(&o.Quiet, "quiet", "q", o.Quiet, "no progress or informational messages on stderr")
+	f.BoolVar(&o.AgentLog, "agent-log", o.AgentLog, "also print the agents' own log lines on stderr (what each agent read, re-read and probed), prefixed with the node")
 	f.BoolVar(&o.Summary, "summary", o.Summary, "print only the session summary: packets, new connections per endpoint pod vs. expected share, source NAT, drops by reason, lost records (with -o json: one summary record)")
 	f.StringVar(&o.From, "from", o.From, "open the test connection from inside this pod's network namespace (pod/NAME, in the Service's namespace): traces on the pod's node, only the pod's packets; the pod's image needs no tools")
 
@@ -372,6 +374,7 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 		StartTimeout: o.PodRunningTimeout,
 		From:         from,
 		Roles:        choice.Roles,
+		AgentLog:     o.AgentLog,
 	})
 }
 

@@ -82,6 +82,9 @@ type TraceConfig struct {
 	// Roles says what each node plays (NodeChoice.Roles); endpoint nodes'
 	// agents also trace the packets arriving for their endpoints.
 	Roles []NodeRole
+	// AgentLog prints the agents' log lines (what is not a record) on
+	// stderr as they come.
+	AgentLog bool
 }
 
 // Timing values; variables so tests can shorten them.
@@ -215,10 +218,11 @@ func (tr *Tracer) Run(ctx context.Context, cfg TraceConfig) (err error) {
 			// nodes it is followed to trace what arrives from it.
 			opts.Probe, opts.Src, opts.ProbeFromIP = false, opts.ProbeFromIP, ""
 		}
-		// With other nodes to follow the packet to, the probe waits for
-		// their agents: a packet sent before they trace is half a story.
-		probes := opts.Probe || opts.ProbeFromIP != ""
-		opts.ProbeWhenTold = probes && len(cfg.Nodes) > 1
+		// The probe waits for every agent (a packet sent before the nodes
+		// it is followed to trace is half a story) and for the agent pods
+		// to be Running in the API: CNIs such as kube-router resync their
+		// chains on that, and the agent probes once its ruleset settled.
+		opts.ProbeWhenTold = opts.Probe || opts.ProbeFromIP != ""
 		pod := AgentPod(PodOptions{
 			Namespace:      cfg.Namespace,
 			Node:           node,
@@ -601,8 +605,11 @@ func (s *loop) handle(ev event) {
 	switch ev.kind {
 	case evLog:
 		a.keep(ev.line)
-		if ev.garbled {
+		switch {
+		case ev.garbled:
 			s.warn(fmt.Sprintf("agent on node %s: %s", a.node, ev.line))
+		case s.cfg.AgentLog:
+			s.info(fmt.Sprintf("[%s] %s", a.node, ev.line))
 		}
 	case evAttachFailed:
 		if !a.ended {

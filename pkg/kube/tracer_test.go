@@ -381,6 +381,13 @@ func TestTracerRun(t *testing.T) {
 			},
 		},
 		{
+			name:       "--agent-log prints the agents' log lines with their node",
+			nodes:      []string{"n1"},
+			mutate:     func(c *TraceConfig) { c.AgentLog = true },
+			scripts:    map[string]script{pod1: {before: []string{"svctrace agent: indexed 38 nft rules in 91ms", readyLine("n1", "v0.1.0"), byeLine("duration", "")}}},
+			wantStderr: []string{"[n1] svctrace agent: indexed 38 nft rules in 91ms"},
+		},
+		{
 			name:    "an agent whose stdin closed before it was told to stop says so",
 			nodes:   []string{"n1"},
 			scripts: map[string]script{pod1: {before: []string{readyLine("n1", "v0.1.0"), byeLine("stdin", "")}}},
