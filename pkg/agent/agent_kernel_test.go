@@ -715,3 +715,36 @@ func TestAgentFollowsRulesetChange(t *testing.T) {
 		})
 	}
 }
+
+// TestAgentIncompatibleChain: a chain iptables-nft cannot print (written
+// with nft alone, or caught mid-rewrite by its owner) costs only its own
+// text: the snapshot still names every other hop.
+func TestAgentIncompatibleChain(t *testing.T) {
+	requireAgentBin(t)
+	tp := newTopo(t, backendNft)
+	tp.node.mustRun(t, "nft", "add", "chain", "ip", "filter", "SVCTEST-NFT-ONLY")
+	tp.node.mustRun(t, "nft", "add", "rule", "ip", "filter", "SVCTEST-NFT-ONLY", "meta", "mark", "set", "numgen", "inc", "mod", "2")
+	t.Cleanup(func() { tp.node.mustRun(t, "nft", "delete", "chain", "ip", "filter", "SVCTEST-NFT-ONLY") })
+	if out, err := tp.node.run(nil, "iptables-nft", "-t", "filter", "-S", "SVCTEST-NFT-ONLY"); err == nil || !strings.Contains(err.Error(), "incompatible") {
+		t.Fatalf("want iptables-nft to refuse the chain, got %v: %s", err, out)
+	}
+	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--probe", "--max-packets", "1", "--duration", "30s")
+	a.waitReady(10 * time.Second)
+	if code := a.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+	}
+	for _, w := range recordsOf[record.Warning](a, record.TypeWarning) {
+		if strings.Contains(w.Message, "no rule text") {
+			t.Errorf("warning %q", w.Message)
+		}
+	}
+	pkts := recordsOf[record.Packet](a, record.TypePacket)
+	if len(pkts) != 1 {
+		t.Fatalf("%d packets, want 1\nstderr:\n%s", len(pkts), a.stderr.String())
+	}
+	for _, h := range pkts[0].Hops {
+		if h.Kind == "rule" && h.Text == "" {
+			t.Errorf("hop %s:%s rule %d has no text", h.Table, h.Chain, h.Rule)
+		}
+	}
+}

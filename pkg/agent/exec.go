@@ -88,3 +88,11 @@ func isNoSuchChain(err error) bool {
 	}
 	return false
 }
+
+// isIncompatibleChain reports whether err is iptables-nft refusing to print
+// a chain it cannot express ("is incompatible, use 'nft' tool"): a chain
+// caught mid-rewrite by another program, or one written with nft alone.
+func isIncompatibleChain(err error) bool {
+	var ce *commandError
+	return errors.As(err, &ce) && strings.Contains(ce.Stderr, "is incompatible")
+}

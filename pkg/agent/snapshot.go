@@ -7,9 +7,11 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"log"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/rules"
 )
@@ -144,6 +146,7 @@ type snapshotter struct {
 	h   *host
 	cfg *Config
 	det detection
+	log *log.Logger
 
 	// mu guards what the reads of the iptables-nft tables keep: the
 	// session's chain store, and the last read's parts to build an index
@@ -407,12 +410,22 @@ func (s *snapshotter) fetchNftIptables(ctx context.Context, fam uint8, t rules.T
 	return out, nil
 }
 
-// fetchChain reads one iptables-nft chain (nil when it is gone).
+// fetchChain reads one iptables-nft chain (nil when it is gone, or when
+// iptables-nft cannot print it: that chain has no text, the others do).
 func (s *snapshotter) fetchChain(ctx context.Context, fam uint8, table, chain string) (*chainText, error) {
 	out, err := s.h.run(ctx, backendNft.Binary(fam), "-w", "-t", table, "-S", chain)
+	if err != nil && isIncompatibleChain(err) {
+		// Often a chain caught mid-rewrite by its owner: once more.
+		time.Sleep(50 * time.Millisecond)
+		out, err = s.h.run(ctx, backendNft.Binary(fam), "-w", "-t", table, "-S", chain)
+	}
 	if err != nil {
-		if isNoSuchChain(err) {
+		switch {
+		case isNoSuchChain(err):
 			return nil, nil // deleted meanwhile
+		case isIncompatibleChain(err):
+			s.log.Printf("no rule text for chain %s %s: %v", table, chain, err)
+			return nil, nil
 		}
 		return nil, fmt.Errorf("snapshot %s %s: %w", table, chain, err)
 	}

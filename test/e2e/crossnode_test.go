@@ -254,7 +254,8 @@ func TestCrossNode(t *testing.T) {
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			path := fmt.Sprintf("/e2e-crossnode-%d-%d", time.Now().UnixNano(), i)
-			args := append(append([]string{}, tc.args...), "--count", "1", "--timeout", "60s", "-o", "json")
+			// --agent-log: a failure shows what each agent read and when.
+			args := append(append([]string{}, tc.args...), "--count", "1", "--timeout", "60s", "-o", "json", "--agent-log")
 			var res Result
 			if tc.send == nil {
 				res = env.Plugin(t, args...)

@@ -231,7 +231,7 @@ func TestNetworkPolicy(t *testing.T) {
 			if got, ok := connects(t, tc.from, tc.url), w.verdict == record.VerdictAccept; got != ok {
 				t.Fatalf("%s -> %s: connected=%v, but the scenario expects %v (is kube-router enforcing the policies?)", tc.from, tc.url, got, ok)
 			}
-			res := env.Plugin(t, "svc/"+tc.svc, "-n", policyNS, "--from", "pod/"+tc.from, "--count", "1", "--timeout", "60s", "-o", "json")
+			res := env.Plugin(t, "svc/"+tc.svc, "-n", policyNS, "--from", "pod/"+tc.from, "--count", "1", "--timeout", "60s", "-o", "json", "--agent-log")
 			if env.Backend == "legacy" {
 				// The local cluster's kube-router writes iptables-nft: with
 				// kube-proxy on legacy only the legacy tables are traced,
