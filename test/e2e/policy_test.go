@@ -292,7 +292,7 @@ func TestNetworkPolicy(t *testing.T) {
 	if env.Backend == "legacy" {
 		return // the policy is not in the traced tables (see above)
 	}
-	t.Run("without permission to list policies: named, and the permission to add", func(t *testing.T) {
+	t.Run("without permission to list policies: named with the permission to add", func(t *testing.T) {
 		file := t.TempDir() + "/rbac.yaml"
 		if err := os.WriteFile(file, []byte(minimalRole), 0o644); err != nil {
 			t.Fatal(err)
