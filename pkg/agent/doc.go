@@ -58,6 +58,18 @@
 // node's kernel log records are kept (ownership.go); the bye record counts
 // the others.
 //
+// Rewritten rules. The snapshot is taken after ready; kube-proxy's resyncs
+// and CNIs rewrite rules under it (kube-router renames its policy chains at
+// every sync, and syncs when the agent pods themselves start). An nft
+// handle is never reused, so a trace event naming an iptables-nft rule the
+// index lacks makes the agent read that table (nat: that chain) at once
+// (chainfetch.go); every chain read stays in a session-long store
+// (chainstore.go), and the writer builds the index again before writing a
+// packet whose hops it lacked, re-reading the whole ruleset if that is not
+// enough (refresh.go). --probe waits for the ruleset to settle first. Why
+// our own: no library turns iptables-nft's rules into iptables text but
+// iptables-nft itself.
+//
 // Kernel I/O (netlink, nf_tables listings, setns, IPT_SO_GET_INFO) is
 // package kernel's; this package orchestrates. It builds on Linux only.
 //
