@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/cmd"
+	"github.com/svctrace/kubectl-svctrace/pkg/trace/tracetest"
 )
 
 const captures = "../../test/testdata/captures/"
@@ -51,12 +51,7 @@ func writeCorpus(tb testing.TB, n int) string {
 			if seq-1000 == uint64(n) {
 				break
 			}
-			semi := strings.IndexByte(l, ';')
-			pre := strings.Split(l[:semi], ",")
-			usec, _ := strconv.ParseUint(pre[2], 10, 64)
-			rec := bump(l[semi+1:], " ID=", uint64(c)*7, 65536)
-			rec = bump(rec, " SEQ=", uint64(c)*100003, 1<<32)
-			w.WriteString(pre[0] + "," + strconv.FormatUint(seq, 10) + "," + strconv.FormatUint(usec+uint64(c)*200000, 10) + ",-;" + rec + "\n")
+			w.WriteString(tracetest.KmsgCopy(l, c, seq) + "\n")
 			seq++
 		}
 	}
@@ -67,21 +62,6 @@ func writeCorpus(tb testing.TB, n int) string {
 		tb.Fatal(err)
 	}
 	return path
-}
-
-// bump adds delta (mod m) to the decimal value after key.
-func bump(s, key string, delta, m uint64) string {
-	k := strings.Index(s, key)
-	if k < 0 {
-		return s
-	}
-	v := k + len(key)
-	e := v
-	for e < len(s) && s[e] >= '0' && s[e] <= '9' {
-		e++
-	}
-	n, _ := strconv.ParseUint(s[v:e], 10, 64)
-	return s[:v] + strconv.FormatUint((n+delta)%m, 10) + s[e:]
 }
 
 func TestRegexpReaderGroupsLikeAnalyze(t *testing.T) {

@@ -1,6 +1,8 @@
 package explain
 
 import (
+	"github.com/svctrace/kubectl-svctrace/pkg/trace/tracetest"
+
 	"os"
 	"path/filepath"
 	"runtime"
@@ -50,7 +52,7 @@ func BenchmarkAnnotate(b *testing.B) {
 	// load does not inflate, besides wall time.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	cpu0 := threadCPU()
+	cpu0 := tracetest.ThreadCPU()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -59,7 +61,7 @@ func BenchmarkAnnotate(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(hops)/float64(b.N), "hops/op")
-	if cpu := threadCPU() - cpu0; cpu > 0 {
+	if cpu := tracetest.ThreadCPU() - cpu0; cpu > 0 {
 		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/trace/tracetest"
 )
 
 // benchCorpus builds legacy kmsg input from the real captures: the TRACE
@@ -37,33 +39,11 @@ func benchCorpus(tb testing.TB, copies int) [][]byte {
 	seq := uint64(1000)
 	for c := 0; c < copies; c++ {
 		for _, l := range base {
-			semi := strings.IndexByte(l, ';')
-			pre := strings.Split(l[:semi], ",")
-			usec, _ := strconv.ParseUint(pre[2], 10, 64)
-			usec += uint64(c) * 200000
-			rec := l[semi+1:]
-			rec = bumpField(rec, " ID=", uint64(c)*7, 65536)
-			rec = bumpField(rec, " SEQ=", uint64(c)*100003, 1<<32)
-			out = append(out, []byte(pre[0]+","+strconv.FormatUint(seq, 10)+","+strconv.FormatUint(usec, 10)+",-;"+rec))
+			out = append(out, []byte(tracetest.KmsgCopy(l, c, seq)))
 			seq++
 		}
 	}
 	return out
-}
-
-// bumpField adds delta (mod m) to the decimal value after key.
-func bumpField(s, key string, delta, m uint64) string {
-	k := strings.Index(s, key)
-	if k < 0 {
-		return s
-	}
-	v := k + len(key)
-	e := v
-	for e < len(s) && s[e] >= '0' && s[e] <= '9' {
-		e++
-	}
-	n, _ := strconv.ParseUint(s[v:e], 10, 64)
-	return s[:v] + strconv.FormatUint((n+delta)%m, 10) + s[e:]
 }
 
 type lineDecoder func(line []byte, ev *Event) bool
@@ -114,14 +94,14 @@ func runLegacyBench(b *testing.B, decode lineDecoder) {
 	// thread used, which other load does not inflate.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	cpu0 := threadCPU()
+	cpu0 := tracetest.ThreadCPU()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		next()
 	}
 	b.StopTimer()
-	cpu := threadCPU() - cpu0
+	cpu := tracetest.ThreadCPU() - cpu0
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	if cpu > 0 {
 		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")

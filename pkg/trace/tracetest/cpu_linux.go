@@ -1,4 +1,4 @@
-package explain
+package tracetest
 
 import (
 	"time"
@@ -6,8 +6,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// threadCPU returns the CPU time the calling OS thread has used.
-func threadCPU() time.Duration {
+// ThreadCPU returns the CPU time the calling OS thread has used (lock the
+// goroutine to its thread around what is measured).
+func ThreadCPU() time.Duration {
 	var ru unix.Rusage
 	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
 		return 0

@@ -1,8 +1,0 @@
-//go:build !linux
-
-package trace
-
-import "time"
-
-// threadCPU returns 0: per-thread CPU time is read on Linux only.
-func threadCPU() time.Duration { return 0 }
