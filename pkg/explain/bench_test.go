@@ -1,8 +1,6 @@
 package explain
 
 import (
-	"github.com/svctrace/kubectl-svctrace/pkg/trace/tracetest"
-
 	"os"
 	"path/filepath"
 	"runtime"
@@ -10,6 +8,7 @@ import (
 
 	"github.com/svctrace/kubectl-svctrace/pkg/rules"
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
+	"github.com/svctrace/kubectl-svctrace/pkg/trace/tracetest"
 )
 
 // capturePackets groups a capture into packets (copies: the Grouper reuses
