@@ -30,31 +30,9 @@ func AppendPacket(dst []byte, p *record.Packet) []byte {
 	o.str("dst", p.Dst)
 	o.strOmit("flags", p.Flags)
 	o.key("hops")
-	if p.Hops == nil {
-		o.b = append(o.b, "null"...)
-	} else {
-		o.b = append(o.b, '[')
-		for i := range p.Hops {
-			if i > 0 {
-				o.b = append(o.b, ',')
-			}
-			o.b = appendHop(o.b, &p.Hops[i])
-		}
-		o.b = append(o.b, ']')
-	}
+	o.b = appendArray(o.b, p.Hops, appendHop)
 	o.key("nat")
-	if p.NAT == nil {
-		o.b = append(o.b, "null"...)
-	} else {
-		o.b = append(o.b, '[')
-		for i := range p.NAT {
-			if i > 0 {
-				o.b = append(o.b, ',')
-			}
-			o.b = appendNAT(o.b, &p.NAT[i])
-		}
-		o.b = append(o.b, ']')
-	}
+	o.b = appendArray(o.b, p.NAT, appendNAT)
 	o.strOmit("service", p.Service)
 	o.strOmit("endpoint", p.Endpoint)
 	o.strOmit("endpoint_pod", p.EndpointPod)
@@ -91,6 +69,22 @@ func AppendPacket(dst []byte, p *record.Packet) []byte {
 		o.b = appendJSON(o.b, p.Live)
 	}
 	return append(o.b, '}', '\n')
+}
+
+// appendArray appends xs as a JSON array, each element by appendOne, as
+// encoding/json does (null for a nil slice).
+func appendArray[T any](b []byte, xs []T, appendOne func([]byte, *T) []byte) []byte {
+	if xs == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i := range xs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendOne(b, &xs[i])
+	}
+	return append(b, ']')
 }
 
 func appendHop(dst []byte, h *record.Hop) []byte {
