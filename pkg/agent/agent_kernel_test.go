@@ -748,3 +748,74 @@ func TestAgentIncompatibleChain(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentProbeWaitsForSettledRules: a NetworkPolicy plugin (here a
+// stand-in for kube-router: its entry chain, and a per-pod chain renamed
+// every 100 ms, as its syncs do when the agent pods start) is rewriting
+// the chains the probe will cross. The probe waits until the ruleset
+// settled, so its packet crosses the last generation, with rule text.
+func TestAgentProbeWaitsForSettledRules(t *testing.T) {
+	requireAgentBin(t)
+	tp := newTopo(t, backendNft)
+	before := tp.node.ruleset(t)
+	ipt := func(args ...string) { tp.node.mustRun(t, append([]string{"iptables-nft", "-w", "-t", "filter"}, args...)...) }
+	ipt("-N", "KUBE-ROUTER-FORWARD")
+	ipt("-A", "KUBE-ROUTER-FORWARD", "-j", "RETURN")
+	gen := func(n int) string { return fmt.Sprintf("KUBE-POD-FW-GEN%d", n) }
+	jump := func(n int) []string {
+		// After the nat OUTPUT hook: the packet is DNATed by then.
+		return []string{"OUTPUT", "-p", "tcp", "-m", "comment", "--comment", "svctest generation", "-j", gen(n)}
+	}
+	ipt("-N", gen(0))
+	ipt("-A", gen(0), "-j", "RETURN")
+	ipt(append([]string{"-I"}, jump(0)...)...)
+	last := 0
+	t.Cleanup(func() {
+		ipt("-D", "OUTPUT", "1")
+		for _, c := range []string{gen(last), "KUBE-ROUTER-FORWARD"} {
+			ipt("-F", c)
+			ipt("-X", c)
+		}
+		if got := tp.node.ruleset(t); got != before {
+			t.Errorf("ruleset changed:\n%s", cmp.Diff(before, got))
+		}
+	})
+	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--probe", "--max-packets", "1", "--duration", "30s")
+	a.waitReady(10 * time.Second)
+	// The plugin's syncs: a new generation every 100 ms for 1.2 s.
+	for n := 1; n <= 12; n++ {
+		time.Sleep(100 * time.Millisecond)
+		ipt("-N", gen(n))
+		ipt("-A", gen(n), "-j", "RETURN")
+		ipt(append([]string{"-I"}, jump(n)...)...)
+		ipt("-D", "OUTPUT", "2") // the previous generation's jump, below the new one
+		ipt("-F", gen(n-1))
+		ipt("-X", gen(n-1))
+		last = n
+	}
+	if code := a.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+	}
+	if !strings.Contains(a.stderr.String(), "probing once the ruleset settled") {
+		t.Errorf("the agent did not wait for the ruleset to settle:\n%s", a.stderr.String())
+	}
+	pkts := recordsOf[record.Packet](a, record.TypePacket)
+	if len(pkts) != 1 {
+		t.Fatalf("%d packets, want 1\nstderr:\n%s", len(pkts), a.stderr.String())
+	}
+	var crossed []string
+	for _, h := range pkts[0].Hops {
+		if h.Table == "filter" && strings.HasPrefix(h.Chain, "KUBE-POD-FW-") {
+			crossed = append(crossed, h.Chain)
+			if h.Kind == "rule" && h.Text == "" {
+				t.Errorf("hop %s rule has no text", h.Chain)
+			}
+		}
+		if h.Table == "filter" && h.Chain == "OUTPUT" && h.Kind == "rule" && h.Text == "" {
+			t.Errorf("filter OUTPUT hop has no text")
+		}
+	}
+	if len(crossed) == 0 || crossed[0] != gen(last) {
+		t.Errorf("the probe crossed %v, want the last generation %s", crossed, gen(last))
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
+	"github.com/svctrace/kubectl-svctrace/pkg/rules"
 )
 
 // probe opens one connection (TCP) or sends one datagram (UDP) to each
@@ -127,12 +128,13 @@ func (s *session) readStdin(r io.Reader) {
 	}
 }
 
-// Settling: the agent pods' own start makes CNIs resync (kube-router
-// rewrites and renames its NetworkPolicy chains on every pod phase change
-// in the cluster), right when the probe would go. The probe waits until
-// the ruleset has been unchanged for rulesQuietFor (at most rulesSettleMax)
-// and the index is of that ruleset, so its packet crosses rules the agent
-// has read.
+// Settling: the agent pods' own start makes NetworkPolicy plugins resync
+// (kube-router rewrites and renames its chains on every pod phase change in
+// the cluster), right when the probe would go. Where such a plugin's chains
+// are in the ruleset, the probe waits until the ruleset has been unchanged
+// for rulesQuietFor (at most rulesSettleMax) and the index is of that
+// ruleset, so its packet crosses rules the agent has read. Elsewhere it
+// waits only for the first snapshot, which the answer needs anyway.
 const (
 	rulesQuietFor  = 400 * time.Millisecond
 	rulesSettleMax = 3 * time.Second
@@ -143,17 +145,20 @@ func (s *session) awaitSettledRules(ctx context.Context) {
 	if !s.cfg.RulesSnapshot {
 		return
 	}
+	select {
+	case <-s.snapReady:
+	case <-ctx.Done():
+		return
+	}
+	if !s.policyPlugin() {
+		return
+	}
 	t0 := time.Now()
 	quiet := true
 	for b := range s.index {
 		if !s.awaitQuiet(ctx, b, t0.Add(rulesSettleMax)) {
 			quiet = false
 		}
-	}
-	select {
-	case <-s.snapReady:
-	case <-ctx.Done():
-		return
 	}
 	for b := range s.index {
 		if gen, err := s.fingerprint(b); err == nil && gen != s.indexGen[b].Load() {
@@ -162,12 +167,30 @@ func (s *session) awaitSettledRules(ctx context.Context) {
 			}
 		}
 	}
-	switch {
-	case !quiet:
+	if quiet {
+		s.log.Printf("probing once the ruleset settled (a NetworkPolicy plugin's chains are in it), after %s", time.Since(t0).Round(time.Millisecond))
+	} else {
 		s.log.Printf("probing although the ruleset still changes after %s", rulesSettleMax)
-	case time.Since(t0) > rulesQuietFor+rulesPoll:
-		s.log.Printf("probing once the ruleset settled, after %s", time.Since(t0).Round(time.Millisecond))
 	}
+}
+
+// policyPlugin reports whether a NetworkPolicy plugin's entry chain is in
+// a traced backend's filter table.
+func (s *session) policyPlugin() bool {
+	for _, p := range s.index {
+		ix := p.Load()
+		if ix == nil {
+			continue
+		}
+		for _, f := range s.det.Families {
+			for _, e := range rules.FirewallEntryChains {
+				if _, ok := ix.Rule(f.Family, "filter", e.Chain, 1); ok {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // awaitQuiet waits until b's fingerprint has not changed for rulesQuietFor;
