@@ -758,7 +758,9 @@ func TestAgentProbeWaitsForSettledRules(t *testing.T) {
 	requireAgentBin(t)
 	tp := newTopo(t, backendNft)
 	before := tp.node.ruleset(t)
-	ipt := func(args ...string) { tp.node.mustRun(t, append([]string{"iptables-nft", "-w", "-t", "filter"}, args...)...) }
+	ipt := func(args ...string) {
+		tp.node.mustRun(t, append([]string{"iptables-nft", "-w", "-t", "filter"}, args...)...)
+	}
 	ipt("-N", "KUBE-ROUTER-FORWARD")
 	ipt("-A", "KUBE-ROUTER-FORWARD", "-j", "RETURN")
 	gen := func(n int) string { return fmt.Sprintf("KUBE-POD-FW-GEN%d", n) }
