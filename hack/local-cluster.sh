@@ -59,9 +59,10 @@
 # them (e.g. a command started with `exec`). Routes, ipsets, rules and BGP sessions live inside the
 # namespaces and go with them.
 #
-# kubelet, containerd and kube-router always use iptables-nft (Debian's default); only kube-proxy
-# follows --proxy-backend, so with `legacy` the nft tables still hold kubelet's and kube-router's
-# chains, as on nodes where they disagree. Commands that change the cluster (up, down, demo-apps,
+# kubelet and containerd always use iptables-nft (Debian's default); kube-proxy and kube-router
+# follow --proxy-backend (on a real node both images pick the backend the node uses), so with
+# `legacy` kube-router's NetworkPolicy chains are in iptables-legacy next to kube-proxy's, and
+# switching backends moves them (kube-router restarts; its rules leave the old backend). Commands that change the cluster (up, down, demo-apps,
 # lb, build, images) take the lock _output/local-cluster.lock: concurrent calls wait for each other;
 # they refuse to touch a cluster started from another checkout (its state folder is named in
 # /run/svctrace-cluster/owner).
@@ -866,18 +867,41 @@ finish_node() {
   fi
 }
 
+# start_kube_router BIN NODE BACKEND: kube-router with the iptables binaries of BACKEND.
 start_kube_router() {
-  local kr="$1" node="$2" dir
+  local kr="$1" node="$2" backend="$3" dir
   dir="$(node_dir "$node")"
   mkdir -p "${dir}/kube-router"
   # The CNI configuration is per node; everything else kube-router keeps is in the namespace
   # (routes, rules, ipsets, BGP sessions) or in memory.
   KUBE_ROUTER_CNI_CONF_FILE="${dir}/cni/net.d/10-kuberouter.conflist" \
-    start "${node}-kube-router" "$node" "${STATE}/bin-nft" "${kr}/kube-router" \
+    start "${node}-kube-router" "$node" "${STATE}/bin-${backend}" "${kr}/kube-router" \
     --kubeconfig="${CONF}/kube-router.kubeconfig" --hostname-override="$node" \
     --run-router=true --run-firewall=true --run-service-proxy=false \
     --enable-overlay=false --enable-ibgp=true --nodes-full-mesh=true \
     --service-cluster-ip-range="$SERVICE_CIDR" --metrics-port=0 --v=1
+}
+
+# remove_kube_router_rules NODE BACKEND: kube-router's chains, and the rules that jump to them or
+# carry its comments, out of every table of BACKEND (IPv4 and IPv6) that holds any; the other
+# rules stay. Legacy tables are listed from /proc (reading one that is not there creates it).
+remove_kube_router_rules() {
+  local node="$1" backend="$2" v save tables t dump
+  local re='kube-router|KUBE-ROUTER|KUBE-POD-FW-|KUBE-NWPLCY-'
+  for v in "" 6; do
+    save="ip${v}tables-${backend}-save"
+    if [[ "$backend" == legacy ]]; then
+      tables="$(in_ns "$node" cat "/proc/net/ip${v:+6}_tables_names" 2>/dev/null || true)"
+    else
+      tables="$(in_ns "$node" nft list tables "ip${v}" 2>/dev/null | awk '{print $3}')"
+    fi
+    for t in $tables; do
+      dump="$(in_ns "$node" "$save" -t "$t" 2>/dev/null)" || continue
+      grep -q -E "$re" <<<"$dump" || continue
+      grep -v -E "$re" <<<"$dump" | in_ns "$node" "ip${v}tables-${backend}-restore" -w ||
+        die "node ${node}: removing kube-router's ${backend} rules from table ${t} failed"
+    done
+  done
 }
 
 # bgp_routes_complete NODE NODES...: NODE has a route via each other node to its pod CIDR.
@@ -1066,10 +1090,22 @@ cmd_up() {
   # traffic to a pod CIDR missing there is masqueraded) from the nodes it sees at start; its
   # periodic resync did not add a node that registered later. So it starts once every node has
   # its pod CIDR, and a new node restarts the others.
+  # kube-router uses kube-proxy's iptables backend (nftables mode: nft). A new backend restarts
+  # it, its rules leaving the old one first.
+  local kr_backend=nft old_kr_backend
+  [[ "$mode" == iptables ]] && kr_backend="$backend"
+  old_kr_backend="$(cat "${STATE}/kube-router-backend" 2>/dev/null || echo nft)"
+  if [[ "$old_kr_backend" != "$kr_backend" ]]; then
+    for node in "${all[@]}"; do
+      stop "${node}-kube-router"
+      remove_kube_router_rules "$node" "$old_kr_backend"
+    done
+  fi
   if ((added)); then
     for node in "${all[@]}"; do stop "${node}-kube-router"; done
   fi
-  for node in "${all[@]}"; do start_kube_router "$kr" "$node"; done
+  echo "$kr_backend" >"${STATE}/kube-router-backend"
+  for node in "${all[@]}"; do start_kube_router "$kr" "$node" "$kr_backend"; done
   for node in "${all[@]}"; do finish_node "$node"; done
   for node in "${all[@]}"; do
     wait_until "node ${node}: no BGP routes to the other nodes' pod CIDRs" 120 "${node}-kube-router" \

@@ -232,16 +232,6 @@ func TestNetworkPolicy(t *testing.T) {
 				t.Fatalf("%s -> %s: connected=%v, but the scenario expects %v (is kube-router enforcing the policies?)", tc.from, tc.url, got, ok)
 			}
 			res := env.Plugin(t, "svc/"+tc.svc, "-n", policyNS, "--from", "pod/"+tc.from, "--count", "1", "--timeout", "60s", "-o", "json", "--agent-log")
-			if env.Backend == "legacy" {
-				// The local cluster's kube-router writes iptables-nft: with
-				// kube-proxy on legacy only the legacy tables are traced,
-				// and the agent must say so.
-				const warn = "kube-router's NetworkPolicy chains (KUBE-ROUTER-FORWARD) are in iptables-nft but kube-proxy's are in iptables-legacy"
-				if !strings.Contains(res.Stdout+res.Stderr, warn) {
-					t.Errorf("no warning %q:\n%s", warn, res)
-				}
-				t.Skip("pending: the agent traces one iptables backend; kube-router's policy chains are in the other")
-			}
 			p := onePacket(t, res)
 			var c *record.PolicyCheck
 			if p.Explain != nil {
@@ -251,8 +241,8 @@ func TestNetworkPolicy(t *testing.T) {
 					}
 				}
 			}
-			if w.crossNode && c == nil && len(p.Nodes) < 2 {
-				t.Skipf("pending on following packets across nodes (the endpoint's node decides): the trace covers %v only", p.Nodes)
+			if w.crossNode && len(p.Nodes) < 2 {
+				t.Errorf("the endpoint's node decides, but the trace covers %v only", p.Nodes)
 			}
 			if p.Verdict != w.verdict {
 				t.Errorf("verdict %s, want %s:\n%s", p.Verdict, w.verdict, res)
@@ -289,9 +279,6 @@ func TestNetworkPolicy(t *testing.T) {
 		})
 	}
 
-	if env.Backend == "legacy" {
-		return // the policy is not in the traced tables (see above)
-	}
 	t.Run("without permission to list policies: named with the permission to add", func(t *testing.T) {
 		file := t.TempDir() + "/rbac.yaml"
 		if err := os.WriteFile(file, []byte(minimalRole), 0o644); err != nil {
