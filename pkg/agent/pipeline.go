@@ -28,6 +28,7 @@ func (s *session) traceLive(ctx context.Context) (removed int, err error) {
 	// The live pipeline.
 	s.snap = &snapshotter{h: s.h, cfg: &s.cfg, det: s.det, log: s.log}
 	s.snapReady = make(chan struct{})
+	s.settled = make(chan struct{})
 	var srcWG, bgWG, writerWG sync.WaitGroup
 	srcCtx, stopSources := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSources()

@@ -30,7 +30,13 @@ func (s *session) probe(ctx context.Context) {
 	if s.cfg.ProbeWhenTold && !s.awaitProbeWord(ctx) {
 		return
 	}
-	s.awaitSettledRules(ctx)
+	if s.cfg.RulesSnapshot {
+		select {
+		case <-s.settled:
+		case <-ctx.Done():
+			return
+		}
+	}
 	from := ""
 	if s.fromNS != nil {
 		from = fmt.Sprintf(" from %s (network namespace of pid %d)", s.fromNS.Addr, s.fromNS.PID)
@@ -130,26 +136,22 @@ func (s *session) readStdin(r io.Reader) {
 
 // Settling: the agent pods' own start makes NetworkPolicy plugins resync
 // (kube-router rewrites and renames its chains on every pod phase change in
-// the cluster), right when the probe would go. Where such a plugin's chains
-// are in the ruleset, the probe waits until the ruleset has been unchanged
-// for rulesQuietFor (at most rulesSettleMax) and the index is of that
-// ruleset, so its packet crosses rules the agent has read. Elsewhere it
-// waits only for the first snapshot, which the answer needs anyway.
+// the cluster, on every node), right when the probe would go. Where such a
+// plugin's chains are in the ruleset, every agent, once its first snapshot
+// is taken, waits until the ruleset has been unchanged for rulesQuietFor
+// (at most rulesSettleMax) and reads it again if it changed: the probe
+// goes after that, so its packet crosses rules the agents have read, on its
+// node and, as the plugins sync at the same moments, on the nodes it is
+// followed to. Elsewhere the probe waits only for the first snapshot, which
+// the answer needs anyway.
 const (
 	rulesQuietFor  = 400 * time.Millisecond
 	rulesSettleMax = 3 * time.Second
 	rulesPoll      = 50 * time.Millisecond
 )
 
-func (s *session) awaitSettledRules(ctx context.Context) {
-	if !s.cfg.RulesSnapshot {
-		return
-	}
-	select {
-	case <-s.snapReady:
-	case <-ctx.Done():
-		return
-	}
+// settle runs after the first snapshot (initialSnapshot).
+func (s *session) settle(ctx context.Context) {
 	if !s.policyPlugin() {
 		return
 	}
@@ -160,17 +162,21 @@ func (s *session) awaitSettledRules(ctx context.Context) {
 			quiet = false
 		}
 	}
+	reread := false
 	for b := range s.index {
 		if gen, err := s.fingerprint(b); err == nil && gen != s.indexGen[b].Load() {
+			reread = true
 			if _, err := s.takeIndex(ctx, b); err != nil && ctx.Err() == nil {
-				s.log.Printf("re-reading the %s ruleset before the probe: %v", b, err)
+				s.log.Printf("re-reading the %s ruleset once it settled: %v", b, err)
 			}
 		}
 	}
-	if quiet {
-		s.log.Printf("probing once the ruleset settled (a NetworkPolicy plugin's chains are in it), after %s", time.Since(t0).Round(time.Millisecond))
-	} else {
-		s.log.Printf("probing although the ruleset still changes after %s", rulesSettleMax)
+	switch {
+	case ctx.Err() != nil:
+	case !quiet:
+		s.log.Printf("the ruleset still changes after %s (a NetworkPolicy plugin's chains are in it)", rulesSettleMax)
+	default:
+		s.log.Printf("the ruleset settled after %s (a NetworkPolicy plugin's chains are in it; re-read: %v)", time.Since(t0).Round(time.Millisecond), reread)
 	}
 }
 

@@ -143,6 +143,9 @@ type session struct {
 	// fromNS is the network namespace --probe-from-ip connects from.
 	fromNS    *kernel.Netns
 	snapReady chan struct{}
+	// settled is closed once the ruleset settled after the first
+	// snapshot (probe.go), or at once without a NetworkPolicy plugin.
+	settled chan struct{}
 	// probeTold is closed when the plugin says to probe (ProbeWhenTold).
 	probeTold chan struct{}
 	packets   chan pktItem

@@ -35,10 +35,13 @@ func (s *session) waitIndex(ctx context.Context, b ipBackend) *rules.Index {
 }
 
 func (s *session) initialSnapshot(ctx context.Context) {
-	defer close(s.snapReady)
+	defer close(s.settled)
 	if !s.cfg.RulesSnapshot {
+		close(s.snapReady)
 		return
 	}
+	defer s.settle(ctx)
+	defer close(s.snapReady)
 	for b := range s.index {
 		t0 := time.Now()
 		_, err := s.takeIndex(ctx, b)
