@@ -798,7 +798,7 @@ func TestAgentProbeWaitsForSettledRules(t *testing.T) {
 	if code := a.wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
 	}
-	if !strings.Contains(a.stderr.String(), "probing once the ruleset settled") {
+	if !strings.Contains(a.stderr.String(), "the ruleset settled after") {
 		t.Errorf("the agent did not wait for the ruleset to settle:\n%s", a.stderr.String())
 	}
 	pkts := recordsOf[record.Packet](a, record.TypePacket)
