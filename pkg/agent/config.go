@@ -161,6 +161,11 @@ type Config struct {
 	RulesSnapshot bool
 	// StdinWatch ends the session when stdin reaches EOF (the plugin is gone).
 	StdinWatch bool
+	// LogStdout writes the log lines to stdout between the records, not to
+	// stderr. The plugin reads pods/log, where the runtime merges both
+	// streams: it splits a record longer than its line limit (16 KiB in
+	// containerd), and a stderr line written meanwhile lands inside it.
+	LogStdout bool
 	// Probe opens one connection to each traced address once ready (to
 	// each of ProbeTo when given).
 	Probe bool

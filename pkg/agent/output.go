@@ -40,3 +40,23 @@ func (o *output) write(v any) error {
 	}
 	return nil
 }
+
+// lines is a writer of whole log lines into the record stream: each Write
+// (log.Logger makes one per line) goes out between two records, never
+// inside one.
+func (o *output) lines() io.Writer { return lineWriter{o} }
+
+type lineWriter struct{ o *output }
+
+func (l lineWriter) Write(p []byte) (int, error) {
+	l.o.mu.Lock()
+	defer l.o.mu.Unlock()
+	if l.o.err != nil {
+		return 0, l.o.err
+	}
+	if _, err := l.o.w.Write(p); err != nil {
+		l.o.err = fmt.Errorf("write log line to stdout: %w", err)
+		return 0, l.o.err
+	}
+	return len(p), nil
+}

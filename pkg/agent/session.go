@@ -82,13 +82,18 @@ func runWith(ctx context.Context, cfg Config, streams IO, opts options) error {
 	if streams.Err == nil {
 		streams.Err = io.Discard
 	}
+	out := newOutput(streams.Out)
+	logTo := streams.Err
+	if cfg.LogStdout {
+		logTo = out.lines()
+	}
 	s := &session{
 		cfg:   cfg,
 		io:    streams,
 		h:     h,
 		opts:  opts,
-		out:   newOutput(streams.Out),
-		log:   log.New(streams.Err, "svctrace agent: ", 0),
+		out:   out,
+		log:   log.New(logTo, "svctrace agent: ", 0),
 		start: time.Now(),
 		live:  newLiveExplainer(h.ProcRoot),
 

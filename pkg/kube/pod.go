@@ -207,7 +207,7 @@ func AgentArgs(t *Target, node string, o AgentOptions) []string {
 			args = append(args, "--endpoint="+strings.Join(eps, ","))
 		}
 	}
-	args = append(args, "--node="+node, "--duration="+o.Duration.String(), "--stdin-watch")
+	args = append(args, "--node="+node, "--duration="+o.Duration.String(), "--stdin-watch", "--log-stdout")
 	if o.MaxPackets > 0 {
 		args = append(args, "--max-packets="+strconv.Itoa(o.MaxPackets))
 	}

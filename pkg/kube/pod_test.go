@@ -111,14 +111,14 @@ func TestAgentArgs(t *testing.T) {
 			t:    target,
 			o:    AgentOptions{Duration: time.Minute, Source: "auto"},
 			want: []string{"agent", "--dst=10.96.0.10:53,[fd00::a]:53", "--nodeport=30053", "--nodeport=30054",
-				"--proto=udp", "--service=kube-system/kube-dns:dns/udp", "--node=n1", "--duration=1m0s", "--stdin-watch"},
+				"--proto=udp", "--service=kube-system/kube-dns:dns/udp", "--node=n1", "--duration=1m0s", "--stdin-watch", "--log-stdout"},
 		},
 		{
 			name: "every option",
 			t:    target,
 			o:    AgentOptions{Duration: 90 * time.Second, MaxPackets: 3, Probe: true, AllPackets: true, Source: "kmsg"},
 			want: []string{"agent", "--dst=10.96.0.10:53,[fd00::a]:53", "--nodeport=30053", "--nodeport=30054",
-				"--proto=udp", "--service=kube-system/kube-dns:dns/udp", "--node=n1", "--duration=1m30s", "--stdin-watch",
+				"--proto=udp", "--service=kube-system/kube-dns:dns/udp", "--node=n1", "--duration=1m30s", "--stdin-watch", "--log-stdout",
 				"--max-packets=3", "--probe", "--all-packets", "--source=kmsg"},
 		},
 		{
@@ -127,13 +127,13 @@ func TestAgentArgs(t *testing.T) {
 				Ports: []Port{{Port: 80, NodePort: 30080}}, ClusterIPs: []string{"10.96.0.10"}, Nodes: []NodeInfo{{Name: "n1", Addresses: []string{"10.199.0.2"}}}},
 			o: AgentOptions{Duration: time.Minute, Probe: true, ProbeKind: ProbeNodePort},
 			want: []string{"agent", "--dst=10.96.0.10:80", "--nodeport=30080", "--proto=tcp", "--service=default/myapp/tcp", "--node=n1",
-				"--duration=1m0s", "--stdin-watch", "--probe", "--probe-to=10.199.0.2:30080"},
+				"--duration=1m0s", "--stdin-watch", "--log-stdout", "--probe", "--probe-to=10.199.0.2:30080"},
 		},
 		{
 			name: "--from a pod: probe from its namespace, trace only its packets",
 			t:    &Target{Proto: "tcp", Dst: []string{"10.96.0.10:80"}, Services: []string{"default/myapp/tcp"}},
 			o:    AgentOptions{Duration: time.Minute, MaxPackets: 1, Probe: true, ProbeFromIP: "10.244.0.9"},
-			want: []string{"agent", "--dst=10.96.0.10:80", "--proto=tcp", "--service=default/myapp/tcp", "--node=n1", "--duration=1m0s", "--stdin-watch",
+			want: []string{"agent", "--dst=10.96.0.10:80", "--proto=tcp", "--service=default/myapp/tcp", "--node=n1", "--duration=1m0s", "--stdin-watch", "--log-stdout",
 				"--max-packets=1", "--probe", "--probe-from-ip=10.244.0.9", "--src=10.244.0.9"},
 		},
 		{
@@ -143,19 +143,19 @@ func TestAgentArgs(t *testing.T) {
 				EndpointsByService: map[string][]string{"default/myapp": {"10.199.0.2:8080", "10.244.1.5:8080", "10.244.2.5:8080"}, "default/myapp:metrics": {"10.244.1.5:9090"}}},
 			o: AgentOptions{Duration: time.Minute, TraceEndpoints: true},
 			want: []string{"agent", "--dst=10.96.0.10:80", "--proto=tcp", "--service=default/myapp/tcp",
-				"--endpoint=10.199.0.2:8080,10.244.1.5:8080,10.244.1.5:9090", "--node=n1", "--duration=1m0s", "--stdin-watch"},
+				"--endpoint=10.199.0.2:8080,10.244.1.5:8080,10.244.1.5:9090", "--node=n1", "--duration=1m0s", "--stdin-watch", "--log-stdout"},
 		},
 		{
 			name: "a node the --from packet is followed to: no probe, only the pod's packets",
 			t:    &Target{Proto: "tcp", Dst: []string{"10.96.0.10:80"}, Services: []string{"default/myapp/tcp"}},
 			o:    AgentOptions{Duration: time.Minute, Src: "10.244.0.9"},
-			want: []string{"agent", "--dst=10.96.0.10:80", "--proto=tcp", "--service=default/myapp/tcp", "--node=n1", "--duration=1m0s", "--stdin-watch", "--src=10.244.0.9"},
+			want: []string{"agent", "--dst=10.96.0.10:80", "--proto=tcp", "--service=default/myapp/tcp", "--node=n1", "--duration=1m0s", "--stdin-watch", "--log-stdout", "--src=10.244.0.9"},
 		},
 		{
 			name: "NodePort only (hostname load balancer), no --dst",
 			t:    &Target{Proto: "tcp", NodePorts: []int32{30080}, Services: []string{"default/web/tcp"}},
 			o:    AgentOptions{Duration: time.Minute},
-			want: []string{"agent", "--nodeport=30080", "--proto=tcp", "--service=default/web/tcp", "--node=n1", "--duration=1m0s", "--stdin-watch"},
+			want: []string{"agent", "--nodeport=30080", "--proto=tcp", "--service=default/web/tcp", "--node=n1", "--duration=1m0s", "--stdin-watch", "--log-stdout"},
 		},
 	}
 	for _, tc := range tests {
