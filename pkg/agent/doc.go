@@ -4,7 +4,11 @@
 // rules that match only the traced Service addresses, reads the trace output,
 // groups it into packets with package trace, annotates them with a ruleset
 // snapshot (packages rules and explain) and streams NDJSON records (package
-// record) on stdout: ready, then packet/lost/warning, then bye.
+// record) on stdout: ready, then packet/lost/warning, then bye. Its log
+// lines go to stderr, or with --log-stdout (the plugin's agents) to stdout
+// between the records: pods/log merges the two streams, and the container
+// runtime splits a line beyond its limit (16 KiB in containerd), so a stderr
+// line written meanwhile would land inside a long record.
 //
 // Backends and sources. kube-proxy's chains are looked for in both
 // iptables backends and both families (its canary in mangle, KUBE-SERVICES in
