@@ -55,13 +55,14 @@ func newChainFetcher(s *session) *chainFetcher {
 // note is called for every nft trace event (the source's goroutine): a
 // rule hop in a chain the index does not have the rule of asks for the
 // chain, at most once per rereadEvery.
+//
 // Before the first snapshot (ix nil) only tables other than nat are asked
 // for: they are read whole, in one go.
 func (f *chainFetcher) note(ix *rules.Index, ev *trace.Event) {
-	if ev.Kind != trace.KindRule || ev.Handle == 0 || !slices.Contains(iptablesTables, ev.Table) {
+	fam := ev.Header.Family
+	if ev.Kind != trace.KindRule || ev.Handle == 0 || (fam != 4 && fam != 6) || !slices.Contains(iptablesTables, ev.Table) {
 		return
 	}
-	fam := ev.Header.Family
 	if ix == nil && ev.Table == "nat" {
 		return
 	}
