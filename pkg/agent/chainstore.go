@@ -28,6 +28,9 @@ type storeKey struct {
 
 type chainStore struct {
 	tables map[storeKey]*storedTable
+	// version counts the chains kept: an index built at this version
+	// knows them all.
+	version uint64
 }
 
 type storedTable struct {
@@ -50,6 +53,7 @@ func (cs *chainStore) keep(fam uint8, table string, c *chainText) {
 		st.order = append(st.order, c.name)
 	}
 	st.byName[c.name] = c
+	cs.version++
 	for len(st.order) > maxStoredChains {
 		delete(st.byName, st.order[0])
 		st.order = st.order[1:]

@@ -66,3 +66,20 @@ func TestChainStoreCompose(t *testing.T) {
 		t.Errorf("store holds %d/%d chains, want at most %d", len(st.order), len(st.byName), maxStoredChains)
 	}
 }
+
+// The writer builds the index again only when a chain was read since the
+// last build: a packet through a chain that cannot be read (gone, or one
+// iptables-nft cannot print) must not cost a build per packet.
+func TestRebuildOnlyAfterNewChains(t *testing.T) {
+	s := snapshotter{cfg: &Config{}}
+	if ix, err := s.rebuild(); ix != nil || err != nil {
+		t.Fatalf("rebuild with nothing read = %v, %v; want nil, nil", ix, err)
+	}
+	s.chains.keep(4, "filter", chainOf("KUBE-POD-FW-NEW", "-j ACCEPT", "7"))
+	if ix, err := s.rebuild(); ix == nil || err != nil {
+		t.Fatalf("rebuild after a chain was read = %v, %v; want an index", ix, err)
+	}
+	if ix, err := s.rebuild(); ix != nil || err != nil {
+		t.Fatalf("second rebuild = %v, %v; want nil, nil", ix, err)
+	}
+}

@@ -55,8 +55,9 @@ func (s *session) indexFor(ctx context.Context, b ipBackend, p *trace.Packet) *r
 		return ix
 	}
 	if b == backendNft && s.fetcher != nil && s.fetcher.wait(ctx) {
-		// The chains the packet's events asked for are read (chainfetch.go).
-		if fresh, err := s.snap.rebuild(); err == nil {
+		// The chains the packet's events asked for are read (chainfetch.go);
+		// nothing new read, nothing to build.
+		if fresh, err := s.snap.rebuild(); err == nil && fresh != nil {
 			s.index[b].Store(fresh)
 			ix = fresh
 			if len(unknownChains(ix, p)) == 0 {

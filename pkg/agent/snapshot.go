@@ -154,6 +154,7 @@ type snapshotter struct {
 	mu     sync.Mutex
 	chains chainStore
 	parts  []indexPart
+	built  uint64 // the chain store's version the last index was built at
 }
 
 // indexPart is one input of an index: iptables-nft chains of a family to
@@ -213,16 +214,21 @@ func (s *snapshotter) take(ctx context.Context, b ipBackend) (*rules.Index, uint
 	return ix, sum.Sum64(), err
 }
 
-// rebuild indexes the last nft read again, with the chains fetched since
-// (fetchChains): no ruleset read.
+// rebuild indexes the last nft read again, with the chains read since
+// (chain store): no ruleset read. It returns nil when no chain was read
+// since the last index was built.
 func (s *snapshotter) rebuild() (*rules.Index, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.chains.version == s.built {
+		return nil, nil
+	}
 	return s.build(s.parts)
 }
 
 // build indexes parts; the caller holds s.mu.
 func (s *snapshotter) build(parts []indexPart) (*rules.Index, error) {
+	s.built = s.chains.version
 	ix := rules.NewIndex()
 	for _, p := range parts {
 		switch {
