@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
-	"github.com/svctrace/kubectl-svctrace/pkg/rules"
 )
 
 // probe opens one connection (TCP) or sends one datagram (UDP) to each
@@ -132,93 +131,4 @@ func (s *session) readStdin(r io.Reader) {
 			close(s.probeTold)
 		}
 	}
-}
-
-// Settling: the agent pods' own start makes NetworkPolicy plugins resync
-// (kube-router rewrites and renames its chains on every pod phase change in
-// the cluster, on every node), right when the probe would go. Where such a
-// plugin's chains are in the ruleset, every agent, once its first snapshot
-// is taken, waits until the ruleset has been unchanged for rulesQuietFor
-// (at most rulesSettleMax) and reads it again if it changed: the probe
-// goes after that, so its packet crosses rules the agents have read, on its
-// node and, as the plugins sync at the same moments, on the nodes it is
-// followed to. Elsewhere the probe waits only for the first snapshot, which
-// the answer needs anyway.
-const (
-	rulesQuietFor  = 400 * time.Millisecond
-	rulesSettleMax = 3 * time.Second
-	rulesPoll      = 50 * time.Millisecond
-)
-
-// settle runs after the first snapshot (initialSnapshot).
-func (s *session) settle(ctx context.Context) {
-	if !s.policyPlugin() {
-		return
-	}
-	t0 := time.Now()
-	quiet := true
-	for b := range s.index {
-		if !s.awaitQuiet(ctx, b, t0.Add(rulesSettleMax)) {
-			quiet = false
-		}
-	}
-	reread := false
-	for b := range s.index {
-		if gen, err := s.fingerprint(b); err == nil && gen != s.indexGen[b].Load() {
-			reread = true
-			if _, err := s.takeIndex(ctx, b); err != nil && ctx.Err() == nil {
-				s.log.Printf("re-reading the %s ruleset once it settled: %v", b, err)
-			}
-		}
-	}
-	switch {
-	case ctx.Err() != nil:
-	case !quiet:
-		s.log.Printf("the ruleset still changes after %s (a NetworkPolicy plugin's chains are in it)", rulesSettleMax)
-	default:
-		s.log.Printf("the ruleset settled after %s (a NetworkPolicy plugin's chains are in it; re-read: %v)", time.Since(t0).Round(time.Millisecond), reread)
-	}
-}
-
-// policyPlugin reports whether a NetworkPolicy plugin's entry chain is in
-// a traced backend's filter table.
-func (s *session) policyPlugin() bool {
-	for _, p := range s.index {
-		ix := p.Load()
-		if ix == nil {
-			continue
-		}
-		for _, f := range s.det.Families {
-			for _, e := range rules.FirewallEntryChains {
-				if _, ok := ix.Rule(f.Family, "filter", e.Chain, 1); ok {
-					return true
-				}
-			}
-		}
-	}
-	return false
-}
-
-// awaitQuiet waits until b's fingerprint has not changed for rulesQuietFor;
-// false at the deadline.
-func (s *session) awaitQuiet(ctx context.Context, b ipBackend, deadline time.Time) bool {
-	last, err := s.fingerprint(b)
-	if err != nil {
-		return true // nothing to watch
-	}
-	since := time.Now()
-	for time.Since(since) < rulesQuietFor {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false
-		}
-		time.Sleep(rulesPoll)
-		fp, err := s.fingerprint(b)
-		if err != nil {
-			return true
-		}
-		if fp != last {
-			last, since = fp, time.Now()
-		}
-	}
-	return true
 }

@@ -149,7 +149,7 @@ type session struct {
 	fromNS    *kernel.Netns
 	snapReady chan struct{}
 	// settled is closed once the ruleset settled after the first
-	// snapshot (probe.go), or at once without a NetworkPolicy plugin.
+	// snapshot (watch.go: settle), or at once without a NetworkPolicy plugin.
 	settled chan struct{}
 	// probeTold is closed when the plugin says to probe (ProbeWhenTold).
 	probeTold chan struct{}
