@@ -647,6 +647,7 @@ func (s *loop) record(a *agent, rec any) {
 		}
 		s.showProgress()
 	case *record.Packet:
+		a.packets++ // every record that arrived: its bye says how many were written
 		if !a.live() || s.cfg.Count > 0 && s.packets >= s.cfg.Count {
 			return
 		}
@@ -654,7 +655,6 @@ func (s *loop) record(a *agent, rec any) {
 		if s.tr.Policies != nil {
 			s.tr.Policies.Explain(r)
 		}
-		a.packets++
 		for _, p := range s.joiner.Add(r, time.Now()) {
 			s.emit(p)
 		}

@@ -320,6 +320,7 @@ func TestTracerRun(t *testing.T) {
 		wantWarn    []record.Warning
 		wantErr     string   // substring, "" = success
 		wantStderr  []string // substrings
+		notStderr   []string // substrings stderr must not have
 		wantClosed  []string // pods whose stdin the client closed
 	}{
 		{
@@ -355,16 +356,19 @@ func TestTracerRun(t *testing.T) {
 				c.Count = 1
 				c.Agent.MaxPackets = 1
 			},
+			// The second packet arrives after --count was reached: dropped,
+			// but counted as arrived (its bye says 2 were written: no loss).
 			scripts: map[string]script{pod1: {
 				before:    []string{readyLine("n1", "v0.1.0"), packetLine("10.199.0.2:40000"), packetLine("10.199.0.2:40001")},
 				waitStdin: true,
-				after:     []string{byeLine("stdin", "")},
+				after:     []string{jsonLine(record.Bye{Type: record.TypeBye, Session: "test1", Reason: "stdin", Packets: 2})},
 			}},
 			wantPackets: []record.Packet{{Type: "packet", Node: "n1", Family: "ipv4", Proto: "tcp", Src: "10.199.0.2:40000", Dst: "10.96.173.227:80",
 				Service: "default/myapp", Endpoint: "10.244.0.24:80", EndpointPod: "default/myapp-b", Verdict: "ACCEPT", VerdictHop: -1,
 				Nodes: []string{"n1"},
 				Hops:  []record.Hop{{Table: "nat", Chain: "KUBE-SVC-XJWXQFJLXSXKRMSG", Kind: "rule", Rule: 2, Node: "n1"}}}},
 			wantStderr: []string{"Stopped (--count 1 reached) after 1 packet(s)"},
+			notStderr:  []string{"reached svctrace"},
 			wantClosed: []string{pod1},
 		},
 		{
@@ -538,6 +542,11 @@ func TestTracerRun(t *testing.T) {
 			for _, s := range tc.wantStderr {
 				if !strings.Contains(stderr.String(), s) {
 					t.Errorf("stderr does not contain %q:\n%s", s, stderr)
+				}
+			}
+			for _, s := range tc.notStderr {
+				if strings.Contains(stderr.String(), s) {
+					t.Errorf("stderr contains %q:\n%s", s, stderr)
 				}
 			}
 			for _, pod := range tc.wantClosed {
