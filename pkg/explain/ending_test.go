@@ -1,8 +1,11 @@
 package explain
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/svctrace/kubectl-svctrace/pkg/rules"
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
 )
 
@@ -25,6 +28,41 @@ func TestPendingEnding(t *testing.T) {
 	for _, tt := range tests {
 		if got := PendingEnding(tt.nftablesMode)(tt.ev); got != tt.want {
 			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestEndingByHandle: what the agent's netlink events (with rule handles)
+// get from the iptables-nft ruleset. The masquerade ends the packet's nat
+// traversal at POSTROUTING, the last table there, so the Grouper completes
+// it at once instead of after the quiet window: nat's regular chains also
+// run from its OUTPUT base chain, which filter OUTPUT follows, but
+// KUBE-POSTROUTING only from POSTROUTING. A DNAT, run from nat OUTPUT too,
+// does not end the hook.
+func TestEndingByHandle(t *testing.T) {
+	ix := rules.NewIndex()
+	for _, name := range []string{"local-gw-to-nodeport.nft.rules.txt", "local-gw-to-nodeport.nft.ruleset.txt"} {
+		data, err := os.ReadFile(filepath.Join(captures, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ix.Add(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end := Ending(ix)
+	for _, tt := range []struct {
+		chain  string
+		handle uint64
+		want   trace.Ending
+	}{
+		{"KUBE-POSTROUTING", 199, trace.EndTable},         // masquerade
+		{"KUBE-POSTROUTING", 198, trace.EndNone},          // mark
+		{"KUBE-SEP-DJCFJEHZN55DUUWE", 212, trace.EndNone}, // dnat
+	} {
+		ev := &trace.Event{Header: trace.Header{Family: 4}, Table: "nat", Chain: tt.chain, Kind: trace.KindRule, Handle: tt.handle, Verdict: "ACCEPT"}
+		if got := end(ev); got != tt.want {
+			t.Errorf("nat %s handle %d: got %v, want %v", tt.chain, tt.handle, got, tt.want)
 		}
 	}
 }

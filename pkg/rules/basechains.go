@@ -6,9 +6,11 @@ package rules
 // after this chain (at an equal priority it may), so a packet this chain
 // accepts can still be traced, and dropped, there. kube-proxy's nftables
 // mode puts its filter-input next to iptables' filter INPUT, both at
-// priority filter. For a regular chain, which runs in whatever base chain
-// jumped to it, any base chain of the table counts. It is false for tables
-// without an nft listing.
+// priority filter. A regular chain runs in the base chains whose jumps and
+// gotos reach it (iptables' KUBE-POSTROUTING only in nat POSTROUTING); one
+// no jump of the listing reaches (entered through a verdict map, say)
+// counts every base chain of its table. It is false for tables without an
+// nft listing.
 func (ix *Index) LaterBaseChain(family uint8, table, chain string) bool {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
@@ -17,12 +19,9 @@ func (ix *Index) LaterBaseChain(family uint8, table, chain string) bool {
 		return false
 	}
 	own := tv.nft.bases
-	if self := tv.nft.chain(chain); self != nil && self.hook != "" {
-		for k, i := range own {
-			if &tv.nft.chains[i] == self {
-				own = own[k : k+1]
-				break
-			}
+	if i, ok := tv.nft.byName[chain]; ok {
+		if e := tv.nft.entryChains()[i]; len(e) > 0 {
+			own = e
 		}
 	}
 	for _, i := range own {
@@ -40,4 +39,36 @@ func (ix *Index) LaterBaseChain(family uint8, table, chain string) bool {
 		}
 	}
 	return false
+}
+
+// entryChains returns, for every chain of the snapshot, the base chains
+// whose traversal can enter it through jumps and gotos (a base chain
+// enters itself), computed once.
+func (s *snapshot) entryChains() [][]int32 {
+	s.entryOnce.Do(func() {
+		s.entries = make([][]int32, len(s.chains))
+		seen := make([]bool, len(s.chains))
+		var stack []int32
+		for _, b := range s.bases {
+			clear(seen)
+			stack = append(stack[:0], b)
+			seen[b] = true
+			for len(stack) > 0 {
+				c := stack[len(stack)-1]
+				stack = stack[:len(stack)-1]
+				s.entries[c] = append(s.entries[c], b)
+				cd := &s.chains[c]
+				for _, r := range s.rules[cd.start : cd.start+cd.n] {
+					if r.Jump == "" {
+						continue
+					}
+					if n, ok := s.byName[r.Jump]; ok && !seen[n] {
+						seen[n] = true
+						stack = append(stack, n)
+					}
+				}
+			}
+		}
+	})
+	return s.entries
 }

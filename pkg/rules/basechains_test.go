@@ -13,10 +13,34 @@ func TestLaterBaseChain(t *testing.T) {
 	chain KUBE-ROUTER-INPUT {
 		accept
 	}
+	chain OUTPUT {
+		type filter hook output priority filter; policy accept;
+	}
 }
 table ip nat {
 	chain PREROUTING {
 		type nat hook prerouting priority dstnat; policy accept;
+		jump KUBE-SERVICES
+	}
+	chain OUTPUT {
+		type nat hook output priority -100; policy accept;
+		jump KUBE-SERVICES
+	}
+	chain POSTROUTING {
+		type nat hook postrouting priority srcnat; policy accept;
+		jump KUBE-POSTROUTING
+	}
+	chain KUBE-SERVICES {
+		jump KUBE-SVC-X
+	}
+	chain KUBE-SVC-X {
+		goto KUBE-SEP-Y
+	}
+	chain KUBE-SEP-Y {
+		dnat to 10.244.1.2:80
+	}
+	chain KUBE-POSTROUTING {
+		masquerade fully-random
 	}
 }
 table ip raw {
@@ -54,9 +78,12 @@ table ip6 other {
 		{"kube-proxy", "filter-input", true},  // and the other way round
 		{"raw", "PREROUTING", true},           // -300: kube-proxy's -110 and nat's -100 follow
 		{"nat", "PREROUTING", false},          // -100: kube-proxy's prerouting chain runs before (-110)
+		{"nat", "POSTROUTING", false},         // nothing after srcnat
+		{"nat", "KUBE-POSTROUTING", false},    // entered from POSTROUTING only (its OUTPUT is followed by filter's)
+		{"nat", "KUBE-SEP-Y", true},           // entered from OUTPUT too (jump, jump, goto), which filter OUTPUT follows
 		{"kube-proxy", "nodeport-endpoints-check", true},
-		{"nat", "KUBE-SERVICES", false}, // not listed: any nat base chain; none follows
-		{"mangle", "INPUT", false},      // no such table
+		{"nat", "KUBE-MISSING", true}, // not listed: any nat base chain; filter OUTPUT follows nat OUTPUT
+		{"mangle", "INPUT", false},    // no such table
 	} {
 		if got := ix.LaterBaseChain(FamilyIPv4, tt.table, tt.chain); got != tt.want {
 			t.Errorf("LaterBaseChain(%s, %s) = %v, want %v", tt.table, tt.chain, got, tt.want)

@@ -151,6 +151,9 @@ type snapshot struct {
 
 	revOnce sync.Once
 	rev     map[string]string // endpoint chain -> a service chain jumping to it
+
+	entryOnce sync.Once
+	entries   [][]int32 // per chain: the base chains (indexes in chains) whose jumps and gotos reach it
 }
 
 type chainData struct {
