@@ -821,3 +821,48 @@ func TestAgentProbeWaitsForSettledRules(t *testing.T) {
 		t.Errorf("the probe crossed %v, want the last generation %s", crossed, gen(last))
 	}
 }
+
+// TestAgentBigNatTable: a nat table past natWholeMax chains (kube-proxy's
+// per-Service chains of a big cluster) is read chain by chain along the
+// walk from the traced destination, and every nat hop still has its text.
+func TestAgentBigNatTable(t *testing.T) {
+	requireAgentBin(t)
+	tp := newTopo(t, backendNft)
+	var pad strings.Builder
+	pad.WriteString("*nat\n")
+	for i := range natWholeMax + 20 {
+		fmt.Fprintf(&pad, ":KUBE-SVC-PAD%010d - [0:0]\n", i)
+	}
+	pad.WriteString("COMMIT\n")
+	tp.node.mustRestore(t, pad.String(), "iptables-nft-restore", "--noflush")
+	t.Cleanup(func() {
+		var del strings.Builder
+		del.WriteString("*nat\n")
+		for i := range natWholeMax + 20 {
+			fmt.Fprintf(&del, "-X KUBE-SVC-PAD%010d\n", i)
+		}
+		del.WriteString("COMMIT\n")
+		tp.node.mustRestore(t, del.String(), "iptables-nft-restore", "--noflush")
+	})
+	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--probe", "--max-packets", "1", "--duration", "30s")
+	a.waitReady(10 * time.Second)
+	if code := a.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+	}
+	pkts := recordsOf[record.Packet](a, record.TypePacket)
+	if len(pkts) != 1 {
+		t.Fatalf("%d packets, want 1\nstderr:\n%s", len(pkts), a.stderr.String())
+	}
+	nat := 0
+	for _, h := range pkts[0].Hops {
+		if h.Table == "nat" && h.Kind == "rule" {
+			nat++
+			if h.Text == "" {
+				t.Errorf("hop nat:%s rule %d has no text", h.Chain, h.Rule)
+			}
+		}
+	}
+	if nat < 5 || pkts[0].Endpoint == "" {
+		t.Errorf("%d nat rule hops, endpoint %q: want the Service's path to an endpoint", nat, pkts[0].Endpoint)
+	}
+}

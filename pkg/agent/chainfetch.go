@@ -5,6 +5,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -161,13 +162,27 @@ func (f *chainFetcher) wait(ctx context.Context) bool {
 }
 
 // fetchTable reads one iptables-nft table whole into the chain store and
-// returns how many chains it kept: the chains as iptables -S prints them,
-// their handles from one `nft -a list table`. A chain in only one of the
-// two (a rewrite between them) is left out.
+// returns how many chains it kept.
 func (s *snapshotter) fetchTable(ctx context.Context, fam uint8, table string) (int, error) {
-	out, err := s.h.run(ctx, backendNft.Binary(fam), "-w", "-t", table, "-S")
+	chains, err := s.readTable(ctx, fam, table)
 	if err != nil {
 		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range chains {
+		s.chains.keep(fam, table, c)
+	}
+	return len(chains), nil
+}
+
+// readTable reads one iptables-nft table whole: the chains as iptables -S
+// prints them, their handles from one `nft -a list table`. A chain in only
+// one of the two (a rewrite between them) is left out.
+func (s *snapshotter) readTable(ctx context.Context, fam uint8, table string) ([]*chainText, error) {
+	out, err := s.h.run(ctx, backendNft.Binary(fam), "-w", "-t", table, "-S")
+	if err != nil {
+		return nil, fmt.Errorf("snapshot table %s: %w", table, err)
 	}
 	chains := map[string]*chainText{}
 	var order []string
@@ -196,23 +211,18 @@ func (s *snapshotter) fetchTable(ctx context.Context, fam uint8, table string) (
 	})
 	nft, err := s.h.run(ctx, "nft", "-a", "list", "table", nftFamily(fam), table)
 	if err != nil {
-		return 0, err
+		return nil, fmt.Errorf("snapshot handles of table %s: %w", table, err)
 	}
 	blocks := splitChainBlocks(nft)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
+	kept := make([]*chainText, 0, len(order))
 	for _, name := range order {
-		b, ok := blocks[name]
-		if !ok {
-			continue
+		if b, ok := blocks[name]; ok {
+			c := chains[name]
+			c.block = b
+			kept = append(kept, c)
 		}
-		c := chains[name]
-		c.block = b
-		s.chains.keep(fam, table, c)
-		n++
 	}
-	return n, nil
+	return kept, nil
 }
 
 // splitChainBlocks cuts `nft -a list table` output into its chain blocks.

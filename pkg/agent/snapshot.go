@@ -5,6 +5,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log"
@@ -338,10 +339,12 @@ type chainText struct {
 	block  []byte
 }
 
-// fetchNftIptables reads the iptables-nft tables chain by chain (fixed
+// fetchNftIptables reads the iptables-nft tables, all at once: each whole
+// (two commands, readTable), but a big nat table chain by chain (its fixed
 // chains, then the per-Service chains reachable from the traced
-// destinations): `iptables-nft -S CHAIN` is fast where iptables-nft-save
-// is not. Every chain read is also kept in the chain store.
+// destinations, one level of the walk at a time): `iptables-nft -S CHAIN`
+// is fast where reading a nat table of 10,000 Services is not. Every chain
+// read is also kept in the chain store.
 func (s *snapshotter) fetchNftIptables(ctx context.Context, fam uint8, t rules.Traced) ([]fetchedTable, error) {
 	n, err := s.h.nftables()
 	if err != nil {
@@ -351,69 +354,157 @@ func (s *snapshotter) fetchNftIptables(ctx context.Context, fam uint8, t rules.T
 	if err != nil {
 		return nil, err
 	}
-	var out []fetchedTable
+	var present []string
 	for _, table := range iptablesTables {
-		if !slices.Contains(tables, table) {
-			continue
+		if slices.Contains(tables, table) {
+			present = append(present, table)
 		}
-		chains, ok, err := n.Chains(fam, table)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			continue
-		}
-		ft := fetchedTable{table: table}
-		r := rules.NewReach(rules.IptablesSyntax, t)
-		fetch := func(chain string) error {
-			c, err := s.fetchChain(ctx, fam, table, chain)
-			if c == nil || err != nil {
-				return err
+	}
+	out := make([]fetchedTable, len(present))
+	errs := make([]error, len(present))
+	var wg sync.WaitGroup
+	for i, table := range present {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i].table = table
+			if table == "nat" {
+				out[i].chains, errs[i] = s.fetchNat(ctx, fam, t)
+				return
 			}
-			for _, l := range c.lines {
-				r.Line(chain, l)
+			out[i].chains, errs[i] = s.readTable(ctx, fam, table)
+			if errs[i] != nil && isIncompatibleChain(errs[i]) {
+				// A chain iptables-nft cannot print fails the whole
+				// table: read the chains one by one, that one without text.
+				out[i].chains, errs[i] = s.fetchTableChains(ctx, fam, table)
 			}
-			ft.chains = append(ft.chains, c)
-			return nil
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	for _, ft := range out {
+		for _, c := range ft.chains {
+			s.chains.keep(fam, ft.table, c)
 		}
-		var perService []string
-		isPerService := map[string]bool{}
-		for _, c := range chains {
-			if r.PerService(c) {
-				perService = append(perService, c)
-				isPerService[c] = true
-				continue
-			}
-			if err := fetch(c); err != nil {
-				return nil, err
-			}
-		}
-		if table == "nat" {
-			if !r.Rooted() {
-				// Nothing leads to a per-Service chain: keep them all.
-				r.Also(perService...)
+	}
+	s.mu.Unlock()
+	return out, nil
+}
+
+// fetchTableChains reads every chain of one table, chain by chain.
+func (s *snapshotter) fetchTableChains(ctx context.Context, fam uint8, table string) ([]*chainText, error) {
+	n, err := s.h.nftables()
+	if err != nil {
+		return nil, err
+	}
+	chains, ok, err := n.Chains(fam, table)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return s.fetchChainsAtOnce(ctx, fam, table, chains)
+}
+
+// natWholeMax is the most chains a nat table may have to be read whole and
+// pruned here; a bigger one (kube-proxy's per-Service and per-endpoint
+// chains of a big cluster) is read chain by chain along the walk.
+const natWholeMax = 300
+
+// fetchNat reads the nat table's fixed chains and the per-Service chains the
+// traced destinations reach (nil when iptables-nft has no nat table).
+func (s *snapshotter) fetchNat(ctx context.Context, fam uint8, t rules.Traced) ([]*chainText, error) {
+	n, err := s.h.nftables()
+	if err != nil {
+		return nil, err
+	}
+	chains, ok, err := n.Chains(fam, "nat")
+	if err != nil || !ok {
+		return nil, err
+	}
+	r := rules.NewReach(rules.IptablesSyntax, t)
+	if len(chains) <= natWholeMax {
+		all, err := s.readTable(ctx, fam, "nat")
+		if err == nil {
+			for _, c := range all {
+				for _, l := range c.lines {
+					r.Line(c.name, l)
+				}
 			}
 			r.Also(rules.ServiceChains(s.servicePorts())...)
+			r.Next()
+			return slices.DeleteFunc(all, func(c *chainText) bool { return !r.Keep(c.name) }), nil
 		}
-		// Fetch what the walk reaches, and what those chains lead to.
-		for next := r.Next(); len(next) > 0; next = r.Next() {
-			for _, c := range next {
-				if !isPerService[c] {
-					continue
-				}
-				if err := fetch(c); err != nil {
-					return nil, err
-				}
+		if !isIncompatibleChain(err) {
+			return nil, err
+		}
+		r = rules.NewReach(rules.IptablesSyntax, t) // chain by chain, as for a big table
+	}
+	var kept []*chainText
+	fetch := func(names []string) error {
+		got, err := s.fetchChainsAtOnce(ctx, fam, "nat", names)
+		for _, c := range got {
+			for _, l := range c.lines {
+				r.Line(c.name, l)
+			}
+			kept = append(kept, c)
+		}
+		return err
+	}
+	var fixed, perService []string
+	isPerService := map[string]bool{}
+	for _, c := range chains {
+		if r.PerService(c) {
+			perService = append(perService, c)
+			isPerService[c] = true
+		} else {
+			fixed = append(fixed, c)
+		}
+	}
+	if err := fetch(fixed); err != nil {
+		return nil, err
+	}
+	if !r.Rooted() {
+		// Nothing leads to a per-Service chain: keep them all.
+		r.Also(perService...)
+	}
+	r.Also(rules.ServiceChains(s.servicePorts())...)
+	// Fetch what the walk reaches, and what those chains lead to.
+	for next := r.Next(); len(next) > 0; next = r.Next() {
+		var level []string
+		for _, c := range next {
+			if isPerService[c] {
+				level = append(level, c)
 			}
 		}
-		s.mu.Lock()
-		for _, c := range ft.chains {
-			s.chains.keep(fam, table, c)
+		if err := fetch(level); err != nil {
+			return nil, err
 		}
-		s.mu.Unlock()
-		out = append(out, ft)
 	}
-	return out, nil
+	return kept, nil
+}
+
+// chainReaders bounds the chain reads of one table under way at once.
+const chainReaders = 4
+
+// fetchChainsAtOnce reads chains of one table, a few at a time, and returns
+// those read, in the order asked (gone and unprintable ones left out).
+func (s *snapshotter) fetchChainsAtOnce(ctx context.Context, fam uint8, table string, names []string) ([]*chainText, error) {
+	got := make([]*chainText, len(names))
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, chainReaders)
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			got[i], errs[i] = s.fetchChain(ctx, fam, table, name)
+		}()
+	}
+	wg.Wait()
+	return slices.DeleteFunc(got, func(c *chainText) bool { return c == nil }), errors.Join(errs...)
 }
 
 // fetchChain reads one iptables-nft chain (nil when it is gone, or when
