@@ -798,7 +798,7 @@ func TestAgentProbeWaitsForSettledRules(t *testing.T) {
 	if code := a.wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
 	}
-	if !strings.Contains(a.stderr.String(), "the ruleset settled after") {
+	if !strings.Contains(a.stderr.String(), "the ruleset settled ") {
 		t.Errorf("the agent did not wait for the ruleset to settle:\n%s", a.stderr.String())
 	}
 	pkts := recordsOf[record.Packet](a, record.TypePacket)
@@ -864,5 +864,36 @@ func TestAgentBigNatTable(t *testing.T) {
 	}
 	if nat < 5 || pkts[0].Endpoint == "" {
 		t.Errorf("%d nat rule hops, endpoint %q: want the Service's path to an endpoint", nat, pkts[0].Endpoint)
+	}
+}
+
+// TestAgentKeepsOthersRulesAtItsHandles: the raw table deleted and created
+// again by someone else numbers its rules anew, so the handles the agent
+// recorded may now hold another tool's rules. Its removal by handle checks
+// whose rule a handle holds: the other tool's rules stay.
+func TestAgentKeepsOthersRulesAtItsHandles(t *testing.T) {
+	requireAgentBin(t)
+	tp := newTopo(t, backendNft)
+	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--duration", "60s", "--watch-interval", "1h")
+	a.waitReady(10 * time.Second)
+	tp.node.mustRun(t, "nft", "delete", "table", "ip", "raw")
+	var other strings.Builder
+	other.WriteString("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n")
+	for i := range 8 {
+		fmt.Fprintf(&other, "-A PREROUTING -d 192.0.2.%d/32 -m comment --comment other-tool -j NOTRACK\n", i+1)
+		fmt.Fprintf(&other, "-A OUTPUT -d 192.0.2.%d/32 -m comment --comment other-tool -j NOTRACK\n", i+1)
+	}
+	other.WriteString("COMMIT\n")
+	tp.node.mustRestore(t, other.String(), "iptables-nft-restore", "-w")
+	before := tp.node.mustRun(t, "iptables-nft", "-t", "raw", "-S")
+	a.signal(syscall.SIGTERM)
+	if code := a.wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
+	}
+	if bye := a.bye(); bye.RulesRemoved != 0 {
+		t.Errorf("bye = %+v, want 0 rules removed (they were gone with the table)", bye)
+	}
+	if after := tp.node.mustRun(t, "iptables-nft", "-t", "raw", "-S"); after != before {
+		t.Errorf("the other tool's raw rules changed:\n%s", cmp.Diff(before, after))
 	}
 }

@@ -88,7 +88,7 @@ func (s *session) traceLive(ctx context.Context) (removed int, err error) {
 	matched := s.matchedPackets()
 	n, rerr := s.removeRules()
 	removed += n
-	time.Sleep(drainTime)
+	s.drain()
 	stopSources()
 	srcWG.Wait()
 	bgWG.Wait()
@@ -111,6 +111,33 @@ func (s *session) traceLive(ctx context.Context) (removed int, err error) {
 		return removed, fmt.Errorf("clean up (run `kubectl svctrace cleanup` to finish): %w", cerr)
 	}
 	return removed, nil
+}
+
+// drain waits, once the TRACE rules are gone, for the records the kernel
+// had queued and those of packets still on their way through the hooks:
+// until no record came for drainQuiet, at most drainTime; a syslog file,
+// which its daemon writes when it gets to it, for drainTime.
+func (s *session) drain() {
+	for _, p := range s.pipes {
+		if p.src.Name() == SourceKernLog {
+			time.Sleep(drainTime)
+			return
+		}
+	}
+	count := func() (n uint64) {
+		for _, p := range s.pipes {
+			n += p.events.Load()
+		}
+		return n
+	}
+	deadline := time.Now().Add(drainTime)
+	last, quietSince := count(), time.Now()
+	for time.Now().Before(deadline) && time.Since(quietSince) < drainQuiet {
+		time.Sleep(drainQuiet / 4)
+		if n := count(); n != last {
+			last, quietSince = n, time.Now()
+		}
+	}
 }
 
 // matchedPackets reads how many packets the nft TRACE rules matched: every
@@ -157,7 +184,8 @@ type pipeline struct {
 	g      *trace.Grouper
 	ending *snapshotEnding
 
-	own         *ownership // nil: every record is this node's
+	own         *ownership    // nil: every record is this node's
+	events      atomic.Uint64 // records read
 	pendingLost atomic.Uint64
 	totalLost   atomic.Uint64
 	overflows   atomic.Uint64
@@ -201,6 +229,7 @@ func (e *snapshotEnding) ending(ev *trace.Event) trace.Ending {
 }
 
 func (p *pipeline) addEvent(ev *trace.Event) {
+	p.events.Add(1)
 	if p.own != nil && !p.own.keep(ev) {
 		return
 	}

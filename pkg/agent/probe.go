@@ -56,6 +56,9 @@ func (s *session) probe(ctx context.Context) {
 		case errors.Is(err, kernel.ErrEnterNetns):
 			s.cancel(fmt.Errorf("probe from %s: %w", s.cfg.ProbeFrom, err))
 			return
+		case ctx.Err() != nil:
+			s.log.Printf("probe %s %s%s: sent; the session ended before it was answered", s.cfg.Proto, ap, from)
+			return
 		case errors.Is(err, syscall.ECONNREFUSED):
 			s.log.Printf("probe %s %s%s: connection refused (the trace shows where)", s.cfg.Proto, ap, from)
 		default:
@@ -128,6 +131,7 @@ func (s *session) readStdin(r io.Reader) {
 	for sc.Scan() {
 		if sc.Text() == "probe" && !told {
 			told = true
+			s.toldAt.Store(time.Now().UnixNano())
 			close(s.probeTold)
 		}
 	}

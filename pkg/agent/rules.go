@@ -6,11 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 )
 
 // traceChains are the raw-table hooks where packets enter netfilter:
@@ -355,10 +356,21 @@ func (t *tracer) reinstall(ctx context.Context, rs []*traceRule) error {
 // number: kube-proxy may have moved it), then the nft chains and table the
 // session created if they are empty. It returns how many rules it deleted.
 func (t *tracer) remove(ctx context.Context) (int, error) {
-	removed := 0
 	var errs []error
 	created := map[rawChain]string{}
 	for _, r := range t.rules {
+		if _, flags, ok := parseComment(specComment(r.Spec)); ok && r.Backend == backendNft {
+			created[rawChain{r.Backend, r.Family, r.Chain}] += flags
+		}
+	}
+	// What the one-transaction removal leaves (legacy rules, or it failed)
+	// is deleted rule by rule with iptables.
+	gone := t.removeByHandle()
+	removed := len(gone)
+	for _, r := range t.rules {
+		if gone[r] {
+			continue
+		}
 		ipt, err := t.h.iptables(r.Backend, r.Family)
 		if err != nil {
 			errs = append(errs, err)
@@ -373,15 +385,76 @@ func (t *tracer) remove(ctx context.Context) (int, error) {
 		default:
 			errs = append(errs, fmt.Errorf("delete TRACE rule %q with %s: %w", r, r.Backend.Binary(r.Family), err))
 		}
-		if _, flags, ok := parseComment(specComment(r.Spec)); ok && r.Backend == backendNft {
-			created[rawChain{r.Backend, r.Family, r.Chain}] += flags
-		}
 	}
 	t.rules = nil
 	if err := dropCreated(ctx, t.h, created); err != nil {
 		errs = append(errs, err)
 	}
 	return removed, errors.Join(errs...)
+}
+
+// removeByHandle deletes the session's iptables-nft rules by handle, in
+// one nf_tables transaction per family (an iptables-nft -D per rule takes
+// 20-30 ms each), and returns those it deleted. Only handles that still hold
+// this session's rule are deleted: a raw table deleted and created again
+// numbers its rules anew. What it cannot delete (a listing or the
+// transaction failed) is left to the caller.
+func (t *tracer) removeByHandle() map[*traceRule]bool {
+	byFam := map[uint8][]*traceRule{}
+	for _, r := range t.rules {
+		if r.Backend == backendNft && r.Handle != 0 {
+			byFam[r.Family] = append(byFam[r.Family], r)
+		}
+	}
+	if len(byFam) == 0 {
+		return nil
+	}
+	n, err := t.h.nftables()
+	if err != nil {
+		return nil
+	}
+	type chainHandle struct {
+		chain  string
+		handle uint64
+	}
+	gone := map[*traceRule]bool{}
+	for fam, rs := range byFam {
+		ours := map[chainHandle]bool{}
+		listed := map[string]bool{}
+		for _, r := range rs {
+			if listed[r.Chain] {
+				continue
+			}
+			listed[r.Chain] = true
+			cur, err := n.Rules(fam, "raw", r.Chain)
+			if err != nil {
+				continue
+			}
+			for _, c := range cur {
+				if sid, _, ok := parseComment(c.Comment); ok && sid == t.sid.String() {
+					ours[chainHandle{r.Chain, c.Handle}] = true
+				}
+			}
+		}
+		var refs []kernel.RuleRef
+		var del []*traceRule
+		for _, r := range rs {
+			if ours[chainHandle{r.Chain, r.Handle}] {
+				refs = append(refs, kernel.RuleRef{Chain: r.Chain, Handle: r.Handle})
+				del = append(del, r)
+			}
+		}
+		if len(refs) == 0 {
+			continue
+		}
+		if err := n.DeleteRules(fam, "raw", refs); err != nil {
+			continue
+		}
+		for _, r := range del {
+			gone[r] = true
+		}
+	}
+	return gone
 }
 
 // dropCreated deletes, for each nft raw chain whose svctrace rules carried

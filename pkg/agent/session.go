@@ -53,6 +53,7 @@ func (s signalStop) Error() string { return "stopped by " + s.sig.String() }
 const (
 	tickEvery        = 50 * time.Millisecond // grouper Tick, lost records
 	drainTime        = 150 * time.Millisecond
+	drainQuiet       = 30 * time.Millisecond
 	defaultWatch     = 3 * time.Second
 	resnapshotEvery  = 3  // at most one re-read per backend per N watch intervals
 	fullCheckEvery   = 10 // legacy: full re-read every N watch intervals
@@ -151,8 +152,10 @@ type session struct {
 	// settled is closed once the ruleset settled after the first
 	// snapshot (watch.go: settle), or at once without a NetworkPolicy plugin.
 	settled chan struct{}
-	// probeTold is closed when the plugin says to probe (ProbeWhenTold).
+	// probeTold is closed when the plugin says to probe (ProbeWhenTold),
+	// at toldAt (unix nanoseconds).
 	probeTold chan struct{}
+	toldAt    atomic.Int64
 	packets   chan pktItem
 	emitted   atomic.Int64
 	cancel    context.CancelCauseFunc

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
@@ -41,7 +42,9 @@ func (s *session) initialSnapshot(ctx context.Context) {
 		close(s.snapReady)
 		return
 	}
-	defer s.settle(ctx)
+	changes := s.watchChanges(ctx)
+	defer changes.stop()
+	defer s.settle(ctx, changes)
 	defer close(s.snapReady)
 	for b := range s.index {
 		t0 := time.Now()
@@ -185,29 +188,108 @@ func (s *session) fingerprint(b ipBackend) (uint64, error) {
 // Settling: the agent pods' own start makes NetworkPolicy plugins resync
 // (kube-router rewrites and renames its chains on every pod phase change in
 // the cluster, on every node), right when the probe would go. Where such a
-// plugin's chains are in the ruleset, every agent, once its first snapshot
-// is taken, waits until the ruleset has been unchanged for rulesQuietFor
-// (at most rulesSettleMax) and reads it again if it changed: the probe
-// goes after that, so its packet crosses rules the agents have read, on its
-// node and, as the plugins sync at the same moments, on the nodes it is
-// followed to. Elsewhere the probe waits only for the first snapshot, which
-// the answer needs anyway.
+// plugin's chains are in the ruleset, an agent waits, once its first
+// snapshot is taken, until the ruleset has been unchanged for rulesQuietFor
+// (at most rulesSettleMax), and reads it again if it changed since the
+// snapshot. The quiet time counts from the plugin's word to probe, which
+// comes once every agent pod was seen running, the last event the plugins
+// react to (measured on the local cluster: kube-router's rewrite lands
+// 15-50 ms after it); agents not waiting for the word count from their
+// start. The changes are watched from the start, while the snapshot is
+// taken. The probe goes after that, so its packet crosses rules the agents
+// have read; a rewrite later still is read when a packet names a chain the
+// index lacks (chainfetch.go). Elsewhere the probe waits only for the first
+// snapshot, which the answer needs anyway.
 const (
-	rulesQuietFor  = 400 * time.Millisecond
+	rulesQuietFor  = 200 * time.Millisecond
 	rulesSettleMax = 3 * time.Second
-	rulesPoll      = 50 * time.Millisecond
+	rulesPoll      = 25 * time.Millisecond
 )
 
+// changeWatch polls the ruleset fingerprints from the session's first
+// snapshot until it settled, and keeps when it last saw one change.
+type changeWatch struct {
+	start time.Time
+	last  atomic.Int64 // unix nanoseconds of the last change seen, 0: none
+	stop  func()
+}
+
+func (s *session) watchChanges(ctx context.Context) *changeWatch {
+	w := &changeWatch{start: time.Now()}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	w.stop = func() {
+		cancel()
+		<-done
+	}
+	go func() {
+		defer close(done)
+		prev := map[ipBackend]uint64{}
+		for b := range s.index {
+			if fp, err := s.fingerprint(b); err == nil {
+				prev[b] = fp
+			}
+		}
+		t := time.NewTicker(rulesPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			for b := range s.index {
+				if fp, err := s.fingerprint(b); err == nil && fp != prev[b] {
+					prev[b] = fp
+					w.last.Store(time.Now().UnixNano())
+				}
+			}
+		}
+	}()
+	return w
+}
+
+// lastChange is when the ruleset last changed, or from if later.
+func (w *changeWatch) lastChange(from time.Time) time.Time {
+	if n := w.last.Load(); n != 0 {
+		if t := time.Unix(0, n); t.After(from) {
+			return t
+		}
+	}
+	return from
+}
+
 // settle runs after the first snapshot (initialSnapshot).
-func (s *session) settle(ctx context.Context) {
+func (s *session) settle(ctx context.Context, w *changeWatch) {
 	if !s.policyPlugin() {
 		return
 	}
-	t0 := time.Now()
-	quiet := true
-	for b := range s.index {
-		if !s.awaitQuiet(ctx, b, t0.Add(rulesSettleMax)) {
-			quiet = false
+	from, since := w.start, "its start"
+	if s.cfg.ProbeWhenTold {
+		since = "the word to probe"
+		select {
+		case <-s.probeTold:
+			from = time.Unix(0, s.toldAt.Load())
+		case <-time.After(probeWordWait):
+			from = time.Now() // the probe goes without the word
+		case <-ctx.Done():
+			return
+		}
+	}
+	deadline := from.Add(rulesSettleMax)
+	quiet := false
+	for ctx.Err() == nil {
+		left := rulesQuietFor - time.Since(w.lastChange(from))
+		if left <= 0 {
+			quiet = true
+			break
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-time.After(min(left, rulesPoll)):
+		case <-ctx.Done():
 		}
 	}
 	reread := false
@@ -224,7 +306,7 @@ func (s *session) settle(ctx context.Context) {
 	case !quiet:
 		s.log.Printf("the ruleset still changes after %s (a NetworkPolicy plugin's chains are in it)", rulesSettleMax)
 	default:
-		s.log.Printf("the ruleset settled after %s (a NetworkPolicy plugin's chains are in it; re-read: %v)", time.Since(t0).Round(time.Millisecond), reread)
+		s.log.Printf("the ruleset settled %s after %s (a NetworkPolicy plugin's chains are in it; re-read: %v)", time.Since(from).Round(time.Millisecond), since, reread)
 	}
 }
 
@@ -245,28 +327,4 @@ func (s *session) policyPlugin() bool {
 		}
 	}
 	return false
-}
-
-// awaitQuiet waits until b's fingerprint has not changed for rulesQuietFor;
-// false at the deadline.
-func (s *session) awaitQuiet(ctx context.Context, b ipBackend, deadline time.Time) bool {
-	last, err := s.fingerprint(b)
-	if err != nil {
-		return true // nothing to watch
-	}
-	since := time.Now()
-	for time.Since(since) < rulesQuietFor {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false
-		}
-		time.Sleep(rulesPoll)
-		fp, err := s.fingerprint(b)
-		if err != nil {
-			return true
-		}
-		if fp != last {
-			last, since = fp, time.Now()
-		}
-	}
-	return true
 }

@@ -91,6 +91,7 @@ type TraceOptions struct {
 	Source            string
 	Quiet             bool
 	AgentLog          bool
+	Wait              bool
 	Summary           bool
 	From              string
 	NoFollow          bool
@@ -168,6 +169,7 @@ func NewCmdSvctrace(streams genericiooptions.IOStreams) *cobra.Command {
 	f.StringVar(&o.Source, "source", o.Source, "where the agent reads trace events: auto, kmsg, kern.log or nftrace")
 	f.BoolVarP(&o.Quiet, "quiet", "q", o.Quiet, "no progress or informational messages on stderr")
 	f.BoolVar(&o.AgentLog, "agent-log", o.AgentLog, "also print the agents' own log lines on stderr (what each agent read, re-read and probed), prefixed with the node")
+	f.BoolVar(&o.Wait, "wait", o.Wait, "on the way out, wait until the agent pods are gone (default: until every agent confirmed its TRACE rules removed and the pods' deletion was accepted; the pods of agents that did not confirm are always waited for)")
 	f.BoolVar(&o.Summary, "summary", o.Summary, "print only the session summary: packets, new connections per endpoint pod vs. expected share, source NAT, drops by reason, lost records (with -o json: one summary record)")
 	f.StringVar(&o.From, "from", o.From, "open the test connection from inside this pod's network namespace (pod/NAME, in the Service's namespace): traces on the pod's node, only the pod's packets; the pod's image needs no tools")
 
@@ -375,6 +377,7 @@ func (o *TraceOptions) Run(ctx context.Context) error {
 		From:         from,
 		Roles:        choice.Roles,
 		AgentLog:     o.AgentLog,
+		WaitPods:     o.Wait,
 	})
 }
 

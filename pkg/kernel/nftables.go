@@ -254,3 +254,24 @@ func decodeAttrs(b []byte, fn func(*netlink.AttributeDecoder)) error {
 	}
 	return ad.Err()
 }
+
+// RuleRef names one rule of a table for DeleteRules.
+type RuleRef struct {
+	Chain  string
+	Handle uint64
+}
+
+// DeleteRules deletes rules of one table by handle in one transaction: all
+// of them, or none (one that is gone fails the transaction).
+func (n *Nftables) DeleteRules(fam uint8, table string, refs []RuleRef) error {
+	t := &nftables.Table{Name: table, Family: tableFamily(fam)}
+	for _, r := range refs {
+		if err := n.nft.DelRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: r.Chain, Table: t}, Handle: r.Handle}); err != nil {
+			return fmt.Errorf("delete rule %d of %s %s: %w", r.Handle, table, r.Chain, err)
+		}
+	}
+	if err := n.nft.Flush(); err != nil {
+		return fmt.Errorf("delete %d rule(s) of table %s: %w", len(refs), table, err)
+	}
+	return nil
+}

@@ -85,6 +85,10 @@ type TraceConfig struct {
 	// AgentLog prints the agents' log lines (what is not a record) on
 	// stderr as they come.
 	AgentLog bool
+	// WaitPods makes Run wait until every agent pod is gone. Without it Run
+	// waits only for the pods of agents that did not confirm, in their bye
+	// record, that they removed their rules.
+	WaitPods bool
 }
 
 // Timing values; variables so tests can shorten them.
@@ -143,6 +147,10 @@ func (a *agent) lastLines() string {
 	return "; its last output: " + strings.Join(a.tail, " | ")
 }
 
+// cleanedUp reports whether the agent said in its bye that it ended
+// cleanly: its rules removed, its loggers restored.
+func (a *agent) cleanedUp() bool { return a.bye != nil && a.bye.Error == "" }
+
 // live reports whether the agent still takes part in the session.
 func (a *agent) live() bool { return a.failed == nil }
 
@@ -198,7 +206,7 @@ func (tr *Tracer) Run(ctx context.Context, cfg TraceConfig) (err error) {
 	defer func() {
 		st.clear()
 		s.stopStreams()
-		if derr := tr.deletePods(cfg.Namespace, s.agents, podEvents); derr != nil {
+		if derr := tr.deletePods(cfg.Namespace, s.agents, podEvents, cfg.WaitPods); derr != nil {
 			err = errors.Join(err, derr)
 		}
 	}()
@@ -689,7 +697,8 @@ func (s *loop) record(a *agent, rec any) {
 			s.fail(fmt.Errorf("write warning: %w", err))
 		}
 	case *record.Bye:
-		a.bye = r
+		// Its last record: what follows in the stream is its end.
+		a.bye, a.ended = r, true
 		if r.Error != "" {
 			s.agentFailed(a, fmt.Errorf("agent on node %s: %s", a.node, r.Error))
 			return
@@ -967,11 +976,14 @@ func createError(err error, ns, node string) error {
 	return apiError(err, "create", "pods", ns)
 }
 
-// deletePods deletes the agent pods and waits, on the session's watch,
-// until they are gone, so that when the command returns the agents have
-// removed their TRACE rules. It uses its own context: the caller's may
-// already be canceled (Ctrl-C).
-func (tr *Tracer) deletePods(ns string, agents []*agent, events <-chan podEvent) error {
+// deletePods deletes the agent pods. It waits, on the session's watch,
+// until they are gone when wait is set, and otherwise for the pods of the
+// agents that did not confirm in their bye that they removed their rules
+// (they remove them on the SIGTERM of the deletion), so that when the
+// command returns no TRACE rule is left. The others' deletion only has to
+// be accepted. It uses its own context: the caller's may already be
+// canceled (Ctrl-C).
+func (tr *Tracer) deletePods(ns string, agents []*agent, events <-chan podEvent, wait bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
 	defer cancel()
 	var errs []error
@@ -983,7 +995,9 @@ func (tr *Tracer) deletePods(ns string, agents []*agent, events <-chan podEvent)
 		err := tr.Client.CoreV1().Pods(ns).Delete(ctx, a.pod, metav1.DeleteOptions{})
 		switch {
 		case err == nil:
-			pending[a.pod] = true
+			if wait || a.started && !a.cleanedUp() {
+				pending[a.pod] = true
+			}
 		case apierrors.IsNotFound(err):
 		default:
 			errs = append(errs, fmt.Errorf("delete agent pod %s/%s (delete it with `kubectl delete pod -n %s %s` or `kubectl svctrace cleanup`): %w", ns, a.pod, ns, a.pod, apiError(err, "delete", "pods", ns)))

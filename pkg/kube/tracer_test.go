@@ -877,3 +877,84 @@ func TestTracerProbeWaitsForEveryAgent(t *testing.T) {
 		t.Errorf("n2 agent command %q probes, want only n1 to", c)
 	}
 }
+
+// TestTracerDeletionWait: pods whose deletion is accepted but which go on
+// terminating (the API server keeps them until the kubelet is done). Run
+// waits for them only when --wait asks, or when their agent did not confirm
+// in its bye that it removed its rules.
+func TestTracerDeletionWait(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		after   []string // after stdin closed
+		wait    bool
+		wantErr string
+	}{
+		{name: "rules removed, confirmed: not waited for", after: []string{byeLine("stdin", "")}},
+		{name: "--wait: waited for", after: []string{byeLine("stdin", "")}, wait: true, wantErr: "still terminating"},
+		{name: "no bye: waited for", wantErr: "still terminating"},
+		{name: "cleanup failed: waited for", after: []string{byeLine("error", "clean up: delete TRACE rule: exit status 4")}, wantErr: "still terminating"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setup(t)
+			old := deleteTimeout
+			deleteTimeout = 300 * time.Millisecond
+			t.Cleanup(func() { deleteTimeout = old })
+			client := fake.NewClientset(namespace("default"))
+			kubelet(client, running)
+			deletes := 0
+			client.PrependReactor("delete", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+				deletes++
+				return true, nil, nil // accepted; the pod terminates (and stays) for now
+			})
+			pod := "svctrace-test1-n1"
+			pio := newFakeIO(map[string]script{pod: {
+				before:    []string{readyLine("n1", "v0.1.0"), packetLine("10.199.0.2:40000")},
+				waitStdin: true,
+				after:     tc.after,
+			}})
+			cfg := traceConfig("n1")
+			cfg.Count, cfg.WaitPods = 1, tc.wait
+			tr := &Tracer{Client: client, IO: pio, Out: &fakeSink{}, ErrOut: io.Discard}
+			// A wait for a pod that never goes ends in "still terminating".
+			err := tr.Run(context.Background(), cfg)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("Run() = %v, want nil", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("Run() = %v, want an error with %q", err, tc.wantErr)
+			}
+			if deletes != 1 {
+				t.Errorf("%d pod deletions, want 1", deletes)
+			}
+		})
+	}
+}
+
+// TestTracerByeEndsAgent: an agent's bye is its last record, so the session
+// ends on it, without waiting for the output stream to close (the kubelet
+// closes a followed log a while after the container exits).
+func TestTracerByeEndsAgent(t *testing.T) {
+	setup(t)
+	stopGrace = time.Hour // only the bye can end the session
+	client := fake.NewClientset(namespace("default"))
+	kubelet(client, running)
+	open := make(chan struct{}) // the stream stays open until the test ends
+	defer close(open)
+	pio := newFakeIO(map[string]script{"svctrace-test1-n1": {
+		before: []string{readyLine("n1", "v0.1.0"), packetLine("10.199.0.2:40000"), byeLine("count", "")},
+		gate:   open,
+	}})
+	cfg := traceConfig("n1")
+	cfg.Count = 1
+	tr := &Tracer{Client: client, IO: pio, Out: &fakeSink{}, ErrOut: io.Discard}
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(context.Background(), cfg) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run() = %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after the agent's bye: it waits for the output stream to close")
+	}
+}
