@@ -389,21 +389,33 @@ var ruleDumps = [][]string{
 // cluster's network) no iptables/nftables rule carries svctrace's comment.
 func (e Env) AssertNoLeftovers(t testing.TB) {
 	t.Helper()
-	Eventually(t, time.Minute, "kubectl-svctrace pods left behind", func() error {
-		if pods := e.ListPods(t, ManagedByLabel); len(pods) > 0 {
-			names := make([]string, 0, len(pods))
-			for _, p := range pods {
-				names = append(names, p.Metadata.Namespace+"/"+p.Metadata.Name)
-			}
-			return fmt.Errorf("pods %s", strings.Join(names, ", "))
-		}
-		return nil
-	})
+	Eventually(t, time.Minute, "kubectl-svctrace pods left behind", func() error { return e.LeftoverPods(t) })
 	if len(e.Exec) == 0 {
 		t.Log("SVCTRACE_EXEC not set: not checking the node's rules for leftovers")
 		return
 	}
-	// Every node's rules when commands can run on each, else those of the node Exec reaches.
+	Eventually(t, time.Minute, "svctrace rules left behind", func() error { return e.LeftoverRules(t) })
+}
+
+// LeftoverPods says which pods labelled app.kubernetes.io/managed-by=kubectl-svctrace
+// exist now (nil: none).
+func (e Env) LeftoverPods(t testing.TB) error {
+	t.Helper()
+	pods := e.ListPods(t, ManagedByLabel)
+	if len(pods) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(pods))
+	for _, p := range pods {
+		names = append(names, p.Metadata.Namespace+"/"+p.Metadata.Name)
+	}
+	return fmt.Errorf("pods %s", strings.Join(names, ", "))
+}
+
+// LeftoverRules says which iptables/nftables rules carry svctrace's comment now, on every
+// node when commands can run on each, else on the node Exec reaches (nil: none).
+func (e Env) LeftoverRules(t testing.TB) error {
+	t.Helper()
 	prefixes := map[string][]string{"": e.Exec}
 	if len(e.ExecNode) > 0 {
 		prefixes = map[string][]string{}
@@ -411,29 +423,27 @@ func (e Env) AssertNoLeftovers(t testing.TB) {
 			prefixes["node "+n.Name+": "] = e.NodePrefix(n.Name)
 		}
 	}
-	Eventually(t, time.Minute, "svctrace rules left behind", func() error {
-		var found []string
-		for where, prefix := range prefixes {
-			for _, dump := range ruleDumps {
-				res := Run(t, prefix, dump...)
-				if res.ExitCode != 0 {
-					return fmt.Errorf("%s%s failed:\n%s", where, strings.Join(dump, " "), res)
-				}
-				for _, line := range strings.Split(res.Stdout, "\n") {
-					// The comment every svctrace rule carries; kube-router's
-					// comments name namespaces such as svctrace-np.
-					if strings.Contains(strings.ToLower(line), "svctrace:") {
-						found = append(found, where+strings.Join(dump, " ")+": "+line)
-					}
+	var found []string
+	for where, prefix := range prefixes {
+		for _, dump := range ruleDumps {
+			res := Run(t, prefix, dump...)
+			if res.ExitCode != 0 {
+				return fmt.Errorf("%s%s failed:\n%s", where, strings.Join(dump, " "), res)
+			}
+			for _, line := range strings.Split(res.Stdout, "\n") {
+				// The comment every svctrace rule carries; kube-router's
+				// comments name namespaces such as svctrace-np.
+				if strings.Contains(strings.ToLower(line), "svctrace:") {
+					found = append(found, where+strings.Join(dump, " ")+": "+line)
 				}
 			}
 		}
-		slices.Sort(found)
-		if len(found) > 0 {
-			return errors.New(strings.Join(found, "\n"))
-		}
-		return nil
-	})
+	}
+	slices.Sort(found)
+	if len(found) > 0 {
+		return errors.New(strings.Join(found, "\n"))
+	}
+	return nil
 }
 
 // Process is a command started in the background, e.g. a trace that waits for traffic.
@@ -445,19 +455,66 @@ type Process struct {
 	mu     sync.Mutex
 	stdout bytes.Buffer
 	stderr bytes.Buffer
+	// writes is when each write to stdout or stderr came, and where it
+	// ended in its buffer; exited is when the process exited.
+	writes []timedWrite
+	exited time.Time
 	result Result
+}
+
+type timedWrite struct {
+	at     time.Time
+	stdout bool
+	end    int
 }
 
 // lockedWriter appends to a buffer under the process's lock.
 type lockedWriter struct {
-	mu  *sync.Mutex
-	buf *bytes.Buffer
+	p      *Process
+	stdout bool
 }
 
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	buf := &w.p.stderr
+	if w.stdout {
+		buf = &w.p.stdout
+	}
+	n, err := buf.Write(b)
+	w.p.writes = append(w.p.writes, timedWrite{at: time.Now(), stdout: w.stdout, end: buf.Len()})
+	return n, err
+}
+
+// OutputAt returns when the process first wrote substr on stdout or stderr (ok false: not
+// yet).
+func (p *Process) OutputAt(substr string) (at time.Time, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, stdout := range []bool{true, false} {
+		buf := p.stderr.String()
+		if stdout {
+			buf = p.stdout.String()
+		}
+		i := strings.Index(buf, substr)
+		if i < 0 {
+			continue
+		}
+		for _, w := range p.writes {
+			if w.stdout == stdout && w.end >= i+len(substr) && (!ok || w.at.Before(at)) {
+				at, ok = w.at, true
+				break
+			}
+		}
+	}
+	return at, ok
+}
+
+// ExitedAt is when the process exited (zero while it runs).
+func (p *Process) ExitedAt() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exited
 }
 
 // StartPlugin starts the built binary with args inside the cluster's network and returns at
@@ -472,8 +529,8 @@ func (e Env) StartPlugin(t testing.TB, args ...string) *Process {
 	// SIGINT first, like a user's Ctrl-C, so the plugin can clean up; SIGKILL 10 s later.
 	p.cmd.Cancel = func() error { return p.cmd.Process.Signal(os.Interrupt) }
 	p.cmd.WaitDelay = 10 * time.Second
-	p.cmd.Stdout = lockedWriter{&p.mu, &p.stdout}
-	p.cmd.Stderr = lockedWriter{&p.mu, &p.stderr}
+	p.cmd.Stdout = lockedWriter{p, true}
+	p.cmd.Stderr = lockedWriter{p, false}
 	p.result.Args = argv
 	if err := p.cmd.Start(); err != nil {
 		cancel()
@@ -482,6 +539,7 @@ func (e Env) StartPlugin(t testing.TB, args ...string) *Process {
 	go func() {
 		err := p.cmd.Wait()
 		p.mu.Lock()
+		p.exited = time.Now()
 		var exitErr *exec.ExitError
 		if errors.As(err, &exitErr) {
 			p.result.ExitCode = exitErr.ExitCode()

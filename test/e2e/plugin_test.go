@@ -499,18 +499,24 @@ func TestMeasureStartup(t *testing.T) {
 	env.RequireExec(t)
 	image := strings.TrimSpace(strings.SplitN(strings.SplitN(Run(t, nil, env.Bin, "version").Stdout, "agent image: ", 2)[1], "\n", 2)[0])
 	const runs = 3
-	var svctrace, debug []float64
+	var svctrace, answer, exit, debug []float64
 	for i := 0; i < runs; i++ {
 		start := time.Now()
 		p := env.StartPlugin(t, "svc/myapp", "--probe", "--node", nodeName, "--count", "1", "--timeout", "60s", "-o", "json")
-		p.WaitForOutput(t, readyLine, 90*time.Second)
-		svctrace = append(svctrace, time.Since(start).Seconds())
-		res := p.Wait(t, 60*time.Second)
+		res := p.Wait(t, 90*time.Second)
 		if res.ExitCode != 0 {
 			t.Fatalf("trace failed:\n%s", res)
 		}
+		ready, ok1 := p.OutputAt(readyLine)
+		answered, ok2 := p.OutputAt(`{"type":"packet"`)
+		if !ok1 || !ok2 {
+			t.Fatalf("no ready line or no packet:\n%s", res)
+		}
+		svctrace = append(svctrace, ready.Sub(start).Seconds())
+		answer = append(answer, answered.Sub(ready).Seconds())
+		exit = append(exit, p.ExitedAt().Sub(answered).Seconds())
 		if m := readyInRE.FindStringSubmatch(res.Stderr); m != nil {
-			t.Logf("svctrace run %d: ready line after %.2fs (the plugin's own clock: %ss)", i+1, svctrace[i], m[1])
+			t.Logf("svctrace run %d: ready line after %.2fs (the plugin's own clock: %ss), the packet %.3fs later, exit %.3fs after it", i+1, svctrace[i], m[1], answer[i], exit[i])
 		}
 
 		start = time.Now()
@@ -528,6 +534,8 @@ func TestMeasureStartup(t *testing.T) {
 	s, d := median(svctrace), median(debug)
 	t.Logf("MEASURE startup: kubectl svctrace start->ready median %.2fs %v; kubectl debug node start->running median %.2fs %v; ratio %.2f",
 		s, svctrace, d, debug, s/d)
+	t.Logf("MEASURE answer: --probe --count 1: ready->packet median %.3fs %v, packet->exit median %.3fs %v; start->exit median %.2fs, %.2f x kubectl debug node's start->running",
+		median(answer), answer, median(exit), exit, s+median(answer)+median(exit), (s+median(answer)+median(exit))/d)
 	env.AssertNoLeftovers(t)
 }
 
@@ -636,6 +644,32 @@ func TestInterrupt(t *testing.T) {
 		t.Errorf("stderr does not say it was interrupted:\n%s", res)
 	}
 	env.AssertNoLeftovers(t)
+}
+
+// TestExitCleanup: a trace returns once every agent confirmed its TRACE rules removed and
+// the API server accepted the pods' deletion, so when it returns no svctrace rule is left on
+// any node, while the pods may still be terminating; with --wait they are gone too.
+func TestExitCleanup(t *testing.T) {
+	env.RequireExec(t)
+	for _, wait := range []bool{false, true} {
+		t.Run(fmt.Sprintf("wait=%v", wait), func(t *testing.T) {
+			args := []string{"svc/myapp", "--probe", "--count", "1", "-o", "json"}
+			if wait {
+				args = append(args, "--wait")
+			}
+			res := env.Plugin(t, args...)
+			if res.ExitCode != 0 {
+				t.Fatalf("trace failed:\n%s", res)
+			}
+			if err := env.LeftoverRules(t); err != nil {
+				t.Errorf("svctrace rules on the nodes when the command returned:\n%v", err)
+			}
+			if err := env.LeftoverPods(t); wait && err != nil {
+				t.Errorf("--wait: svctrace pods when the command returned: %v", err)
+			}
+			env.AssertNoLeftovers(t)
+		})
+	}
 }
 
 // TestClusterRefusals checks the errors that say the fix when the cluster refuses the agent.
