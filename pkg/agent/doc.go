@@ -28,8 +28,11 @@
 // (every traced packet starts at one of them).
 //
 // Cleanup. Every rule carries the comment "svctrace:<session>[:flags]" and is
-// removed by its exact spec on every way out: end of --duration or
-// --max-packets, SIGINT/SIGTERM, stdin EOF (--stdin-watch), errors. Flags
+// removed on every way out: end of --duration or --max-packets,
+// SIGINT/SIGTERM, stdin EOF (--stdin-watch), errors; iptables-nft rules by
+// handle in one nf_tables transaction per family (each handle checked to
+// still hold the session's rule), the rest by their exact spec. The bye
+// record says how many were removed and whether cleanup failed. Flags
 // record what the session created besides its rules (an iptables-nft raw
 // table or base chain, a bound nf_log logger) so whoever removes the rules
 // can undo that too. A session id is BOOT.PIDNS.PID.START.DEADLINE: a new
@@ -62,7 +65,13 @@
 // node's kernel log records are kept (ownership.go); the bye record counts
 // the others.
 //
-// Rewritten rules. The snapshot is taken after ready; kube-proxy's resyncs
+// Reading the ruleset. The snapshot is taken after ready: every
+// iptables-nft table at once, each whole (`iptables-nft -t T -S` and its
+// `nft -a list table`), a big nat table chain by chain along the walk from
+// the traced destinations (snapshot.go); legacy tables are streamed from
+// iptables-legacy-save.
+//
+// Rewritten rules. kube-proxy's resyncs
 // and CNIs rewrite rules under it (kube-router renames its policy chains at
 // every sync, and syncs when the agent pods themselves start). An nft
 // handle is never reused, so a trace event naming an iptables-nft rule the
@@ -70,7 +79,8 @@
 // (chainfetch.go); every chain read stays in a session-long store
 // (chainstore.go), and the writer builds the index again before writing a
 // packet whose hops it lacked, re-reading the whole ruleset if that is not
-// enough (refresh.go). --probe waits for the ruleset to settle first. Why
+// enough (refresh.go). --probe waits for the ruleset to settle first
+// (watch.go). Why
 // our own: no library turns iptables-nft's rules into iptables text but
 // iptables-nft itself.
 //

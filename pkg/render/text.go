@@ -110,15 +110,20 @@ func (t *Text) header(b *strings.Builder, p *record.Packet) {
 	if p.Endpoint != "" {
 		b.WriteString(" -> endpoint " + t.style(p.Endpoint, bold))
 	}
+	// The endpoint's pod and its node, then the nodes the packet was
+	// traced on, when they say more.
 	var where []string
-	if p.EndpointPod != "" {
+	switch {
+	case p.EndpointPod != "" && p.EndpointNode != "":
+		where = append(where, "pod "+p.EndpointPod+" on "+p.EndpointNode)
+	case p.EndpointPod != "":
 		where = append(where, "pod "+p.EndpointPod)
 	}
 	switch {
 	case len(p.Nodes) > 1:
 		where = append(where, "nodes "+strings.Join(p.Nodes, " -> "))
-	case p.Node != "":
-		where = append(where, "node "+p.Node)
+	case p.Node != "" && p.Node != p.EndpointNode:
+		where = append(where, "traced on "+p.Node)
 	}
 	if len(where) > 0 {
 		b.WriteString(" (" + strings.Join(where, ", ") + ")")

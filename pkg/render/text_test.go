@@ -294,3 +294,28 @@ func TestJSONIsOneObjectPerLine(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
+
+// TestHeaderNodes: the header names the endpoint pod's node, and the node
+// the packet was traced on only where that says more.
+func TestHeaderNodes(t *testing.T) {
+	for _, tt := range []struct {
+		node, epNode string
+		nodes        []string
+		want         string
+	}{
+		{"n1", "n2", nil, "(pod default/p on n2, traced on n1): ACCEPT"},
+		{"n1", "n1", nil, "(pod default/p on n1): ACCEPT"},
+		{"n1", "n2", []string{"n1", "n2"}, "(pod default/p on n2, nodes n1 -> n2): ACCEPT"},
+		{"n1", "", nil, "(pod default/p, traced on n1): ACCEPT"},
+	} {
+		var b bytes.Buffer
+		p := &record.Packet{Type: record.TypePacket, Proto: "tcp", Src: "10.199.0.2:1", Dst: "10.96.0.10:80", Service: "default/s",
+			Endpoint: "10.244.1.2:80", EndpointPod: "default/p", EndpointNode: tt.epNode, Node: tt.node, Nodes: tt.nodes, Verdict: record.VerdictAccept, VerdictHop: -1}
+		if err := NewText(&b, TextOptions{}).Packet(p); err != nil {
+			t.Fatal(err)
+		}
+		if first, _, _ := strings.Cut(b.String(), "\n"); !strings.HasSuffix(first, tt.want) {
+			t.Errorf("header %q, want it to end in %q", first, tt.want)
+		}
+	}
+}
