@@ -61,14 +61,7 @@ func TestAgentTracesClusterIP(t *testing.T) {
 				if ready["backend"] != string(b) || ready["mode"] != "iptables" || ready["source"] != wantSource {
 					t.Errorf("ready = %v, want backend %s, mode iptables, source %s", ready, b, wantSource)
 				}
-				if code := a.wait(30 * time.Second); code != 0 {
-					t.Fatalf("agent exit code %d, want 0\nstderr:\n%s", code, a.stderr.String())
-				}
-				pkts := recordsOf[record.Packet](a, record.TypePacket)
-				if len(pkts) != 1 {
-					t.Fatalf("got %d packets, want 1 (--max-packets 1)\nstderr:\n%s", len(pkts), a.stderr.String())
-				}
-				p := pkts[0]
+				p := a.onePacket(30 * time.Second)
 				nat := []hopKey{
 					{"nat", "OUTPUT", "rule", "JUMP", "KUBE-SERVICES"},
 					{"nat", "KUBE-SERVICES", "rule", "JUMP", tp.svcChain()},
@@ -150,13 +143,7 @@ func TestAgentTracesNodePortFromOutside(t *testing.T) {
 			if err := tp.dialFromEndpoint(t, netip.AddrPortFrom(tp.nodeIP4(), testNodePort)); err != nil {
 				t.Fatalf("connect to the NodePort: %v", err)
 			}
-			if code := a.wait(30 * time.Second); code != 0 {
-				t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
-			}
-			pkts := recordsOf[record.Packet](a, record.TypePacket)
-			if len(pkts) != 1 {
-				t.Fatalf("got %d packets, want 1\nstderr:\n%s", len(pkts), a.stderr.String())
-			}
+			pkt := a.onePacket(30 * time.Second)
 			ep := netip.AddrPortFrom(tp.epIP4(), 8080)
 			want := []hopKey{
 				{"nat", "PREROUTING", "rule", "JUMP", "KUBE-SERVICES"},
@@ -175,11 +162,11 @@ func TestAgentTracesNodePortFromOutside(t *testing.T) {
 				{"nat", "KUBE-POSTROUTING", "rule", "CONTINUE", ""},
 				{"nat", "KUBE-POSTROUTING", "rule", "MASQUERADE", ""},
 			}
-			if diff := cmp.Diff(want, natPath(pkts[0])); diff != "" {
-				t.Errorf("nat path (-want +got):\n%s\nall hops: %v", diff, hopKeys(pkts[0]))
+			if diff := cmp.Diff(want, natPath(pkt)); diff != "" {
+				t.Errorf("nat path (-want +got):\n%s\nall hops: %v", diff, hopKeys(pkt))
 			}
-			if pkts[0].Endpoint != ep.String() {
-				t.Errorf("endpoint %q, want %s", pkts[0].Endpoint, ep)
+			if pkt.Endpoint != ep.String() {
+				t.Errorf("endpoint %q, want %s", pkt.Endpoint, ep)
 			}
 			if got := tp.node.ruleset(t); got != before {
 				t.Errorf("ruleset after the session differs from before:\n%s", cmp.Diff(before, got))
@@ -485,24 +472,18 @@ func TestAgentNftablesMode(t *testing.T) {
 	if ready["mode"] != "nftables" || ready["backend"] != "nft" || ready["source"] != "nftrace" {
 		t.Errorf("ready = %v, want mode nftables, backend nft, source nftrace", ready)
 	}
-	if code := a.wait(30 * time.Second); code != 0 {
-		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
-	}
-	pkts := recordsOf[record.Packet](a, record.TypePacket)
-	if len(pkts) != 1 {
-		t.Fatalf("%d packets, want 1\nstderr:\n%s", len(pkts), a.stderr.String())
-	}
+	pkt := a.onePacket(30 * time.Second)
 	var chains []string
-	for _, h := range pkts[0].Hops {
+	for _, h := range pkt.Hops {
 		if h.Table == "kube-proxy" && h.Kind == "rule" {
 			chains = append(chains, h.Chain)
 		}
 	}
 	want := []string{"nat-output", "services", chain, "mark-for-masquerade", chain, epChain, "nat-postrouting", "masquerading", "masquerading"}
 	if diff := cmp.Diff(want, chains); diff != "" {
-		t.Errorf("kube-proxy table rule hops (-want +got):\n%s\nall: %v", diff, hopKeys(pkts[0]))
+		t.Errorf("kube-proxy table rule hops (-want +got):\n%s\nall: %v", diff, hopKeys(pkt))
 	}
-	for _, h := range pkts[0].Hops {
+	for _, h := range pkt.Hops {
 		if h.Chain == epChain && h.Text == "" {
 			t.Errorf("endpoint hop has no rule text: the snapshot of table ip kube-proxy should give it")
 		}
@@ -525,15 +506,9 @@ func TestAgentTracesUDP(t *testing.T) {
 			// opening, so every datagram is traced.
 			a := startAgent(t, tp.node, "--proto", "udp", "--dst", tp.svc4().String(), "--probe", "--max-packets", "1", "--duration", "30s")
 			a.waitReady(10 * time.Second)
-			if code := a.wait(30 * time.Second); code != 0 {
-				t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
-			}
-			pkts := recordsOf[record.Packet](a, record.TypePacket)
-			if len(pkts) != 1 {
-				t.Fatalf("%d packets, want 1\nstderr:\n%s", len(pkts), a.stderr.String())
-			}
+			pkt := a.onePacket(30 * time.Second)
 			ep := netip.AddrPortFrom(tp.epIP4(), 8080)
-			p := pkts[0]
+			p := pkt
 			if p.Proto != "udp" || p.Endpoint != ep.String() || p.Verdict != record.VerdictAccept || p.Flags != "" {
 				t.Errorf("packet proto %s endpoint %s verdict %s flags %q; want udp, %s, ACCEPT, no flags", p.Proto, p.Endpoint, p.Verdict, p.Flags, ep)
 			}
@@ -554,14 +529,8 @@ func TestAgentProbesNodePort(t *testing.T) {
 	tp := newTopo(t, backendNft)
 	a := startAgent(t, tp.node, "--nodeport", fmt.Sprint(testNodePort), "--probe", "--max-packets", "1", "--duration", "30s")
 	a.waitReady(10 * time.Second)
-	if code := a.wait(30 * time.Second); code != 0 {
-		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
-	}
-	pkts := recordsOf[record.Packet](a, record.TypePacket)
-	if len(pkts) != 1 {
-		t.Fatalf("%d packets, want 1\nstderr:\n%s", len(pkts), a.stderr.String())
-	}
-	p := pkts[0]
+	pkt := a.onePacket(30 * time.Second)
+	p := pkt
 	if want := netip.AddrPortFrom(tp.nodeIP4(), testNodePort).String(); p.Dst != want {
 		t.Errorf("probe went to %s, want the node's address %s", p.Dst, want)
 	}
@@ -828,33 +797,24 @@ func TestAgentProbeWaitsForSettledRules(t *testing.T) {
 func TestAgentBigNatTable(t *testing.T) {
 	requireAgentBin(t)
 	tp := newTopo(t, backendNft)
-	var pad strings.Builder
-	pad.WriteString("*nat\n")
-	for i := range natWholeMax + 20 {
-		fmt.Fprintf(&pad, ":KUBE-SVC-PAD%010d - [0:0]\n", i)
-	}
-	pad.WriteString("COMMIT\n")
-	tp.node.mustRestore(t, pad.String(), "iptables-nft-restore", "--noflush")
-	t.Cleanup(func() {
-		var del strings.Builder
-		del.WriteString("*nat\n")
+	// Empty per-Service chains nothing jumps to: line is how a restore
+	// creates, then deletes, each.
+	pad := func(line string) {
+		var b strings.Builder
+		b.WriteString("*nat\n")
 		for i := range natWholeMax + 20 {
-			fmt.Fprintf(&del, "-X KUBE-SVC-PAD%010d\n", i)
+			fmt.Fprintf(&b, line+"\n", fmt.Sprintf("KUBE-SVC-PAD%010d", i))
 		}
-		del.WriteString("COMMIT\n")
-		tp.node.mustRestore(t, del.String(), "iptables-nft-restore", "--noflush")
-	})
+		b.WriteString("COMMIT\n")
+		tp.node.mustRestore(t, b.String(), "iptables-nft-restore", "--noflush")
+	}
+	pad(":%s - [0:0]")
+	t.Cleanup(func() { pad("-X %s") })
 	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--probe", "--max-packets", "1", "--duration", "30s")
 	a.waitReady(10 * time.Second)
-	if code := a.wait(30 * time.Second); code != 0 {
-		t.Fatalf("exit code %d\nstderr:\n%s", code, a.stderr.String())
-	}
-	pkts := recordsOf[record.Packet](a, record.TypePacket)
-	if len(pkts) != 1 {
-		t.Fatalf("%d packets, want 1\nstderr:\n%s", len(pkts), a.stderr.String())
-	}
+	pkt := a.onePacket(30 * time.Second)
 	nat := 0
-	for _, h := range pkts[0].Hops {
+	for _, h := range pkt.Hops {
 		if h.Table == "nat" && h.Kind == "rule" {
 			nat++
 			if h.Text == "" {
@@ -862,8 +822,8 @@ func TestAgentBigNatTable(t *testing.T) {
 			}
 		}
 	}
-	if nat < 5 || pkts[0].Endpoint == "" {
-		t.Errorf("%d nat rule hops, endpoint %q: want the Service's path to an endpoint", nat, pkts[0].Endpoint)
+	if nat < 5 || pkt.Endpoint == "" {
+		t.Errorf("%d nat rule hops, endpoint %q: want the Service's path to an endpoint", nat, pkt.Endpoint)
 	}
 }
 

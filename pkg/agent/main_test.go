@@ -287,3 +287,16 @@ func svctraceRules(t testing.TB, ns *netns) []string {
 	}
 	return out
 }
+
+// onePacket waits for the agent to exit 0 and returns its one packet record.
+func (a *agentProc) onePacket(timeout time.Duration) record.Packet {
+	a.t.Helper()
+	if code := a.wait(timeout); code != 0 {
+		a.t.Fatalf("agent exit code %d, want 0\nstderr:\n%s", code, a.stderr.String())
+	}
+	pkts := recordsOf[record.Packet](a, record.TypePacket)
+	if len(pkts) != 1 {
+		a.t.Fatalf("got %d packets, want 1\nstderr:\n%s", len(pkts), a.stderr.String())
+	}
+	return pkts[0]
+}
