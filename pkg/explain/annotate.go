@@ -237,11 +237,7 @@ func (a *annotator) role(i int) {
 			h.Role = record.RoleAccept
 		}
 	case verdictJump, verdictGoto:
-		to := f.Target
-		if to.Kind == rules.ChainUnknown {
-			to = a.chainInfo(h.Table, h.Target)
-		}
-		switch to.Kind {
+		switch to := a.targetInfo(i); to.Kind {
 		case rules.ChainService, rules.ChainServiceLocal, rules.ChainExternal, rules.ChainFirewall:
 			h.Role = record.RoleService
 		case rules.ChainEndpoint:
@@ -418,7 +414,7 @@ func (a *annotator) decide() {
 // no-endpoints rule's comment) belongs to.
 func (a *annotator) service(i int) string {
 	h := &a.rec.Hops[i]
-	if s := a.chainInfo(h.Table, h.Chain).Service; s != "" {
+	if s := a.hopFacts[i].Chain.Service; s != "" {
 		return s
 	}
 	if s := a.mapService(i); s != "" {
@@ -429,10 +425,21 @@ func (a *annotator) service(i int) string {
 			return s
 		}
 		if r.Jump != "" {
-			return a.chainInfo(h.Table, r.Jump).Service
+			return a.hopFacts[i].Target.Service
 		}
 	}
 	return ""
+}
+
+// targetInfo says what hop i's target chain is: what the hop's lookup found
+// when its rule jumps there, else what the index says (a target the trace
+// or a verdict map named).
+func (a *annotator) targetInfo(i int) rules.ChainInfo {
+	h := &a.rec.Hops[i]
+	if r := a.rules[i]; r != nil && r.Jump != "" && r.Jump == h.Target {
+		return a.hopFacts[i].Target
+	}
+	return a.chainInfo(h.Table, h.Target)
 }
 
 func (a *annotator) chainInfo(table, chain string) rules.ChainInfo {

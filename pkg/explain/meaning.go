@@ -62,7 +62,7 @@ func (a *annotator) meaning(i int, r *rules.Rule) string {
 	if m := a.policyMeaning(i, r); m != "" {
 		return m
 	}
-	info := a.chainInfo(h.Table, h.Chain)
+	info := a.hopFacts[i].Chain
 	switch h.Kind {
 	case "policy":
 		if h.Verdict == "" {
@@ -76,7 +76,7 @@ func (a *annotator) meaning(i int, r *rules.Rule) string {
 		return a.vmapMeaning(i, m)
 	}
 	if h.Verdict == verdictJump || h.Verdict == verdictGoto {
-		return a.jumpMeaning(h, info, r)
+		return a.jumpMeaning(i, info, r)
 	}
 	text := ruleText(h, r)
 	switch h.Verdict {
@@ -145,8 +145,9 @@ func ruleText(h *record.Hop, r *rules.Rule) string {
 }
 
 // jumpMeaning explains why a rule sent the packet to another chain.
-func (a *annotator) jumpMeaning(h *record.Hop, from rules.ChainInfo, r *rules.Rule) string {
-	to := a.chainInfo(h.Table, h.Target)
+func (a *annotator) jumpMeaning(i int, from rules.ChainInfo, r *rules.Rule) string {
+	h := &a.rec.Hops[i]
+	to := a.targetInfo(i)
 	comment := commentOf(r)
 	text := ruleText(h, r)
 	switch to.Kind {
