@@ -156,3 +156,19 @@ func BenchmarkAnalyzeVsRegexp(b *testing.B) {
 		b.ReportMetric(float64(cAnalyze)/float64(cRE), "analyze-cpu/regexp-cpu")
 	}
 }
+
+// BenchmarkAnalyze runs only the whole analyze -o json command of
+// BenchmarkAnalyzeVsRegexp on its 513k-record file, for profiles of it
+// alone.
+func BenchmarkAnalyze(b *testing.B) {
+	corpus := writeCorpus(b, legacyRecords)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		root := cmd.NewCmdSvctrace(genericiooptions.IOStreams{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard})
+		root.SetArgs([]string{"analyze", "-o", "json", "--rules", captures + "pod-to-svc.legacy.rules.txt", corpus})
+		if err := root.Execute(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
