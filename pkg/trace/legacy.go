@@ -59,8 +59,8 @@ func (d *Decoder) parseLegacy(b []byte, ev *Event) bool {
 		return false
 	}
 	*ev = Event{}
-	ev.Table = d.names.get(table)
-	ev.Chain = d.names.get(chain)
+	ev.Table = d.names.Get(table)
+	ev.Chain = d.names.Get(chain)
 	ev.Kind = kind
 	ev.Rule = num
 	ev.HasHeader = true
@@ -135,13 +135,13 @@ func (d *Decoder) parseLegacy(b []byte, ev *Event) bool {
 		// GID MTU ...) are not needed to follow or show the packet.
 		switch packKey(key) {
 		case kIN:
-			h.In = d.names.get(val)
+			h.In = d.names.Get(val)
 		case kOUT:
-			h.Out = d.names.get(val)
+			h.Out = d.names.Get(val)
 		case kPHYSIN:
-			h.PhysIn = d.names.get(val)
+			h.PhysIn = d.names.Get(val)
 		case kPHYSOUT:
-			h.PhysOut = d.names.get(val)
+			h.PhysOut = d.names.Get(val)
 		case kSRC:
 			if !l4 { // after PROTO= it is an ICMP error's inner packet
 				h.Src, good = parseAddr(val)
