@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"flag"
 	"io"
 	"os"
 	"os/exec"
@@ -23,15 +24,29 @@ const captures = "../../test/testdata/captures/"
 // reads: the pod-to-svc capture (57 records, 7 packets) 9,000 times.
 const legacyRecords = 513000
 
-// writeCorpus writes n legacy kmsg TRACE records to a file: the pod-to-svc
+// corpusFile is where TestWriteCorpus writes the benchmark's corpus, to
+// measure the built binary on it (time, peak memory).
+var corpusFile = flag.String("corpus", "", "TestWriteCorpus: write the whole-command benchmark's corpus to this file")
+
+// writeCorpus writes n legacy kmsg TRACE records to a file in a temporary
+// directory (see writeCorpusTo) and returns its path.
+func writeCorpus(tb testing.TB, n int) string {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "corpus.kmsg")
+	if err := writeCorpusTo(path, n); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// writeCorpusTo writes n legacy kmsg TRACE records to path: the pod-to-svc
 // capture repeated with fresh kmsg sequence numbers, timestamps 200 ms
 // apart per copy, IPv4 IDs and TCP sequence numbers, so every copy forms
 // new packets.
-func writeCorpus(tb testing.TB, n int) string {
-	tb.Helper()
+func writeCorpusTo(path string, n int) error {
 	data, err := os.ReadFile(captures + "pod-to-svc.legacy.kmsg.txt")
 	if err != nil {
-		tb.Fatal(err)
+		return err
 	}
 	var base []string
 	for _, l := range strings.Split(string(data), "\n") {
@@ -39,10 +54,9 @@ func writeCorpus(tb testing.TB, n int) string {
 			base = append(base, l)
 		}
 	}
-	path := filepath.Join(tb.TempDir(), "corpus.kmsg")
 	f, err := os.Create(path)
 	if err != nil {
-		tb.Fatal(err)
+		return err
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
 	seq := uint64(1000)
@@ -56,12 +70,23 @@ func writeCorpus(tb testing.TB, n int) string {
 		}
 	}
 	if err := w.Flush(); err != nil {
-		tb.Fatal(err)
+		f.Close()
+		return err
 	}
-	if err := f.Close(); err != nil {
-		tb.Fatal(err)
+	return f.Close()
+}
+
+// TestWriteCorpus writes the whole-command benchmark's corpus to the file
+// -corpus names, if any:
+//
+//	go test -run TestWriteCorpus ./hack/regexp-reader/ -corpus=/tmp/corpus.kmsg
+func TestWriteCorpus(t *testing.T) {
+	if *corpusFile == "" {
+		t.Skip("no -corpus FILE")
 	}
-	return path
+	if err := writeCorpusTo(*corpusFile, legacyRecords); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestRegexpReaderGroupsLikeAnalyze(t *testing.T) {
@@ -129,5 +154,21 @@ func BenchmarkAnalyzeVsRegexp(b *testing.B) {
 	b.ReportMetric(float64(tAnalyze)/float64(tWC), "analyze/wc")
 	if cRE > 0 {
 		b.ReportMetric(float64(cAnalyze)/float64(cRE), "analyze-cpu/regexp-cpu")
+	}
+}
+
+// BenchmarkAnalyze runs only the whole analyze -o json command of
+// BenchmarkAnalyzeVsRegexp on its 513k-record file, for profiles of it
+// alone.
+func BenchmarkAnalyze(b *testing.B) {
+	corpus := writeCorpus(b, legacyRecords)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		root := cmd.NewCmdSvctrace(genericiooptions.IOStreams{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard})
+		root.SetArgs([]string{"analyze", "-o", "json", "--rules", captures + "pod-to-svc.legacy.rules.txt", corpus})
+		if err := root.Execute(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

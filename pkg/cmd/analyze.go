@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -117,12 +116,6 @@ type renderer interface {
 
 // Run reads the rules and every input, and renders each packet.
 func (o *AnalyzeOptions) Run() (err error) {
-	if os.Getenv("GOGC") == "" {
-		// Little stays live (the index, a few batches of packets) while
-		// much is allocated and dropped: collect less often. The heap
-		// stays bounded, at a few times the live data.
-		defer debug.SetGCPercent(debug.SetGCPercent(400))
-	}
 	ix := (*rules.Index)(nil)
 	if len(o.RulesFiles) > 0 {
 		ix = rules.NewIndex()

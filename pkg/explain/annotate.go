@@ -35,16 +35,29 @@ func Annotate(p *trace.Packet, ix *rules.Index) record.Packet {
 // says about the packet besides its trace (nil: nothing); the explanation
 // is written from those facts too (live.go).
 func AnnotateLive(p *trace.Packet, ix *rules.Index, live func(*record.Packet) *record.Live) record.Packet {
+	var rec record.Packet
+	annotate(&rec, p, ix, live, nil)
+	return rec
+}
+
+// annotate writes the record of p to rec (all of it). With mem, the
+// record's hops, translations and explanation come from mem, and so do its
+// formatted strings (see recordMem).
+func annotate(rec *record.Packet, p *trace.Packet, ix *rules.Index, live func(*record.Packet) *record.Live, mem *recordMem) {
 	fam := p.First.Family
-	rec := record.Packet{
+	sc := scratchPool.Get().(*scratch)
+	defer sc.put()
+	a := annotator{ix: ix, fam: fam, rec: rec, p: p, mem: mem, buf: sc.buf[:0], hooks: sc.hooks[:0], rules: sc.rules[:0], hopFacts: sc.facts[:0]}
+	defer func() { sc.hooks, sc.rules, sc.facts, sc.buf = a.hooks, a.rules, a.hopFacts, a.buf }()
+	*rec = record.Packet{
 		Type:       record.TypePacket,
 		Family:     familyName(fam),
 		Proto:      protoName(p.First.Proto),
-		Src:        endpoint(p.First.Src, p.First.SPort, p.First.Proto),
-		Dst:        endpoint(p.First.Dst, p.First.DPort, p.First.Proto),
+		Src:        a.endpoint(p.First.Src, p.First.SPort, p.First.Proto),
+		Dst:        a.endpoint(p.First.Dst, p.First.DPort, p.First.Proto),
 		Flags:      tcpFlags(p.First.TCPFlags, p.First.Proto),
-		Hops:       make([]record.Hop, len(p.Hops)),
-		NAT:        []record.NAT{},
+		Hops:       mem.newHops(len(p.Hops)),
+		NAT:        mem.newNAT(len(p.Hops)),
 		Verdict:    record.VerdictUnknown,
 		VerdictHop: -1,
 		IPID:       p.First.IPID,
@@ -58,14 +71,11 @@ func AnnotateLive(p *trace.Packet, ix *rules.Index, live func(*record.Packet) *r
 	if p.HasID {
 		rec.TraceID = fmt.Sprintf("%08x", p.TraceID)
 	}
-	sc := scratchPool.Get().(*scratch)
-	defer sc.put()
-	a := annotator{ix: ix, fam: fam, rec: &rec, p: p, hooks: sc.hooks[:0], rules: sc.rules[:0], hopFacts: sc.facts[:0]}
-	defer func() { sc.hooks, sc.rules, sc.facts = a.hooks, a.rules, a.hopFacts }()
 	for i := range p.Hops {
 		a.hop(i)
 	}
 	a.inferNAT()
+	rec.NAT = mem.keepNAT(rec.NAT)
 	for i := range rec.Hops {
 		a.role(i)
 	}
@@ -74,13 +84,12 @@ func AnnotateLive(p *trace.Packet, ix *rules.Index, live func(*record.Packet) *r
 	}
 	a.decide()
 	if live != nil {
-		if l := live(&rec); l != nil {
-			withLive(&rec, l)
+		if l := live(rec); l != nil {
+			withLive(rec, l)
 		}
 	}
-	rec.Explain = explainPacket(&rec, p, a.hooks, &a.facts)
+	rec.Explain = a.explain()
 	a.policyChecks()
-	return rec
 }
 
 // scratch is the per-hop working memory of one Annotate call, reused by
@@ -89,6 +98,7 @@ type scratch struct {
 	hooks []string
 	rules []*rules.Rule
 	facts []rules.Facts
+	buf   []byte
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -97,7 +107,7 @@ func (sc *scratch) put() {
 	clear(sc.hooks)
 	clear(sc.rules)
 	clear(sc.facts) // drop the references into the index
-	sc.hooks, sc.rules, sc.facts = sc.hooks[:0], sc.rules[:0], sc.facts[:0]
+	sc.hooks, sc.rules, sc.facts, sc.buf = sc.hooks[:0], sc.rules[:0], sc.facts[:0], sc.buf[:0]
 	scratchPool.Put(sc)
 }
 
@@ -107,7 +117,9 @@ type annotator struct {
 	fam   uint8
 	rec   *record.Packet
 	p     *trace.Packet
-	hooks []string // hook of each hop (PREROUTING, OUTPUT, ...; "" when unknown)
+	mem   *recordMem // where the record's memory comes from (nil: its own)
+	buf   []byte     // scratch for the strings being formatted
+	hooks []string   // hook of each hop (PREROUTING, OUTPUT, ...; "" when unknown)
 	rules []*rules.Rule
 	facts pathFacts // what the meanings found out (meaning.go)
 	// hopFacts is what the ruleset says about each hop (one lookup each).
@@ -127,15 +139,16 @@ func (a *annotator) hop(i int) {
 		Hook:   h.Hook,
 	}
 	if h.Header.Mark != 0 {
-		out.Mark = "0x" + strconv.FormatUint(uint64(h.Header.Mark), 16)
+		a.buf = strconv.AppendUint(append(a.buf[:0], "0x"...), uint64(h.Header.Mark), 16)
+		out.Mark = a.mem.text(a.buf)
 	}
 	if i > 0 {
 		prev := &a.p.Hops[i-1].Header
 		if prev.Src != h.Header.Src || prev.SPort != h.Header.SPort {
-			out.Src = endpoint(h.Header.Src, h.Header.SPort, h.Header.Proto)
+			out.Src = a.endpoint(h.Header.Src, h.Header.SPort, h.Header.Proto)
 		}
 		if prev.Dst != h.Header.Dst || prev.DPort != h.Header.DPort {
-			out.Dst = endpoint(h.Header.Dst, h.Header.DPort, h.Header.Proto)
+			out.Dst = a.endpoint(h.Header.Dst, h.Header.DPort, h.Header.Proto)
 		}
 	}
 	a.hooks = append(a.hooks, h.Hook)
@@ -237,11 +250,7 @@ func (a *annotator) role(i int) {
 			h.Role = record.RoleAccept
 		}
 	case verdictJump, verdictGoto:
-		to := f.Target
-		if to.Kind == rules.ChainUnknown {
-			to = a.chainInfo(h.Table, h.Target)
-		}
-		switch to.Kind {
+		switch to := a.targetInfo(i); to.Kind {
 		case rules.ChainService, rules.ChainServiceLocal, rules.ChainExternal, rules.ChainFirewall:
 			h.Role = record.RoleService
 		case rules.ChainEndpoint:
@@ -320,7 +329,7 @@ func (a *annotator) inferNAT() {
 		prev, cur := &hops[i-1].Header, &hops[i].Header
 		if !dnatSeen && (prev.Dst != cur.Dst || prev.DPort != cur.DPort) && cur.Dst.IsValid() && prev.Dst.IsValid() {
 			dnatSeen = true
-			to := endpoint(cur.Dst, cur.DPort, cur.Proto)
+			to := a.endpoint(cur.Dst, cur.DPort, cur.Proto)
 			// The last nat-table rule before the change made it; with no
 			// nat rule traced, conntrack translated an existing connection.
 			n := record.NAT{Kind: verdictDNAT, To: to, Inferred: true}
@@ -337,7 +346,7 @@ func (a *annotator) inferNAT() {
 		}
 		if (prev.Src != cur.Src || prev.SPort != cur.SPort) && cur.Src.IsValid() && prev.Src.IsValid() && !a.hasSNAT() {
 			rec.NAT = append(rec.NAT, record.NAT{Kind: verdictSNAT, Table: hops[i-1].Table, Chain: hops[i-1].Chain,
-				To: endpoint(cur.Src, cur.SPort, cur.Proto), Inferred: true})
+				To: a.endpoint(cur.Src, cur.SPort, cur.Proto), Inferred: true})
 		}
 	}
 }
@@ -369,7 +378,7 @@ func (a *annotator) changedDst(i int) string {
 	at := a.p.Hops[i].Header
 	for _, h := range a.p.Hops[i+1:] {
 		if h.Header.Dst.IsValid() && (h.Header.Dst != at.Dst || h.Header.DPort != at.DPort) {
-			return endpoint(h.Header.Dst, h.Header.DPort, h.Header.Proto)
+			return a.endpoint(h.Header.Dst, h.Header.DPort, h.Header.Proto)
 		}
 	}
 	return ""
@@ -418,7 +427,7 @@ func (a *annotator) decide() {
 // no-endpoints rule's comment) belongs to.
 func (a *annotator) service(i int) string {
 	h := &a.rec.Hops[i]
-	if s := a.chainInfo(h.Table, h.Chain).Service; s != "" {
+	if s := a.hopFacts[i].Chain.Service; s != "" {
 		return s
 	}
 	if s := a.mapService(i); s != "" {
@@ -429,10 +438,21 @@ func (a *annotator) service(i int) string {
 			return s
 		}
 		if r.Jump != "" {
-			return a.chainInfo(h.Table, r.Jump).Service
+			return a.hopFacts[i].Target.Service
 		}
 	}
 	return ""
+}
+
+// targetInfo says what hop i's target chain is: what the hop's lookup found
+// when its rule jumps there, else what the index says (a target the trace
+// or a verdict map named).
+func (a *annotator) targetInfo(i int) rules.ChainInfo {
+	h := &a.rec.Hops[i]
+	if r := a.rules[i]; r != nil && r.Jump != "" && r.Jump == h.Target {
+		return a.hopFacts[i].Target
+	}
+	return a.chainInfo(h.Table, h.Target)
 }
 
 func (a *annotator) chainInfo(table, chain string) rules.ChainInfo {
@@ -485,14 +505,8 @@ func familyName(f uint8) string {
 }
 
 // endpoint formats "ip:port" ("[ip]:port" for IPv6), or "ip" for protocols
-// without ports.
-func endpoint(ip netip.Addr, port uint16, proto uint8) string {
-	if !ip.IsValid() {
-		return ""
-	}
-	switch proto {
-	case trace.ProtoTCP, trace.ProtoUDP, trace.ProtoSCTP:
-		return netip.AddrPortFrom(ip, port).String()
-	}
-	return ip.String()
+// without ports, "" for an invalid address, from the record's memory.
+func (a *annotator) endpoint(ip netip.Addr, port uint16, proto uint8) string {
+	a.buf = appendEndpoint(a.buf[:0], ip, port, proto)
+	return a.mem.text(a.buf)
 }

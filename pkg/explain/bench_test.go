@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/svctrace/kubectl-svctrace/pkg/record"
 	"github.com/svctrace/kubectl-svctrace/pkg/rules"
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
 	"github.com/svctrace/kubectl-svctrace/pkg/trace/tracetest"
@@ -57,6 +58,37 @@ func BenchmarkAnnotate(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		rec := Annotate(ps[i%len(ps)], ix)
 		hops += len(rec.Hops)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(hops)/float64(b.N), "hops/op")
+	if cpu := tracetest.ThreadCPU() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	}
+}
+
+// BenchmarkAnnotateBatch is BenchmarkAnnotate as Parallel annotates: into
+// a batch's records and memory, reused every BatchSize packets.
+func BenchmarkAnnotateBatch(b *testing.B) {
+	ps, ix := capturePackets(b, "pod-to-svc.legacy.kmsg.txt", "pod-to-svc.legacy.rules.txt")
+	recs := make([]record.Packet, BatchSize)
+	mem := newRecordMem()
+	for i, p := range ps {
+		annotate(&recs[i%BatchSize], p, ix, nil, mem)
+	}
+	hops := 0
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu0 := tracetest.ThreadCPU()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		k := i % BatchSize
+		if k == 0 {
+			clear(recs)
+			mem.reset()
+		}
+		annotate(&recs[k], ps[i%len(ps)], ix, nil, mem)
+		hops += len(recs[k].Hops)
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(hops)/float64(b.N), "hops/op")

@@ -8,12 +8,13 @@ import (
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
 )
 
-// explainPacket writes the plain-words analysis of an annotated packet.
-func explainPacket(rec *record.Packet, p *trace.Packet, hooks []string, facts *pathFacts) *record.Explain {
-	ex := &record.Explain{}
-	var parts []string
+// explain writes the plain-words analysis of the annotated packet.
+func (a *annotator) explain() *record.Explain {
+	rec, facts := a.rec, &a.facts
+	ex := a.mem.newExplain()
+	sum := summary{b: a.buf[:0]}
 	if rec.Service != "" {
-		parts = append(parts, "Service "+rec.Service)
+		sum.part("Service ", rec.Service)
 	}
 	var dnat, snat *record.NAT
 	for i := range rec.NAT {
@@ -29,34 +30,33 @@ func explainPacket(rec *record.Packet, p *trace.Packet, hooks []string, facts *p
 		}
 	}
 	if dnat != nil && dnat.Chain == "" {
-		parts = append(parts, fmt.Sprintf("translated %s -> %s by conntrack (an existing connection: the nat table sees only its first packet)", rec.Dst, orUnknown(dnat.To)))
+		sum.part("translated ", rec.Dst, " -> ", orUnknown(dnat.To), " by conntrack (an existing connection: the nat table sees only its first packet)")
 	} else if dnat != nil {
-		s := fmt.Sprintf("DNAT %s -> %s in %s", rec.Dst, orUnknown(dnat.To), dnat.Chain)
+		sum.part("DNAT ", rec.Dst, " -> ", orUnknown(dnat.To), " in ", dnat.Chain)
 		if why := facts.choiceText(dnat.Chain); why != "" {
-			s += " (" + why + ")"
+			sum.add(" (", why, ")")
 		}
-		parts = append(parts, s)
 	}
-	src := record.Host(rec.Src)
 	switch {
 	case snat != nil:
-		s := "source masqueraded at POSTROUTING"
+		sum.part("source masqueraded at POSTROUTING")
 		if facts.masq != "" {
-			s += " (" + facts.masq + ")"
+			sum.add(" (", facts.masq, ")")
 		}
-		parts = append(parts, s)
 		if snat.To != "" {
 			ex.SourceSeenByEndpoint = record.Host(snat.To)
 		} else {
 			out := lastOut(rec)
-			ex.Notes = append(ex.Notes, fmt.Sprintf("the endpoint sees the node's address on %s, not the client's %s", ifaceOr(out, "the outgoing interface"), src))
+			ex.Notes = append(ex.Notes, fmt.Sprintf("the endpoint sees the node's address on %s, not the client's %s", ifaceOr(out, "the outgoing interface"), record.Host(rec.Src)))
 		}
 	case dnat != nil && dnat.Chain != "" && rec.Verdict == record.VerdictAccept:
+		src := record.Host(rec.Src)
 		ex.SourceSeenByEndpoint = src
-		parts = append(parts, "source kept: the endpoint sees the client's address "+src)
+		sum.part("source kept: the endpoint sees the client's address ", src)
 	}
-	parts = append(parts, rec.Verdict)
-	ex.Summary = strings.Join(parts, "; ")
+	sum.part(rec.Verdict)
+	ex.Summary = a.mem.text(sum.b)
+	a.buf = sum.b
 
 	switch {
 	case rec.Live != nil && rec.Live.Route != nil:
@@ -65,12 +65,34 @@ func explainPacket(rec *record.Packet, p *trace.Packet, hooks []string, facts *p
 		h := rec.Hops[rec.VerdictHop]
 		ex.Reason = fmt.Sprintf("%s:%s: %s", h.Table, h.Chain, h.Meaning)
 	case rec.Verdict == record.VerdictUnknown:
-		ex.Reason = stopReason(rec, p, hooks)
+		ex.Reason = stopReason(rec, a.p, a.hooks)
 	}
 	if rec.Live != nil {
 		ex.Notes = append(ex.Notes, liveNotes(rec.Live)...)
 	}
 	return ex
+}
+
+// summary writes a packet's summary: its parts with "; " between them.
+type summary struct {
+	b []byte
+	n int // parts so far
+}
+
+// part starts a part with words.
+func (s *summary) part(words ...string) {
+	if s.n > 0 {
+		s.b = append(s.b, "; "...)
+	}
+	s.n++
+	s.add(words...)
+}
+
+// add appends words to the part.
+func (s *summary) add(words ...string) {
+	for _, w := range words {
+		s.b = append(s.b, w...)
+	}
 }
 
 // choiceText describes the rule that chose the endpoint, naming its chain

@@ -18,7 +18,8 @@ func lookup(src, dst, in, mark string) record.RouteLookup {
 // after the path is annotated.
 func explainLive(rec *record.Packet, l *record.Live) {
 	withLive(rec, l)
-	rec.Explain = explainPacket(rec, &trace.Packet{}, nil, &pathFacts{})
+	a := annotator{rec: rec, p: &trace.Packet{}}
+	rec.Explain = a.explain()
 }
 
 func TestWithLiveRoute(t *testing.T) {

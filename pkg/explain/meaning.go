@@ -56,19 +56,27 @@ func (a *annotator) markMeaning(why string) string {
 	return why + ": mark for masquerade"
 }
 
+// builtinPolicy begins the meaning of a built-in chain's policy hop.
+const builtinPolicy = "end of built-in chain: policy "
+
 // meaning says in a few words what hop i means for the packet.
 func (a *annotator) meaning(i int, r *rules.Rule) string {
 	h := &a.rec.Hops[i]
 	if m := a.policyMeaning(i, r); m != "" {
 		return m
 	}
-	info := a.chainInfo(h.Table, h.Chain)
+	info := a.hopFacts[i].Chain
 	switch h.Kind {
 	case "policy":
-		if h.Verdict == "" {
+		switch h.Verdict {
+		case "":
 			return "end of built-in chain: its policy applies"
+		case record.VerdictAccept: // the usual ones, as constants
+			return builtinPolicy + record.VerdictAccept
+		case record.VerdictDrop:
+			return builtinPolicy + record.VerdictDrop
 		}
-		return "end of built-in chain: policy " + h.Verdict
+		return builtinPolicy + h.Verdict
 	case "return":
 		return returnMeaning(h.Table, info)
 	}
@@ -76,7 +84,7 @@ func (a *annotator) meaning(i int, r *rules.Rule) string {
 		return a.vmapMeaning(i, m)
 	}
 	if h.Verdict == verdictJump || h.Verdict == verdictGoto {
-		return a.jumpMeaning(h, info, r)
+		return a.jumpMeaning(i, info, r)
 	}
 	text := ruleText(h, r)
 	switch h.Verdict {
@@ -145,8 +153,9 @@ func ruleText(h *record.Hop, r *rules.Rule) string {
 }
 
 // jumpMeaning explains why a rule sent the packet to another chain.
-func (a *annotator) jumpMeaning(h *record.Hop, from rules.ChainInfo, r *rules.Rule) string {
-	to := a.chainInfo(h.Table, h.Target)
+func (a *annotator) jumpMeaning(i int, from rules.ChainInfo, r *rules.Rule) string {
+	h := &a.rec.Hops[i]
+	to := a.targetInfo(i)
 	comment := commentOf(r)
 	text := ruleText(h, r)
 	switch to.Kind {
@@ -296,7 +305,7 @@ func (a *annotator) rejectMeaning(i int, info rules.ChainInfo, r *rules.Rule) st
 		return "Service " + s + " has no endpoints: connection rejected"
 	}
 	hd := a.p.Hops[i].Header
-	dst := endpoint(hd.Dst, hd.DPort, hd.Proto)
+	dst := a.endpoint(hd.Dst, hd.DPort, hd.Proto)
 	switch info.Kind {
 	case rules.ChainServices, rules.ChainExternalServices:
 		// kube-proxy rejects in these chains only for Services

@@ -117,7 +117,7 @@ func (a *annotator) vmapMeaning(i int, m mapLookup) string {
 	svc := a.mapService(i)
 	name := "Service " + orUnknown(svc)
 	dst := a.p.Hops[i].Header
-	at := endpoint(dst.Dst, dst.DPort, dst.Proto)
+	at := a.endpoint(dst.Dst, dst.DPort, dst.Proto)
 	switch m.set {
 	case rules.MapServiceIPs:
 		to := a.chainInfo(h.Table, h.Target)

@@ -2,6 +2,7 @@ package explain
 
 import (
 	"runtime"
+	"slices"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
 	"github.com/svctrace/kubectl-svctrace/pkg/rules"
@@ -27,8 +28,9 @@ type Parallel struct {
 	// to dst, on a worker.
 	encode func(dst []byte, rec *record.Packet) []byte
 	// deliver receives the records of a batch in order, and what encode
-	// wrote for them. Neither may be kept after it returns. Its first
-	// error stops the deliveries and is returned by Close.
+	// wrote for them. Neither may be kept after it returns (their memory
+	// goes to later batches). Its first error stops the deliveries and is
+	// returned by Close.
 	deliver func(recs []record.Packet, encoded []byte) error
 
 	size  int
@@ -40,12 +42,13 @@ type Parallel struct {
 }
 
 // batch is packets copied out of the Grouper (their hops in one arena),
-// then their records.
+// then their records (their memory in mem).
 type batch struct {
 	pkts  []trace.Packet
 	spans [][2]int // each packet's hops in arena
 	arena []trace.Hop
 	recs  []record.Packet
+	mem   *recordMem
 	out   []byte
 	ready chan struct{}
 }
@@ -63,7 +66,7 @@ func NewParallel(ix *rules.Index, size int, encode func(dst []byte, rec *record.
 		done:  make(chan error, 1),
 	}
 	for range n {
-		p.free <- &batch{ready: make(chan struct{}, 1)}
+		p.free <- &batch{mem: newRecordMem(), ready: make(chan struct{}, 1)}
 	}
 	for range workers {
 		go p.worker()
@@ -110,10 +113,11 @@ func (p *Parallel) Close() error {
 func (p *Parallel) worker() {
 	for b := range p.work {
 		b.out = b.out[:0]
+		b.recs = slices.Grow(b.recs, len(b.pkts))[:len(b.pkts)]
 		for i := range b.pkts {
-			b.recs = append(b.recs, Annotate(&b.pkts[i], p.ix))
+			annotate(&b.recs[i], &b.pkts[i], p.ix, nil, b.mem)
 			if p.encode != nil {
-				b.out = p.encode(b.out, &b.recs[len(b.recs)-1])
+				b.out = p.encode(b.out, &b.recs[i])
 			}
 		}
 		b.ready <- struct{}{}
@@ -128,6 +132,7 @@ func (p *Parallel) deliverLoop() {
 			err = p.deliver(b.recs, b.out)
 		}
 		clear(b.recs) // let the records go
+		b.mem.reset()
 		b.pkts, b.spans, b.arena, b.recs = b.pkts[:0], b.spans[:0], b.arena[:0], b.recs[:0]
 		p.free <- b
 	}

@@ -2,6 +2,7 @@ package explain
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -12,7 +13,8 @@ import (
 
 // TestParallelKeepsOrder: the records come back in the order the packets
 // went in, equal to annotating them one by one, for any batch size; the
-// caller may reuse a packet once Add returns.
+// caller may reuse a packet once Add returns, and the records' memory is
+// reused once deliver returns.
 func TestParallelKeepsOrder(t *testing.T) {
 	ps, ix := capturePackets(t, "pod-to-svc.legacy.kmsg.txt", "pod-to-svc.legacy.rules.txt")
 	var want []record.Packet
@@ -30,7 +32,12 @@ func TestParallelKeepsOrder(t *testing.T) {
 		var encoded int
 		par := NewParallel(ix, size, func(dst []byte, rec *record.Packet) []byte { return append(dst, rec.Src...) },
 			func(recs []record.Packet, out []byte) error {
-				got = append(got, recs...)
+				for _, r := range recs { // copies: their memory is reused
+					r.Hops, r.NAT = slices.Clone(r.Hops), slices.Clone(r.NAT)
+					ex := *r.Explain
+					r.Explain = &ex
+					got = append(got, r)
+				}
 				encoded += len(out)
 				return nil
 			})

@@ -206,6 +206,25 @@ func appendStrings(dst []byte, ss []string) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// plain tells the bytes a JSON string holds as they are: ASCII but control
+// bytes, '"' and '\\'.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// plainWord reports whether all 8 bytes of w are plain, 8 at a time: none
+// is 0x80 or above, below 0x20, '"' or '\\' (the "has a byte less than"
+// and "has a zero byte" tests of bit twiddling, exact when no byte is
+// 0x80 or above).
+func plainWord(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote, backslash := w^(ones*'"'), w^(ones*'\\')
+	return (w|(w-ones*0x20)&^w|(quote-ones)&^quote|(backslash-ones)&^backslash)&highs == 0
+}
+
 // appendString writes s as a JSON string the way encoding/json does with
 // HTML escaping off: \" \\ \b \f \n \r \t, \u00XX for other control
 // bytes, \ufffd for invalid UTF-8, \u2028 and \u2029 escaped.
@@ -213,12 +232,20 @@ func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
+		if i+8 <= len(s) {
+			w := s[i : i+8] // one load, no bounds checks
+			if plainWord(uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+				uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56) {
+				i += 8
 				continue
 			}
+		}
+		c := s[i]
+		if plain[c] {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
 			dst = append(dst, s[start:i]...)
 			switch c {
 			case '"', '\\':

@@ -87,6 +87,11 @@ func TestAppendPacketMatchesEncodingJSON(t *testing.T) {
 	}
 	for b := 0; b < 256; b++ {
 		ps = append(ps, record.Packet{Src: string([]byte{'a', byte(b), 'z'})})
+		for at := 0; at < 17; at++ { // the byte in each place of 8-byte words
+			s := []byte("abcdefghijklmnopq")
+			s[at] = byte(b)
+			ps = append(ps, record.Packet{Src: string(s)})
+		}
 	}
 	for i := range ps {
 		want := stdJSON(t, &ps[i])

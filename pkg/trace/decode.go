@@ -3,6 +3,8 @@ package trace
 import (
 	"bytes"
 	"time"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/intern"
 )
 
 // Result says what Decode made of a line.
@@ -73,8 +75,8 @@ type Decoder struct {
 	format Format // as configured
 	active Format // as detected (== format unless FormatAuto)
 
-	names interner
-	texts interner
+	names intern.Table
+	texts intern.Table
 
 	haveSeq bool
 	lastSeq uint64
@@ -96,8 +98,8 @@ func NewDecoder(f Format) *Decoder {
 	return &Decoder{
 		format: f,
 		active: f,
-		names:  newInterner(maxNames),
-		texts:  newInterner(maxTexts),
+		names:  intern.New(maxNames),
+		texts:  intern.New(maxTexts),
 	}
 }
 

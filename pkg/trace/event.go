@@ -179,7 +179,17 @@ func TCPFlagBit(name []byte) uint8 {
 }
 
 // FormatTCPFlags renders flags as the kernel log does: "ACK PSH".
-func FormatTCPFlags(f uint8) string {
+func FormatTCPFlags(f uint8) string { return tcpFlagStrings[f] }
+
+// tcpFlagStrings is every combination of flags rendered, made once.
+var tcpFlagStrings = func() (s [256]string) {
+	for f := range s {
+		s[f] = formatTCPFlags(uint8(f))
+	}
+	return s
+}()
+
+func formatTCPFlags(f uint8) string {
 	var b strings.Builder
 	for _, n := range tcpFlagNames {
 		if f&n.bit != 0 {

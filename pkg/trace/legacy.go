@@ -59,8 +59,8 @@ func (d *Decoder) parseLegacy(b []byte, ev *Event) bool {
 		return false
 	}
 	*ev = Event{}
-	ev.Table = d.names.get(table)
-	ev.Chain = d.names.get(chain)
+	ev.Table = d.names.Get(table)
+	ev.Chain = d.names.Get(chain)
 	ev.Kind = kind
 	ev.Rule = num
 	ev.HasHeader = true
@@ -104,7 +104,9 @@ func (d *Decoder) parseLegacy(b []byte, ev *Event) bool {
 		// Keys are upper-case words; a token without '=' after its
 		// letters is a flag (DF, SYN, FRAG:n, OPT, INCOMPLETE).
 		start := i
+		var key uint64 // packed as packKey does, while scanning
 		for i < len(b) && b[i] >= 'A' && b[i] <= 'Z' {
+			key = key<<8 | uint64(b[i])
 			i++
 		}
 		if i == len(b) || b[i] != '=' {
@@ -114,10 +116,12 @@ func (d *Decoder) parseLegacy(b []byte, ev *Event) bool {
 			legacyFlag(b[start:i], h, &seen)
 			continue
 		}
-		key := b[start:i]
+		if i-start > 8 {
+			key = 0
+		}
 		i++
 		vstart := i
-		if len(key) == 3 && key[0] == 'M' && key[1] == 'A' && key[2] == 'C' {
+		if key == kMAC {
 			if k := bytes.IndexByte(b[i:], ' '); k >= 0 {
 				i += k
 			} else {
@@ -133,15 +137,15 @@ func (d *Decoder) parseLegacy(b []byte, ev *Event) bool {
 		good := true
 		// Unlisted keys (TOS PREC TTL TC HOPLIMIT ACK WINDOW RES URGP UID
 		// GID MTU ...) are not needed to follow or show the packet.
-		switch packKey(key) {
+		switch key {
 		case kIN:
-			h.In = d.names.get(val)
+			h.In = d.names.Get(val)
 		case kOUT:
-			h.Out = d.names.get(val)
+			h.Out = d.names.Get(val)
 		case kPHYSIN:
-			h.PhysIn = d.names.get(val)
+			h.PhysIn = d.names.Get(val)
 		case kPHYSOUT:
-			h.PhysOut = d.names.get(val)
+			h.PhysOut = d.names.Get(val)
 		case kSRC:
 			if !l4 { // after PROTO= it is an ICMP error's inner packet
 				h.Src, good = parseAddr(val)
@@ -311,6 +315,7 @@ const (
 	kTYPE    = 'T'<<24 | 'Y'<<16 | 'P'<<8 | 'E'
 	kCODE    = 'C'<<24 | 'O'<<16 | 'D'<<8 | 'E'
 	kMARK    = 'M'<<24 | 'A'<<16 | 'R'<<8 | 'K'
+	kMAC     = 'M'<<16 | 'A'<<8 | 'C'
 	kPROTO   = 'P'<<32 | 'R'<<24 | 'O'<<16 | 'T'<<8 | 'O'
 	kPHYSIN  = 'P'<<40 | 'H'<<32 | 'Y'<<24 | 'S'<<16 | 'I'<<8 | 'N'
 	kPHYSOUT = 'P'<<48 | 'H'<<40 | 'Y'<<32 | 'S'<<24 | 'O'<<16 | 'U'<<8 | 'T'

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/svctrace/kubectl-svctrace/pkg/intern"
 )
 
 // This file decodes nftables trace events as the kernel sends them on
@@ -71,7 +73,7 @@ func nftVerdictCode(code int32) string {
 // Steady-state decoding allocates nothing: names are interned. A
 // NetlinkDecoder is used by one goroutine.
 type NetlinkDecoder struct {
-	names  interner
+	names  intern.Table
 	ifname func(idx uint32) string
 	hdrs   [256]struct {
 		id   uint32
@@ -83,7 +85,7 @@ type NetlinkDecoder struct {
 // NewNetlinkDecoder returns a decoder that names interfaces with ifname
 // (trace events carry interface indexes only).
 func NewNetlinkDecoder(ifname func(idx uint32) string) *NetlinkDecoder {
-	return &NetlinkDecoder{names: newInterner(maxNames), ifname: ifname}
+	return &NetlinkDecoder{names: intern.New(maxNames), ifname: ifname}
 }
 
 func (d *NetlinkDecoder) slot(id uint32) int { return int((id * 2654435761) >> 24) }
@@ -103,9 +105,9 @@ func (d *NetlinkDecoder) Decode(payload []byte, now time.Duration, ev *Event) bo
 	forAttrs(payload[4:], func(typ uint16, v []byte) {
 		switch typ {
 		case unix.NFTA_TRACE_TABLE:
-			ev.Table = d.names.get(trimNUL(v))
+			ev.Table = d.names.Get(trimNUL(v))
 		case unix.NFTA_TRACE_CHAIN:
-			ev.Chain = d.names.get(trimNUL(v))
+			ev.Chain = d.names.Get(trimNUL(v))
 		case unix.NFTA_TRACE_RULE_HANDLE:
 			if len(v) == 8 {
 				ev.Handle = binary.BigEndian.Uint64(v)
@@ -129,7 +131,7 @@ func (d *NetlinkDecoder) Decode(payload []byte, now time.Duration, ev *Event) bo
 						ev.Verdict = nftVerdictCode(int32(binary.BigEndian.Uint32(w)))
 					}
 				case unix.NFTA_VERDICT_CHAIN:
-					ev.Target = d.names.get(trimNUL(w))
+					ev.Target = d.names.Get(trimNUL(w))
 				}
 			})
 		case unix.NFTA_TRACE_ID:

@@ -39,8 +39,8 @@ func (d *Decoder) decodeNftmon(line []byte, ev *Event) Result {
 	*ev = Event{
 		TraceID: id,
 		HasID:   true,
-		Table:   d.names.get(table),
-		Chain:   d.names.get(chain),
+		Table:   d.names.Get(table),
+		Chain:   d.names.Get(chain),
 	}
 	rest := b[i:]
 	switch string(word) {
@@ -76,7 +76,7 @@ func (d *Decoder) decodeNftmon(line []byte, ev *Event) Result {
 		if ev.Verdict == "JUMP" || ev.Verdict == "GOTO" {
 			var t []byte
 			t, j = nextField(rest, 0)
-			ev.Target = d.names.get(t)
+			ev.Target = d.names.Get(t)
 			rest = rest[j:]
 		}
 	case "return":
@@ -115,7 +115,7 @@ func (d *Decoder) nftRule(b []byte, ev *Event) bool {
 		return false
 	}
 	if t, _ := nextField(v, j); len(t) > 0 {
-		ev.Target = d.names.get(t)
+		ev.Target = d.names.Get(t)
 	}
 	if h := bytes.LastIndex(text, []byte("# handle ")); h >= 0 {
 		n, ok := parseUint(trimSpace(text[h+len("# handle "):]))
@@ -132,7 +132,7 @@ func (d *Decoder) nftRule(b []byte, ev *Event) bool {
 		ev.Handle = n
 		return true
 	}
-	ev.Text = d.texts.get(d.normalizeNftText(text))
+	ev.Text = d.texts.Get(d.normalizeNftText(text))
 	return true
 }
 
@@ -217,9 +217,9 @@ func (d *Decoder) nftPacket(id uint32, b []byte) Result {
 			v, i = nextField(b, i)
 			v = bytes.Trim(v, `"`)
 			if proto[0] == 'i' {
-				h.In = d.names.get(v)
+				h.In = d.names.Get(v)
 			} else {
-				h.Out = d.names.get(v)
+				h.Out = d.names.Get(v)
 			}
 			continue
 		case "ip", "ip6", "tcp", "udp", "udplite", "sctp", "dccp", "icmp", "icmpv6", "meta", "ether", "vlan", "arp", "th":

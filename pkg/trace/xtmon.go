@@ -65,10 +65,10 @@ func (d *Decoder) xtmonPacket(b []byte) Result {
 		var good bool
 		switch string(key) {
 		case "IN":
-			h.In = d.names.get(val)
+			h.In = d.names.Get(val)
 			good = true
 		case "OUT":
-			h.Out = d.names.get(val)
+			h.Out = d.names.Get(val)
 			good = true
 		case "SRC":
 			h.Src, good = parseAddr(val)
@@ -153,8 +153,8 @@ func (d *Decoder) xtmonTrace(b []byte, ev *Event) Result {
 	*ev = Event{
 		TraceID: id,
 		HasID:   true,
-		Table:   d.names.get(spec[:c1]),
-		Chain:   d.names.get(spec[c1+1 : m]),
+		Table:   d.names.Get(spec[:c1]),
+		Chain:   d.names.Get(spec[c1+1 : m]),
 		Kind:    kind,
 	}
 	rest := spec[m+mlen:]
@@ -188,9 +188,9 @@ func (d *Decoder) xtmonTrace(b []byte, ev *Event) Result {
 			return ResultMalformed
 		}
 	}
-	ev.Target = d.names.get(target)
+	ev.Target = d.names.Get(target)
 	if kind == KindRule {
-		ev.Text = d.texts.get(xtmonRuleText(trimSpace(b[i:])))
+		ev.Text = d.texts.Get(xtmonRuleText(trimSpace(b[i:])))
 	}
 	d.fillHeader(id, ev)
 	return ResultEvent
