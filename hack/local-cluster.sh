@@ -279,6 +279,13 @@ start() {
       >>"${LOGS}/${name}.log" 2>&1 </dev/null
   ) &
   echo $! >"${PIDS}/${name}.pid"
+  # Until the subshell has exec'd (closing descriptors takes a while on a loaded machine) its
+  # command line is this script's, and `running` would call the component dead: wait for it.
+  local i
+  for ((i = 0; i < 100; i++)); do
+    if running "$name" || [[ ! -d "/proc/$!" ]]; then break; fi
+    sleep 0.05
+  done
   log "started ${name} (pid $!)"
 }
 
