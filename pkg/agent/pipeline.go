@@ -26,7 +26,7 @@ import (
 // returns the rules removed.
 func (s *session) traceLive(ctx context.Context) (removed int, err error) {
 	// The live pipeline.
-	s.snap = &snapshotter{h: s.h, cfg: &s.cfg, det: s.det, log: s.log}
+	s.snap = &snapshotter{h: s.h, cfg: &s.cfg, det: s.det, log: s.log, foreign: &s.nftForeign}
 	s.snapReady = make(chan struct{})
 	s.settled = make(chan struct{})
 	var srcWG, bgWG, writerWG sync.WaitGroup
@@ -200,21 +200,37 @@ type handleKey struct {
 
 func (p *pipeline) setHandles(h map[handleKey]bool) { p.handles.Store(&h) }
 
-// snapshotEnding is the Grouper's Ending backed by the backend's latest
-// ruleset snapshot, so packets complete at their real end (a DROP policy, a
-// MASQUERADE ending the nat table) instead of after the quiet window. The
-// Grouper calls it with the pipeline's lock held: no lock of its own.
+// snapshotEnding is the Grouper's Ending and HookTables backed by the
+// backend's latest ruleset snapshot, so packets complete at their real end
+// (a DROP policy, a MASQUERADE ending the nat table, the last base chain of
+// POSTROUTING) instead of after the quiet window. The Grouper calls it with
+// the pipeline's lock held: no lock of its own.
 type snapshotEnding struct {
-	ix   *atomic.Pointer[rules.Index]
-	last *rules.Index
-	fn   func(*trace.Event) trace.Ending
+	ix     *atomic.Pointer[rules.Index]
+	last   *rules.Index
+	fn     func(*trace.Event) trace.Ending
+	tables func(family uint8, hook string) []trace.HookChain
+	// foreign says the snapshot lacks some of the node's nft tables
+	// (snapshotter.foreign): then no hook's tables are known.
+	foreign *atomic.Bool
 	// pending, when set, decides until the first snapshot is read.
 	pending func(*trace.Event) trace.Ending
 }
 
-func (e *snapshotEnding) ending(ev *trace.Event) trace.Ending {
+// current makes fn and tables those of the latest snapshot (false: none yet).
+func (e *snapshotEnding) current() bool {
 	ix := e.ix.Load()
 	if ix == nil {
+		return false
+	}
+	if ix != e.last {
+		e.last, e.fn, e.tables = ix, explain.Ending(ix), explain.HookTables(ix)
+	}
+	return true
+}
+
+func (e *snapshotEnding) ending(ev *trace.Event) trace.Ending {
+	if !e.current() {
 		// No snapshot yet (or --rules-snapshot=false): the Grouper's own
 		// inference, or what the kube-proxy mode tells.
 		if e.pending != nil {
@@ -222,10 +238,14 @@ func (e *snapshotEnding) ending(ev *trace.Event) trace.Ending {
 		}
 		return trace.EndUnknown
 	}
-	if ix != e.last {
-		e.last, e.fn = ix, explain.Ending(ix)
-	}
 	return e.fn(ev)
+}
+
+func (e *snapshotEnding) hookTables(family uint8, hook string) []trace.HookChain {
+	if !e.current() || e.foreign != nil && e.foreign.Load() {
+		return nil
+	}
+	return e.tables(family, hook)
 }
 
 func (p *pipeline) addEvent(ev *trace.Event) {

@@ -137,6 +137,9 @@ type session struct {
 	// refreshed is when the packet writer last re-read a ruleset for a
 	// packet the index did not know (its goroutine only).
 	refreshed map[ipBackend]time.Time
+	// nftForeign: the node has nft tables the snapshots do not read
+	// (snapshotter.foreign).
+	nftForeign atomic.Bool
 	// fetcher reads the iptables-nft chains trace events name that the
 	// index lacks (nil without an nft source or snapshots).
 	fetcher *chainFetcher

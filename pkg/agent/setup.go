@@ -121,8 +121,8 @@ func (s *session) begin(ctx context.Context, sources []source) error {
 			s.index[p.backend] = &atomic.Pointer[rules.Index]{}
 			s.indexGen[p.backend] = &atomic.Uint64{}
 		}
-		p.ending = &snapshotEnding{ix: s.index[p.backend], pending: explain.PendingEnding(s.det.ModeName() == modeNftables)}
-		p.g = trace.NewGrouper(trace.GroupOptions{Quiet: s.cfg.Quiet, Emit: p.emitPacket, Ending: p.ending.ending})
+		p.ending = &snapshotEnding{ix: s.index[p.backend], foreign: &s.nftForeign, pending: explain.PendingEnding(s.det.ModeName() == modeNftables)}
+		p.g = trace.NewGrouper(trace.GroupOptions{Quiet: s.cfg.Quiet, Emit: p.emitPacket, Ending: p.ending.ending, HookTables: p.ending.hookTables})
 		if err := src.Open(); err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/rules"
@@ -149,6 +150,11 @@ type snapshotter struct {
 	det detection
 	log *log.Logger
 
+	// foreign is set when the last nft read found tables besides
+	// iptables-nft's and kube-proxy's: their base chains are not read, so
+	// which tables run at a hook is not known (snapshotEnding.hookTables).
+	foreign *atomic.Bool
+
 	// mu guards what the reads of the iptables-nft tables keep: the
 	// session's chain store, and the last read's parts to build an index
 	// again with chains fetched since (rebuild).
@@ -206,6 +212,10 @@ func (s *snapshotter) take(ctx context.Context, b ipBackend) (*rules.Index, uint
 			}
 		}
 	}
+	if b == backendNft && s.foreign != nil {
+		foreign, err := s.foreignTables()
+		s.foreign.Store(foreign || err != nil)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if b == backendNft {
@@ -213,6 +223,31 @@ func (s *snapshotter) take(ctx context.Context, b ipBackend) (*rules.Index, uint
 	}
 	ix, err := s.build(parts)
 	return ix, sum.Sum64(), err
+}
+
+// foreignTables reports whether the kernel has nft tables of the traced
+// families (or inet) that the snapshot does not read.
+func (s *snapshotter) foreignTables() (bool, error) {
+	n, err := s.h.nftables()
+	if err != nil {
+		return false, err
+	}
+	fams := []uint8{rules.FamilyInet}
+	for _, f := range s.det.Families {
+		fams = append(fams, f.Family)
+	}
+	for _, fam := range fams {
+		tables, err := n.Tables(fam)
+		if err != nil {
+			return false, err
+		}
+		for _, t := range tables {
+			if !slices.Contains(iptablesTables, t) && (t != rules.KubeProxyTable || fam == rules.FamilyInet) {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 // rebuild indexes the last nft read again, with the chains read since

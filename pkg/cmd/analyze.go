@@ -216,9 +216,10 @@ func (o *AnalyzeOptions) analyzeFile(path string, ix *rules.Index, w *bufio.Writ
 		return nil
 	})
 	st, err := trace.ReadAll(r, o.format, trace.GroupOptions{
-		Ordered: true,
-		Ending:  explain.Ending(ix),
-		Emit:    par.Add,
+		Ordered:    true,
+		Ending:     explain.Ending(ix),
+		HookTables: explain.HookTables(ix),
+		Emit:       par.Add,
 	})
 	if werr := par.Close(); werr != nil {
 		return st, werr

@@ -31,7 +31,7 @@ func capturePackets(b testing.TB, traceFile, rulesFile string) ([]*trace.Packet,
 	defer f.Close()
 	var ps []*trace.Packet
 	if _, err := trace.ReadAll(f, trace.FormatAuto, trace.GroupOptions{
-		Ordered: true, Ending: Ending(ix),
+		Ordered: true, Ending: Ending(ix), HookTables: HookTables(ix),
 		Emit: func(p *trace.Packet) { ps = append(ps, p.Clone()) },
 	}); err != nil {
 		b.Fatal(err)

@@ -38,13 +38,54 @@ func Ending(ix *rules.Index) func(ev *trace.Event) trace.Ending {
 			r, ok = ix.Rule(fam, ev.Table, ev.Chain, ev.Rule)
 		}
 		if !ok {
-			return trace.EndUnknown
+			if ev.Text == "" {
+				return trace.EndUnknown
+			}
+			// A rule the snapshot lacks, as the trace prints it (nft
+			// monitor and xtables-monitor name no handle).
+			parsed := rules.ParseRuleText(ev.Text)
+			r = &parsed
 		}
-		if end := targetEnding(r); end != trace.EndTable {
+		switch end := targetEnding(r); end {
+		case trace.EndTable, trace.EndNAT:
+			if tableEnding(ix, ev) == trace.EndTable {
+				return trace.EndTable
+			}
+			if end == trace.EndNAT {
+				return trace.EndNAT // other base chains follow; the nat ones are skipped now
+			}
+			return trace.EndNone
+		default:
 			return end
 		}
-		return tableEnding(ix, ev)
 	}
+}
+
+// HookTables returns a trace.GroupOptions.HookTables that reads from the
+// ruleset snapshot which nft tables' base chains run at POSTROUTING and
+// INPUT, so the Grouper completes a packet accepted in all of them (where
+// kube-proxy's nftables table shares the hook with iptables-nft's, their
+// order is not known and Ending cannot end the packet). With a nil index it
+// returns nil.
+func HookTables(ix *rules.Index) func(family uint8, hook string) []trace.HookChain {
+	if ix == nil {
+		return nil
+	}
+	type key struct {
+		fam  uint8
+		hook string
+	}
+	known := map[key][]trace.HookChain{}
+	for _, fam := range []uint8{rules.FamilyIPv4, rules.FamilyIPv6} {
+		for _, h := range []string{"POSTROUTING", "INPUT"} {
+			var cs []trace.HookChain
+			for _, c := range ix.HookTables(fam, strings.ToLower(h)) {
+				cs = append(cs, trace.HookChain{Table: c.Table, Nat: c.Nat})
+			}
+			known[key{fam, h}] = cs
+		}
+	}
+	return func(family uint8, hook string) []trace.HookChain { return known[key{family, hook}] }
 }
 
 // tableEnding is what an accepting rule or policy means for the traversal:
@@ -68,8 +109,10 @@ func targetEnding(r *rules.Rule) trace.Ending {
 		// A verdict map decides (kube-proxy nftables mode: goto a
 		// Service chain, goto reject-chain, drop): the traced verdict says.
 		return trace.EndUnknown
-	case "ACCEPT", "DNAT", "SNAT", "MASQUERADE", "REDIRECT", "NETMAP":
+	case "ACCEPT":
 		return trace.EndTable
+	case "DNAT", "SNAT", "MASQUERADE", "REDIRECT", "NETMAP":
+		return trace.EndNAT
 	case "DROP", "REJECT":
 		return trace.EndPacket
 	case "RETURN", "":

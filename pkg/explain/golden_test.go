@@ -78,9 +78,10 @@ func annotateCapture(t testing.TB, c goldenCase) []record.Packet {
 	defer f.Close()
 	var out []record.Packet
 	_, err = trace.ReadAll(f, trace.FormatAuto, trace.GroupOptions{
-		Ordered: true,
-		Ending:  Ending(ix),
-		Emit:    func(p *trace.Packet) { out = append(out, Annotate(p, ix)) },
+		Ordered:    true,
+		Ending:     Ending(ix),
+		HookTables: HookTables(ix),
+		Emit:       func(p *trace.Packet) { out = append(out, Annotate(p, ix)) },
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -58,14 +58,20 @@ func (n *Nftables) Close() error {
 }
 
 func tableFamily(fam uint8) nftables.TableFamily {
-	if fam == 6 {
+	switch fam {
+	case 6:
 		return nftables.TableFamilyIPv6
+	case familyInet:
+		return nftables.TableFamilyINet
 	}
 	return nftables.TableFamilyIPv4
 }
 
-// Tables returns the names of the nftables tables of a family (4 or 6),
-// including the ones iptables-nft manages (nat, filter, raw, ...).
+// familyInet is nft's inet family (NFPROTO_INET), tables for IPv4 and IPv6.
+const familyInet = unix.NFPROTO_INET
+
+// Tables returns the names of the nftables tables of a family (4, 6, or 1
+// for inet), including the ones iptables-nft manages (nat, filter, raw, ...).
 func (n *Nftables) Tables(fam uint8) ([]string, error) {
 	ts, err := n.nft.ListTablesOfFamily(tableFamily(fam))
 	if err != nil {

@@ -99,8 +99,9 @@ func packets(t testing.TB, c textCase) []record.Packet {
 	defer f.Close()
 	var out []record.Packet
 	if _, err := trace.ReadAll(f, trace.FormatAuto, trace.GroupOptions{
-		Ordered: true,
-		Ending:  explain.Ending(ix),
+		Ordered:    true,
+		Ending:     explain.Ending(ix),
+		HookTables: explain.HookTables(ix),
 		Emit: func(p *trace.Packet) {
 			rec := explain.AnnotateLive(p, ix, func(rec *record.Packet) *record.Live {
 				if last := len(rec.Hops) - 1; c.route != nil && last >= 0 && rec.Verdict == record.VerdictUnknown && rec.Hops[last].Hook == "PREROUTING" {

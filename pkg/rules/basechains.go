@@ -1,5 +1,10 @@
 package rules
 
+import (
+	"slices"
+	"strings"
+)
+
 // LaterBaseChain reports whether a base chain of another nft table (or
 // another base chain of the same one) hangs off the same hook as table/chain,
 // in the same family, at a priority that is not lower: netfilter runs it
@@ -71,4 +76,36 @@ func (s *snapshot) entryChains() [][]int32 {
 		}
 	})
 	return s.entries
+}
+
+// HookChain is a base chain that runs at a hook: its table, and whether it
+// is of type nat. nf_nat runs the nat chains of a hook in turn until one
+// translates the packet (the others are then skipped).
+type HookChain struct {
+	Table string
+	Nat   bool
+}
+
+// HookTables lists the base chains of the nft tables of a family (and
+// inet) that run at hook ("postrouting", "input", as nft names them). Each
+// base chain a packet traverses ends in one trace event (an accepting rule
+// or its policy), nat chains ending early once one of them translated it,
+// so a packet past all of them is done at the hook. nil when no nft listing
+// says.
+func (ix *Index) HookTables(family uint8, hook string) []HookChain {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	var out []HookChain
+	for key, tv := range ix.tables {
+		if tv.nft == nil || (key.family != family && key.family != FamilyInet) {
+			continue
+		}
+		for _, i := range tv.nft.bases {
+			if cd := &tv.nft.chains[i]; cd.hook == hook {
+				out = append(out, HookChain{Table: key.name, Nat: cd.natType})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b HookChain) int { return strings.Compare(a.Table, b.Table) })
+	return out
 }

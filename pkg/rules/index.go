@@ -157,12 +157,13 @@ type snapshot struct {
 }
 
 type chainData struct {
-	name   string
-	policy string // "ACCEPT" / "DROP" for base chains, "" otherwise
-	hook   string // netfilter hook for base chains
-	prio   int32  // base chain priority (nft listings; 0 when not listed)
-	start  int32  // first rule in snapshot.rules
-	n      int32  // number of rules
+	name    string
+	policy  string // "ACCEPT" / "DROP" for base chains, "" otherwise
+	hook    string // netfilter hook for base chains
+	prio    int32  // base chain priority (nft listings; 0 when not listed)
+	natType bool   // a base chain of type nat (nft listings)
+	start   int32  // first rule in snapshot.rules
+	n       int32  // number of rules
 	// sorted reports that handles ascend with position, so a handle can be
 	// found by binary search (always true for iptables-nft tables).
 	sorted bool

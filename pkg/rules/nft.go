@@ -344,6 +344,9 @@ func (p *nftParser) chainProperty(code string) bool {
 		}
 		switch f[0] {
 		case "type":
+			if len(f) > 1 {
+				cd.natType = f[1] == "nat"
+			}
 			for i := 1; i+1 < len(f); i++ {
 				switch f[i] {
 				case "hook":

@@ -34,6 +34,11 @@ const (
 	EndTable
 	// EndPacket: the packet goes no further (DROP, REJECT, a DROP policy).
 	EndPacket
+	// EndNAT: the rule translated the packet (DNAT, SNAT, MASQUERADE),
+	// ending its table's traversal of the hook, where base chains of other
+	// tables may still follow (GroupOptions.HookTables tells which; nf_nat
+	// skips the hook's other nat chains now).
+	EndNAT
 )
 
 // GroupOptions configure a Grouper.
@@ -60,10 +65,25 @@ type GroupOptions struct {
 	// Ending, when set, is asked what each record's rule or policy does; it
 	// may return EndUnknown to keep the Grouper's own inference.
 	Ending func(ev *Event) Ending
+	// HookTables, when set, lists the base chains that run at a hook
+	// ("POSTROUTING", "INPUT") for a family (nil: not known). Each base
+	// chain a packet traverses ends in one accepting record (a rule's or its
+	// policy), and the nat ones all end once one translated it (EndNAT), so
+	// a packet past every one at POSTROUTING or INPUT is complete, also where
+	// tables share the hook at one priority in an order no record tells
+	// (kube-proxy's nftables mode next to iptables-nft).
+	HookTables func(family uint8, hook string) []HookChain
 	// Emit receives every packet. The *Packet and its Hops are reused once
 	// Emit returns: copy what you keep (Packet.Clone). Emit must not call
 	// back into the Grouper.
 	Emit func(p *Packet)
+}
+
+// HookChain is a base chain at a hook: its table, and whether it is of
+// type nat.
+type HookChain struct {
+	Table string
+	Nat   bool
 }
 
 // GroupStats counts what a Grouper did. Packets is the sum of the emission
@@ -181,6 +201,12 @@ type flight struct {
 	// at is the hook Hop.Hook reports: the last base chain's (any table),
 	// which user chains inherit.
 	at hook
+	// ended lists the tables whose base chains' traversal of hook endedAt
+	// ended (one entry per base chain), for GroupOptions.HookTables.
+	ended   [maxHookTables]string
+	nEnded  int
+	natDone bool // a nat chain translated the packet at endedAt
+	endedAt hook
 
 	lastSeq uint64
 	wall    time.Duration
@@ -721,14 +747,65 @@ func (g *Grouper) appendHop(f *flight, ev *Event) {
 	switch end {
 	case EndPacket:
 		g.finish(f, reasonComplete)
+		return
 	case EndTable:
 		if r != rankUnknown {
 			f.done = true
 			if isFinal(f.hook, f.rank, f.natSeen, f.cur.Out) {
 				g.finish(f, reasonComplete)
+				return
 			}
 		}
 	}
+	if g.opts.HookTables != nil && (end == EndTable || end == EndNAT || defaultEnding(ev) == EndTable) && g.hookDone(f, ev.Table, end == EndNAT) {
+		g.finish(f, reasonComplete)
+	}
+}
+
+// maxHookTables bounds the base chains a hook may have for HookTables to
+// tell when a packet is done there.
+const maxHookTables = 8
+
+// hookDone notes that f's traversal of table's base chain at its current
+// hook ended (nat: by translating the packet), and reports whether that was
+// the last base chain of a final hook (POSTROUTING but to lo, or INPUT) to
+// end (GroupOptions.HookTables).
+func (g *Grouper) hookDone(f *flight, table string, nat bool) bool {
+	if f.at != hookPost && f.at != hookIn || f.at == hookPost && f.cur.Out == "lo" {
+		return false
+	}
+	if f.endedAt != f.at {
+		f.endedAt, f.nEnded, f.natDone = f.at, 0, false
+	}
+	if f.nEnded == maxHookTables {
+		return false
+	}
+	f.ended[f.nEnded] = table
+	f.nEnded++
+	f.natDone = f.natDone || nat
+	want := g.opts.HookTables(f.pkt.First.Family, f.at.String())
+	if len(want) == 0 {
+		return false
+	}
+	// Every base chain of want ended: a nat one once any translated the
+	// packet, the others each by a record of its table.
+	var used [maxHookTables]bool
+	for _, w := range want {
+		if w.Nat && f.natDone {
+			continue
+		}
+		found := false
+		for i := range f.nEnded {
+			if !used[i] && f.ended[i] == w.Table {
+				used[i], found = true, true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // defaultEnding infers an Ending from the record alone.

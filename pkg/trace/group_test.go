@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -1275,5 +1276,51 @@ func TestGroupInheritedHeader(t *testing.T) {
 	g.Flush()
 	if diff := cmp.Diff([]Header{syn, marked, marked}, got, cmp.Comparer(func(a, b Header) bool { return a == b })); diff != "" {
 		t.Errorf("hop headers (-want +got):\n%s", diff)
+	}
+}
+
+// TestGroupHookTables: at INPUT, two tables' filter chains at one priority
+// (kube-proxy's filter-input next to iptables' filter INPUT, order unknown):
+// the packet is complete once both accepted, and only then; a nat chain is
+// done once any nat chain translated the packet.
+func TestGroupHookTables(t *testing.T) {
+	hdr := Header{Family: 4, Proto: ProtoTCP, Src: netip.MustParseAddr("10.199.0.1"), Dst: netip.MustParseAddr("10.199.0.2"), SPort: 40000, DPort: 30080, TCPFlags: 2, IPID: 7}
+	ev := func(table, chain string, kind Kind, verdict string) *Event {
+		return &Event{TraceID: 1, HasID: true, Table: table, Chain: chain, Kind: kind, Verdict: verdict, Header: hdr}
+	}
+	var emitted []int
+	n := 0
+	g := NewGrouper(GroupOptions{
+		Ending: func(ev *Event) Ending {
+			if ev.Chain == "masquerading" {
+				return EndNAT
+			}
+			return EndUnknown
+		},
+		HookTables: func(fam uint8, hook string) []HookChain {
+			if hook == "INPUT" {
+				return []HookChain{{Table: "filter"}, {Table: "kube-proxy"}, {Table: "kube-proxy", Nat: true}, {Table: "nat", Nat: true}}
+			}
+			return nil
+		},
+		Emit: func(*Packet) { emitted = append(emitted, n) },
+	})
+	for _, e := range []*Event{
+		ev("raw", "PREROUTING", KindPolicy, "ACCEPT"),
+		ev("nat", "PREROUTING", KindPolicy, "ACCEPT"), // a new connection: nat runs at INPUT too
+		ev("kube-proxy", "filter-input", KindRule, "JUMP"),
+		ev("kube-proxy", "filter-input", KindPolicy, "ACCEPT"), // 4: one of two filter chains
+		ev("filter", "INPUT", KindPolicy, "ACCEPT"),            // 5: both, but the nat chains are still to run
+		ev("kube-proxy", "nat-input", KindRule, "JUMP"),
+		ev("kube-proxy", "masquerading", KindRule, "ACCEPT"), // 7: translated: nat INPUT is skipped
+	} {
+		n++
+		g.Add(e)
+	}
+	if diff := cmp.Diff([]int{7}, emitted); diff != "" {
+		t.Errorf("emitted after records (-want +got):\n%s", diff)
+	}
+	if st := g.Stats(); st.Complete != 1 {
+		t.Errorf("stats %+v, want 1 complete", st)
 	}
 }
