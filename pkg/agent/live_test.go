@@ -197,3 +197,42 @@ func TestSnapshotEnding(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotHookTables: the Grouper learns a hook's base chains from the
+// latest snapshot, and nothing while there is none or while the node has
+// nft tables the snapshot does not read.
+func TestSnapshotHookTables(t *testing.T) {
+	ix := rules.NewIndex()
+	const listing = `table ip nat {
+	chain POSTROUTING {
+		type nat hook postrouting priority srcnat; policy accept;
+	}
+}
+table ip kube-proxy {
+	chain nat-postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+	}
+	chain filter-input {
+		type filter hook input priority filter; policy accept;
+	}
+}
+`
+	if err := ix.AddNftRuleset([]byte(listing)); err != nil {
+		t.Fatal(err)
+	}
+	var p atomic.Pointer[rules.Index]
+	var foreign atomic.Bool
+	e := &snapshotEnding{ix: &p, foreign: &foreign}
+	if got := e.hookTables(4, "POSTROUTING"); got != nil {
+		t.Errorf("no snapshot yet: %v, want nil", got)
+	}
+	p.Store(ix)
+	want := []trace.HookChain{{Table: "kube-proxy", Nat: true}, {Table: "nat", Nat: true}}
+	if diff := cmp.Diff(want, e.hookTables(4, "POSTROUTING")); diff != "" {
+		t.Errorf("POSTROUTING (-want +got):\n%s", diff)
+	}
+	foreign.Store(true)
+	if got := e.hookTables(4, "POSTROUTING"); got != nil {
+		t.Errorf("with tables the snapshot does not read: %v, want nil", got)
+	}
+}
