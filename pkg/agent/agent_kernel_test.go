@@ -857,3 +857,32 @@ func TestAgentKeepsOthersRulesAtItsHandles(t *testing.T) {
 		t.Errorf("the other tool's raw rules changed:\n%s", cmp.Diff(before, after))
 	}
 }
+
+// TestForeignTables: nft tables the snapshot does not read (an inet table,
+// kube-proxy's when kube-proxy is not in nftables mode) leave a hook's base
+// chains unknown.
+func TestForeignTables(t *testing.T) {
+	tp := newTopo(t, backendNft)
+	check := func(what string, nftTable, want bool) {
+		t.Helper()
+		var got bool
+		var err error
+		tp.node.do(t, func() {
+			h := newHost()
+			defer h.Close()
+			s := &snapshotter{h: h, det: detection{Families: []familyDetection{{Family: 4, Nft: true, NftTable: nftTable}}}}
+			got, err = s.foreignTables()
+		})
+		if err != nil || got != want {
+			t.Errorf("%s: foreign %v (%v), want %v", what, got, err, want)
+		}
+	}
+	check("iptables-nft's tables only", false, false)
+	tp.node.mustRun(t, "nft", "add", "table", "ip", "kube-proxy")
+	t.Cleanup(func() { tp.node.mustRun(t, "nft", "delete", "table", "ip", "kube-proxy") })
+	check("kube-proxy's table, read in nftables mode", true, false)
+	check("kube-proxy's table, not read in iptables mode", false, true)
+	tp.node.mustRun(t, "nft", "add", "table", "inet", "svctest")
+	t.Cleanup(func() { tp.node.mustRun(t, "nft", "delete", "table", "inet", "svctest") })
+	check("an inet table", true, true)
+}

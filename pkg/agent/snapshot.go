@@ -232,17 +232,17 @@ func (s *snapshotter) foreignTables() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	fams := []uint8{rules.FamilyInet}
-	for _, f := range s.det.Families {
-		fams = append(fams, f.Family)
+	inet, err := n.Tables(rules.FamilyInet)
+	if err != nil || len(inet) > 0 {
+		return len(inet) > 0, err
 	}
-	for _, fam := range fams {
-		tables, err := n.Tables(fam)
+	for _, f := range s.det.Families {
+		tables, err := n.Tables(f.Family)
 		if err != nil {
 			return false, err
 		}
 		for _, t := range tables {
-			if !slices.Contains(iptablesTables, t) && (t != rules.KubeProxyTable || fam == rules.FamilyInet) {
+			if !slices.Contains(iptablesTables, t) && !(t == rules.KubeProxyTable && f.NftTable) {
 				return true, nil
 			}
 		}
