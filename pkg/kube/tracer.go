@@ -178,8 +178,10 @@ const (
 var joinTick = 100 * time.Millisecond
 
 // Run traces cfg.Target on cfg.Nodes until the agents finish, cfg.Count
-// packets were seen, or ctx is canceled (Ctrl-C: not an error). The agent
-// pods are always deleted before Run returns, on every path.
+// packets were seen, or ctx is canceled (Ctrl-C: not an error). On every
+// path the agent pods' deletion is accepted before Run returns, and no
+// TRACE rule is left: it waits for the pods of agents that did not confirm
+// their cleanup, and for every pod with cfg.WaitPods (deletePods).
 //
 // One watch on the session's label follows every agent pod; each started
 // agent has one log stream and one attach: the API requests a session
