@@ -3,7 +3,6 @@ package explain
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/record"
@@ -48,22 +47,11 @@ func BenchmarkAnnotate(b *testing.B) {
 		Annotate(p, ix) // the index's per-chain facts are computed once
 	}
 	hops := 0
-	// The machine may be shared: the CPU time of this thread, which other
-	// load does not inflate, besides wall time.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	cpu0 := tracetest.ThreadCPU()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	tracetest.TimeOnThread(b, func(i int) {
 		rec := Annotate(ps[i%len(ps)], ix)
 		hops += len(rec.Hops)
-	}
-	b.StopTimer()
+	})
 	b.ReportMetric(float64(hops)/float64(b.N), "hops/op")
-	if cpu := tracetest.ThreadCPU() - cpu0; cpu > 0 {
-		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
-	}
 }
 
 // BenchmarkAnnotateBatch is BenchmarkAnnotate as Parallel annotates: into
@@ -76,12 +64,7 @@ func BenchmarkAnnotateBatch(b *testing.B) {
 		annotate(&recs[i%BatchSize], p, ix, nil, mem)
 	}
 	hops := 0
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	cpu0 := tracetest.ThreadCPU()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	tracetest.TimeOnThread(b, func(i int) {
 		k := i % BatchSize
 		if k == 0 {
 			clear(recs)
@@ -89,10 +72,6 @@ func BenchmarkAnnotateBatch(b *testing.B) {
 		}
 		annotate(&recs[k], ps[i%len(ps)], ix, nil, mem)
 		hops += len(recs[k].Hops)
-	}
-	b.StopTimer()
+	})
 	b.ReportMetric(float64(hops)/float64(b.N), "hops/op")
-	if cpu := tracetest.ThreadCPU() - cpu0; cpu > 0 {
-		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
-	}
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -90,21 +89,11 @@ func runLegacyBench(b *testing.B, decode lineDecoder) {
 		next()
 	}
 	packets = 0
-	// The machine is shared: besides wall time, report the CPU time this
-	// thread used, which other load does not inflate.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	cpu0 := tracetest.ThreadCPU()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		next()
-	}
-	b.StopTimer()
-	cpu := tracetest.ThreadCPU() - cpu0
+	// The machine is shared: besides wall time, the CPU time this thread
+	// used, which other load does not inflate.
+	cpu := tracetest.TimeOnThread(b, func(int) { next() })
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	if cpu > 0 {
-		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 		b.ReportMetric(float64(b.N)/cpu.Seconds(), "records/cpu-s")
 	}
 	if b.N >= len(lines) && packets == 0 {
