@@ -4,6 +4,7 @@ package agent
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
 	"slices"
 	"strings"
@@ -187,7 +188,14 @@ func TestAgentStops(t *testing.T) {
 	cases := []stopCase{
 		{name: "SIGTERM", stop: func(a *agentProc) { a.signal(syscall.SIGTERM) }, wantReason: "signal"},
 		{name: "SIGINT", stop: func(a *agentProc) { a.signal(syscall.SIGINT) }, wantReason: "signal"},
-		{name: "stdin EOF", args: []string{"--stdin-watch"}, stop: func(a *agentProc) { a.stdin.Close() }, wantReason: "stdin"},
+		{name: "stdin EOF", args: []string{"--stdin-watch"}, stop: func(a *agentProc) {
+			// The plugin's first line is answered: its hold reaches the agent.
+			if _, err := io.WriteString(a.stdin, record.WordHello+"\n"); err != nil {
+				a.t.Fatal(err)
+			}
+			waitRecord(a, record.TypeAttached, 10*time.Second, func(record.Attached) bool { return true })
+			a.stdin.Close()
+		}, wantReason: "stdin"},
 		{name: "duration", args: []string{"--duration", "2s"}, stop: func(*agentProc) {}, wantReason: "duration"},
 	}
 	for _, b := range []ipBackend{backendLegacy, backendNft} {

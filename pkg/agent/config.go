@@ -159,7 +159,8 @@ type Config struct {
 	KernLogPath string
 	// RulesSnapshot annotates hops with rule text from a ruleset snapshot.
 	RulesSnapshot bool
-	// StdinWatch ends the session when stdin reaches EOF (the plugin is gone).
+	// StdinWatch ends the session when stdin reaches EOF (the plugin is
+	// gone), and answers the first line on stdin with an Attached record.
 	StdinWatch bool
 	// LogStdout writes the log lines to stdout between the records, not to
 	// stderr. The plugin reads pods/log, where the runtime merges both

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
+	"github.com/svctrace/kubectl-svctrace/pkg/record"
 )
 
 // probe opens one connection (TCP) or sends one datagram (UDP) to each
@@ -123,13 +124,20 @@ func (s *session) awaitProbeWord(ctx context.Context) bool {
 	}
 }
 
-// readStdin reads the plugin's lines until EOF: "probe" releases the probe
-// (ProbeWhenTold); anything else is ignored.
+// readStdin reads the plugin's lines until EOF. The first one, whichever
+// it is, is answered with an Attached record: the plugin counts on this
+// agent stopping when it goes away only from then on. record.WordProbe
+// releases the probe (ProbeWhenTold); anything else is ignored.
 func (s *session) readStdin(r io.Reader) {
 	sc := bufio.NewScanner(r)
-	told := false
+	answered, told := false, false
 	for sc.Scan() {
-		if sc.Text() == "probe" && !told {
+		if !answered {
+			answered = true
+			// A failed write fails the session's next one as well.
+			_ = s.out.write(&record.Attached{Type: record.TypeAttached, Node: s.cfg.Node})
+		}
+		if sc.Text() == record.WordProbe && !told {
 			told = true
 			s.toldAt.Store(time.Now().UnixNano())
 			close(s.probeTold)

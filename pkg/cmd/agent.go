@@ -103,7 +103,7 @@ func (o *AgentOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.Source, "source", o.Source, "trace source: auto, kmsg, kern.log or nftrace")
 	f.StringVar(&o.KernLog, "kern-log", o.KernLog, "syslog file with kernel messages, for --source kern.log")
 	f.BoolVar(&o.RulesSnapshot, "rules-snapshot", o.RulesSnapshot, "snapshot the ruleset to annotate hops with rule text (--rules-snapshot=false: numbers and handles only)")
-	f.BoolVar(&o.StdinWatch, "stdin-watch", false, "stop when stdin reaches EOF (the plugin is gone)")
+	f.BoolVar(&o.StdinWatch, "stdin-watch", false, "stop when stdin reaches EOF (the plugin is gone); answer the first line on stdin with an \"attached\" record")
 	f.BoolVar(&o.LogStdout, "log-stdout", false, "write the log lines to stdout between the records, not to stderr (one stream: the container runtime splits long lines, and a stderr line would land inside a record)")
 	f.BoolVar(&o.Probe, "probe", false, "once ready, open one connection to each traced address")
 	f.BoolVar(&o.ProbeWhenTold, "probe-when-told", false, "with --probe and --stdin-watch: connect only once the line \"probe\" arrives on stdin (the plugin sends it when every node's agent is ready)")

@@ -122,6 +122,10 @@ func TestCleanup(t *testing.T) {
 			cfg := tc.cfg
 			cfg.Image, cfg.Timeout = "img", 5*time.Second
 			var progress bytes.Buffer
+			for pod, sc := range tc.scripts {
+				sc.silent = true // a cleanup agent reads no stdin
+				tc.scripts[pod] = sc
+			}
 			res, err := Cleanup(context.Background(), client, newFakeIO(tc.scripts), cfg, &progress)
 			if tc.wantErr == "" && err != nil {
 				t.Fatalf("Cleanup() error = %v", err)

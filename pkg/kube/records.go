@@ -39,6 +39,8 @@ func decodeRecord(line []byte) (rec any, ok bool, err error) {
 		rec = &record.Bye{}
 	case record.TypeSummary:
 		rec = &record.Summary{}
+	case record.TypeAttached:
+		rec = &record.Attached{}
 	default:
 		// A newer agent may send record types this plugin does not know;
 		// they are skipped, like unknown fields.

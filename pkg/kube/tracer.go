@@ -103,6 +103,9 @@ var (
 	// pollInterval is how often `svctrace cleanup` checks deletion (a
 	// session waits on its watch instead).
 	pollInterval = 250 * time.Millisecond
+	// holdWait bounds how long a ready agent's answer on its stdin is
+	// waited for before the session goes on without that guarantee.
+	holdWait = 10 * time.Second
 	// deadlineMargin is added to the pods' activeDeadlineSeconds beyond
 	// start timeout + duration, so the last-resort deadline never cuts a
 	// healthy session short.
@@ -115,18 +118,23 @@ type agent struct {
 	pod   string
 	roles NodeRole
 	stdin *io.PipeWriter
-	// probeWhenTold: its probe waits for "probe" on its stdin.
+	// probeWhenTold: its probe waits for record.WordProbe on its stdin.
 	probeWhenTold bool
 	created       bool // its pod exists (creation succeeded)
 	started       bool // the container started: its output is being read
 	ready         *record.Ready
-	bye           *record.Bye
-	ended         bool
-	gone          bool  // the watch saw its pod deleted
-	failed        error // it cannot take part (any more); the others go on
-	tail          []string
-	packets       int
-	lastState     string
+	readyAt       time.Time
+	// held: the agent answered the first line on its stdin, so it stops
+	// when this process dies. unheld: that will not be (the attach failed,
+	// or no answer came within holdWait), and the user was warned.
+	held, unheld bool
+	bye          *record.Bye
+	ended        bool
+	gone         bool  // the watch saw its pod deleted
+	failed       error // it cannot take part (any more); the others go on
+	tail         []string
+	packets      int
+	lastState    string
 }
 
 func (a *agent) keep(line string) {
@@ -150,6 +158,19 @@ func (a *agent) lastLines() string {
 // cleanedUp reports whether the agent said in its bye that it ended
 // cleanly: its rules removed, its loggers restored.
 func (a *agent) cleanedUp() bool { return a.bye != nil && a.bye.Error == "" }
+
+// state is the agent's start-up as the progress line tells it.
+func (a *agent) state() string {
+	switch {
+	case !a.live():
+		return "failed"
+	case a.ready != nil && (a.held || a.unheld):
+		return "ready"
+	case a.ready != nil:
+		return "ready, attaching to its stdin"
+	}
+	return orText(a.lastState, "creating")
+}
 
 // live reports whether the agent still takes part in the session.
 func (a *agent) live() bool { return a.failed == nil }
@@ -218,7 +239,7 @@ func (tr *Tracer) Run(ctx context.Context, cfg TraceConfig) (err error) {
 		roles[r.Node] = r
 	}
 	choice := NodeChoice{Roles: cfg.Roles}
-	deadline := cfg.StartTimeout + cfg.Agent.Duration + deadlineMargin
+	deadline := s.podDeadline()
 	var createErrs []error
 	for _, node := range cfg.Nodes {
 		opts := cfg.Agent
@@ -351,6 +372,7 @@ func (s *loop) run(ctx context.Context) error {
 			for _, p := range s.joiner.Tick(now) {
 				s.emit(p)
 			}
+			s.checkHolds(now)
 		case <-startTimer.C:
 			s.startTimeout()
 		case <-finish:
@@ -399,19 +421,38 @@ func (s *loop) running() bool {
 	return false
 }
 
-// allReady is true once every live agent is ready (and one is).
+// allReady is true once every live agent is ready and its stdin held, or
+// known not to be (and one agent is live).
 func (s *loop) allReady() bool {
 	n := 0
 	for _, a := range s.agents {
 		if !a.live() {
 			continue
 		}
-		if a.ready == nil {
+		if a.ready == nil || !a.held && !a.unheld {
 			return false
 		}
 		n++
 	}
 	return n > 0
+}
+
+// checkHolds gives up on the stdin answer of agents ready for holdWait
+// without one: the session goes on, and the user knows that killing this
+// command leaves them running until their pods' deadline.
+func (s *loop) checkHolds(now time.Time) {
+	for _, a := range s.agents {
+		if a.live() && a.ready != nil && !a.held && !a.unheld && now.Sub(a.readyAt) >= holdWait {
+			a.unheld = true
+			s.warn(fmt.Sprintf("the agent on node %s did not answer on its stdin (the pods/attach stream svctrace holds) within %s: if this command is killed, the agent stops only at the pod's deadline (%s)",
+				a.node, holdWait, s.podDeadline()))
+		}
+	}
+}
+
+// podDeadline is the agent pods' activeDeadlineSeconds.
+func (s *loop) podDeadline() time.Duration {
+	return s.cfg.StartTimeout + s.cfg.Agent.Duration + deadlineMargin
 }
 
 // podChanged follows an agent pod's start-up (and death) on the watch.
@@ -464,6 +505,9 @@ func (s *loop) follow(a *agent) {
 	if s.stopped {
 		pw.Close()
 	}
+	// The agent's answer says the hold reaches it (record.Attached). The
+	// write waits for the attach stream; closing the pipe ends it.
+	go func() { _, _ = io.WriteString(pw, record.WordHello+"\n") }()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -622,9 +666,10 @@ func (s *loop) handle(ev event) {
 			s.info(fmt.Sprintf("[%s] %s", a.node, ev.line))
 		}
 	case evAttachFailed:
-		if !a.ended {
+		if !a.ended && !a.unheld {
+			a.unheld = true
 			s.warn(fmt.Sprintf("could not attach to the agent on node %s (%v): if this command is killed, the agent stops only at the pod's deadline (%s); grant create on pods/attach",
-				a.node, ev.err, s.cfg.StartTimeout+s.cfg.Agent.Duration+deadlineMargin))
+				a.node, ev.err, s.podDeadline()))
 		}
 	case evRecord:
 		s.record(a, ev.rec)
@@ -646,7 +691,7 @@ func (s *loop) record(a *agent, rec any) {
 		if a.ready != nil {
 			return
 		}
-		a.ready = r
+		a.ready, a.readyAt = r, time.Now()
 		warn, err := checkVersion(r.Version, s.cfg.Image)
 		if err != nil {
 			s.fail(err)
@@ -655,6 +700,9 @@ func (s *loop) record(a *agent, rec any) {
 		if warn != "" {
 			s.warn(warn)
 		}
+		s.showProgress()
+	case *record.Attached:
+		a.held = true
 		s.showProgress()
 	case *record.Packet:
 		a.packets++ // every record that arrived: its bye says how many were written
@@ -744,7 +792,7 @@ func (s *loop) emit(p *record.Packet) {
 func (s *loop) releaseProbes() {
 	for _, a := range s.agents {
 		if a.probeWhenTold && a.live() && a.stdin != nil {
-			go func(w *io.PipeWriter) { _, _ = io.WriteString(w, "probe\n") }(a.stdin)
+			go func(w *io.PipeWriter) { _, _ = io.WriteString(w, record.WordProbe+"\n") }(a.stdin)
 		}
 	}
 }
@@ -793,19 +841,13 @@ func (s *loop) showProgress() {
 	}
 	if len(s.agents) == 1 {
 		a := s.agents[0]
-		s.st.set(fmt.Sprintf("Waiting for agent pod %s/%s on node %s: %s...", s.cfg.Namespace, a.pod, a.node, orText(a.lastState, "creating")))
+		s.st.set(fmt.Sprintf("Waiting for agent pod %s/%s on node %s: %s...", s.cfg.Namespace, a.pod, a.node, a.state()))
 		return
 	}
 	counts := map[string]int{}
 	var order []string
 	for _, a := range s.agents {
-		state := orText(a.lastState, "creating")
-		switch {
-		case !a.live():
-			state = "failed"
-		case a.ready != nil:
-			state = "ready"
-		}
+		state := a.state()
 		if counts[state] == 0 {
 			order = append(order, state)
 		}

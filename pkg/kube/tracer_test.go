@@ -35,6 +35,12 @@ type script struct {
 	// gate: then wait until it is closed.
 	gate  chan struct{}
 	after []string // written after stdin closed
+	// silent: it never answers the first line on its stdin (an agent the
+	// attach does not reach).
+	silent bool
+	// answerAfter: it answers only once this is closed, beside its other
+	// output (else first of all).
+	answerAfter chan struct{}
 }
 
 // fakeIO plays the agents' side of the pod streams.
@@ -43,13 +49,26 @@ type fakeIO struct {
 	attachErr error             // HoldStdin fails with it
 	mu        sync.Mutex
 	closed    map[string]chan struct{}
+	hello     map[string]chan struct{} // closed once the pod's stdin got its first line
 	// onLine, when set, is called with each line the client writes to a
 	// pod's stdin.
 	onLine func(pod, line string)
 }
 
 func newFakeIO(scripts map[string]script) *fakeIO {
-	return &fakeIO{scripts: scripts, closed: map[string]chan struct{}{}}
+	return &fakeIO{scripts: scripts, closed: map[string]chan struct{}{}, hello: map[string]chan struct{}{}}
+}
+
+// helloRead is closed once the pod's stdin got its first line.
+func (f *fakeIO) helloRead(pod string) chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.hello[pod]
+	if !ok {
+		c = make(chan struct{})
+		f.hello[pod] = c
+	}
+	return c
 }
 
 func (f *fakeIO) stdinClosed(pod string) chan struct{} {
@@ -88,6 +107,28 @@ func (f *fakeIO) Output(ctx context.Context, ns, pod string) (io.ReadCloser, err
 			}
 			return true
 		}
+		answer := func() bool {
+			select {
+			case <-f.helloRead(pod):
+				return write([]string{jsonLine(record.Attached{Type: record.TypeAttached})})
+			case <-ctx.Done():
+				pw.CloseWithError(ctx.Err())
+				return false
+			}
+		}
+		switch {
+		case s.silent || f.attachErr != nil:
+		case s.answerAfter != nil:
+			go func() {
+				select {
+				case <-s.answerAfter:
+					answer()
+				case <-ctx.Done():
+				}
+			}()
+		case !answer():
+			return
+		}
 		if !write(s.before) {
 			return
 		}
@@ -120,7 +161,12 @@ func (f *fakeIO) HoldStdin(ctx context.Context, ns, pod string, stdin io.Reader)
 	done := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stdin)
+		first := true
 		for sc.Scan() {
+			if first {
+				first = false
+				close(f.helloRead(pod))
+			}
 			if f.onLine != nil {
 				f.onLine(pod, sc.Text())
 			}
@@ -236,11 +282,11 @@ func byeLine(reason, errMsg string) string {
 // setup fixes the session id and shortens the tracer's waits.
 func setup(t *testing.T) {
 	t.Helper()
-	oldID, oldPoll, oldStop, oldFinish := newSessionID, pollInterval, stopGrace, finishGrace
+	oldID, oldPoll, oldStop, oldFinish, oldHold := newSessionID, pollInterval, stopGrace, finishGrace, holdWait
 	newSessionID = func() string { return "test1" }
-	pollInterval, stopGrace, finishGrace = 2*time.Millisecond, 3*time.Second, 3*time.Second
+	pollInterval, stopGrace, finishGrace, holdWait = 2*time.Millisecond, 3*time.Second, 3*time.Second, 300*time.Millisecond
 	t.Cleanup(func() {
-		newSessionID, pollInterval, stopGrace, finishGrace = oldID, oldPoll, oldStop, oldFinish
+		newSessionID, pollInterval, stopGrace, finishGrace, holdWait = oldID, oldPoll, oldStop, oldFinish, oldHold
 	})
 	stampVersion(t, "v0.1.0", "svctrace-agent:v0.1.0")
 }
@@ -817,6 +863,58 @@ func TestTracerFromPod(t *testing.T) {
 	}
 }
 
+// TestTracerReadyWaitsForStdinAnswer: the session is ready (and a probe
+// told) only once every agent answered the first line on its stdin: until
+// then, a command killed could leave an agent tracing until its pod's
+// deadline. An agent that never answers costs holdWait and a warning, not
+// the session.
+func TestTracerReadyWaitsForStdinAnswer(t *testing.T) {
+	const pod1 = "svctrace-test1-n1"
+	const warn = "Warning: the agent on node n1 did not answer on its stdin (the pods/attach stream svctrace holds) within 300ms: if this command is killed, the agent stops only at the pod's deadline (1m10s)"
+	for _, silent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("silent=%v", silent), func(t *testing.T) {
+			setup(t)
+			if !silent {
+				holdWait = time.Minute // the answer comes first however slow the machine
+			}
+			client := fake.NewClientset(namespace("default"))
+			kubelet(client, running)
+			answer := make(chan struct{})
+			sc := script{before: []string{readyLine("n1", "v0.1.0")}, gate: stderrSaid("Tracing "), after: []string{byeLine("duration", "")},
+				silent: silent, answerAfter: answer}
+			stderr := &syncBuffer{when: gateWhen[sc.gate], notify: sc.gate}
+			pio := newFakeIO(map[string]script{pod1: sc})
+			early := make(chan string, 1)
+			go func() {
+				time.Sleep(100 * time.Millisecond)
+				early <- stderr.String()
+				close(answer)
+			}()
+			tr := &Tracer{Client: client, IO: pio, Out: &fakeSink{}, ErrOut: stderr}
+			if err := tr.Run(context.Background(), traceConfig("n1")); err != nil {
+				t.Fatalf("Run: %v\n%s", err, stderr)
+			}
+			out := stderr.String()
+			ready := strings.Index(out, "Tracing ")
+			if ready < 0 {
+				t.Fatalf("no ready line:\n%s", out)
+			}
+			if silent {
+				if w := strings.Index(out, warn); w < 0 || w > ready {
+					t.Errorf("want %q before the ready line:\n%s", warn, out)
+				}
+				return
+			}
+			if e := <-early; strings.Contains(e, "Tracing ") {
+				t.Errorf("ready before the agent answered on its stdin:\n%s", e)
+			}
+			if strings.Contains(out, "did not answer") {
+				t.Errorf("warned about an agent that answered:\n%s", out)
+			}
+		})
+	}
+}
+
 // TestTracerProbeWaitsForEveryAgent: with the packet followed to another
 // node, the client's agent probes only once told, and is told only once
 // the other node's agent is ready too (else its half of the packet is lost).
@@ -836,6 +934,7 @@ func TestTracerProbeWaitsForEveryAgent(t *testing.T) {
 	})
 	probed, n2Ready := make(chan struct{}), make(chan struct{})
 	var told []string
+	hellos := map[string]int{}
 	pio := newFakeIO(map[string]script{
 		pod1: {before: []string{readyLine("n1", "v0.1.0")}, gate: probed, after: []string{byeLine("duration", "")}},
 		pod2: {gate: n2Ready, after: []string{readyLine("n2", "v0.1.0"), byeLine("duration", "")}},
@@ -843,6 +942,10 @@ func TestTracerProbeWaitsForEveryAgent(t *testing.T) {
 	pio.onLine = func(pod, line string) {
 		mu.Lock()
 		defer mu.Unlock()
+		if line == record.WordHello {
+			hellos[pod]++
+			return
+		}
 		told = append(told, pod+": "+line)
 		if pod == pod1 && line == "probe" {
 			close(probed)
@@ -868,7 +971,10 @@ func TestTracerProbeWaitsForEveryAgent(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	if diff := cmp.Diff([]string{pod1 + ": probe"}, told); diff != "" {
-		t.Errorf("stdin lines (-want +got):\n%s", diff)
+		t.Errorf("stdin lines after the first (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]int{pod1: 1, pod2: 1}, hellos); diff != "" {
+		t.Errorf("%q lines per pod (-want +got):\n%s", record.WordHello, diff)
 	}
 	if c := commands["n1"]; !slices.Contains(c, "--probe") || !slices.Contains(c, "--probe-when-told") {
 		t.Errorf("n1 agent command %q, want --probe --probe-when-told", c)

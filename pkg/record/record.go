@@ -8,6 +8,17 @@ const (
 	TypeWarning = "warning"
 	TypeBye     = "bye"
 	TypeSummary = "summary"
+	// TypeAttached is the agent's answer to the plugin's first stdin line.
+	TypeAttached = "attached"
+)
+
+// The words the plugin writes to an agent's stdin, one per line.
+const (
+	// WordHello is the plugin's first line: the agent answers it with an
+	// Attached record.
+	WordHello = "hello"
+	// WordProbe releases a probe held back until every agent is ready.
+	WordProbe = "probe"
 )
 
 // Verdicts of a packet (Packet.Verdict).
@@ -346,6 +357,16 @@ type Ready struct {
 	Mode    string   `json:"mode"`    // kube-proxy mode: iptables | nftables | ipvs | none
 	Source  string   `json:"source"`  // kmsg | kern.log | nftrace
 	Rules   []string `json:"rules"`   // the TRACE rules added, as iptables -S prints them
+}
+
+// Attached says the agent read its first line on stdin: the plugin's
+// pods/attach stream reaches the container, so when the plugin goes away
+// the container's stdin closes (stdinOnce) and the agent cleans up. An
+// attach the client sees established proves less: the API server upgrades
+// the client's connection before it dials the kubelet.
+type Attached struct {
+	Type string `json:"type"`
+	Node string `json:"node,omitempty"`
 }
 
 // Warning is a non-fatal problem worth telling the user.

@@ -321,6 +321,7 @@ func lbService(t *testing.T) string {
 func TestCrossNodeClientKilled(t *testing.T) {
 	crossNode(t)
 	p := env.StartPlugin(t, "svc/sourceip", "--node", node1, "--timeout", "10m")
+	env.CleanUpAfterKill(t, p)
 	p.WaitForOutput(t, readyLine, 90*time.Second)
 	pods := env.ListPods(t, ManagedByLabel)
 	on := map[string]bool{}

@@ -397,6 +397,20 @@ func (e Env) AssertNoLeftovers(t testing.TB) {
 	Eventually(t, time.Minute, "svctrace rules left behind", func() error { return e.LeftoverRules(t) })
 }
 
+// CleanUpAfterKill, for a test that kills the plugin p and leaves cleanup to the agents: if
+// the test fails, it logs what p printed and runs `kubectl svctrace cleanup`, so the tests
+// after it do not inherit its pods and rules.
+func (e Env) CleanUpAfterKill(t *testing.T, p *Process) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		stdout, stderr := p.Output()
+		t.Logf("the killed plugin's stdout:\n%s\nits stderr:\n%s", stdout, stderr)
+		t.Logf("kubectl svctrace cleanup:\n%s", e.Plugin(t, "cleanup"))
+	})
+}
+
 // LeftoverPods says which pods labelled app.kubernetes.io/managed-by=kubectl-svctrace
 // exist now (nil: none).
 func (e Env) LeftoverPods(t testing.TB) error {

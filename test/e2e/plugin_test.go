@@ -400,6 +400,7 @@ func TestClientKilled(t *testing.T) {
 	env.RequireExec(t)
 	// One node: the pod count below is this node's (TestCrossNodeClientKilled has both).
 	p := env.StartPlugin(t, "svc/myapp", "--node", nodeName, "--no-follow", "--timeout", "10m")
+	env.CleanUpAfterKill(t, p)
 	p.WaitForOutput(t, readyLine, 90*time.Second)
 	if !hasSvctraceRules(t) {
 		t.Fatal("no svctrace TRACE rule while the agent traces")
