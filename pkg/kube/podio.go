@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/klog/v2"
 	"k8s.io/streaming/pkg/httpstream"
 )
 
@@ -72,6 +74,12 @@ func (a *apiPodIO) HoldStdin(ctx context.Context, namespace, pod string, stdin i
 	if err != nil {
 		return fmt.Errorf("attach to agent pod %s/%s: %w", namespace, pod, err)
 	}
+	// The stream logs its goroutines' errors to the context's logger. The
+	// ones that matter end the stream and are returned; the others come
+	// when the session closes the connection under them, as it does at
+	// every end ("Waiting for server to close stdin failed: use of closed
+	// network connection" on the terminal after the summary).
+	ctx = klog.NewContext(ctx, logr.Discard())
 	if err := exec.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin}); err != nil {
 		return apiError(err, "create", "pods/attach", namespace)
 	}

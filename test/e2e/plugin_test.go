@@ -649,23 +649,33 @@ func TestInterrupt(t *testing.T) {
 
 // TestExitCleanup: a trace returns once every agent confirmed its TRACE rules removed and
 // the API server accepted the pods' deletion, so when it returns no svctrace rule is left on
-// any node, while the pods may still be terminating; with --wait they are gone too.
+// any node, while the pods may still be terminating; with --wait they are gone too. Each
+// end (--count, --wait, the agents' own --timeout) leaves stderr free of client-go's log
+// lines about the streams it closed.
 func TestExitCleanup(t *testing.T) {
 	env.RequireExec(t)
-	for _, wait := range []bool{false, true} {
-		t.Run(fmt.Sprintf("wait=%v", wait), func(t *testing.T) {
-			args := []string{"svc/myapp", "--probe", "--count", "1", "-o", "json"}
-			if wait {
-				args = append(args, "--wait")
-			}
-			res := env.Plugin(t, args...)
+	klogLine := regexp.MustCompile(`(?m)^[EWI]\d{4} \d\d:\d\d:\d\d`)
+	for _, tc := range []struct {
+		name string
+		args []string
+		wait bool
+	}{
+		{name: "count", args: []string{"--probe", "--count", "1"}},
+		{name: "count+wait", args: []string{"--probe", "--count", "1", "--wait"}, wait: true},
+		{name: "timeout", args: []string{"--probe", "--timeout", "3s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := env.Plugin(t, append([]string{"svc/myapp", "-o", "json"}, tc.args...)...)
 			if res.ExitCode != 0 {
 				t.Fatalf("trace failed:\n%s", res)
+			}
+			if l := klogLine.FindString(res.Stderr); l != "" {
+				t.Errorf("client-go log line on stderr:\n%s", res)
 			}
 			if err := env.LeftoverRules(t); err != nil {
 				t.Errorf("svctrace rules on the nodes when the command returned:\n%v", err)
 			}
-			if err := env.LeftoverPods(t); wait && err != nil {
+			if err := env.LeftoverPods(t); tc.wait && err != nil {
 				t.Errorf("--wait: svctrace pods when the command returned: %v", err)
 			}
 			env.AssertNoLeftovers(t)
