@@ -894,3 +894,56 @@ func TestForeignTables(t *testing.T) {
 	t.Cleanup(func() { tp.node.mustRun(t, "nft", "delete", "table", "inet", "svctest") })
 	check("an inet table", true, true)
 }
+
+// TestAgentStarvedKeepsPacketsWhole stops the agent (SIGSTOP) while a
+// connection is traced and resumes it 300 ms later, as a node starved of CPU
+// does to it: the packet's records wait in the kernel's queue while the
+// clock runs past the quiet window, and the agent must still emit the packet
+// whole, once, and not cut where the Tick after the pause fell.
+func TestAgentStarvedKeepsPacketsWhole(t *testing.T) {
+	for _, b := range []ipBackend{backendLegacy, backendNft} {
+		t.Run(string(b), func(t *testing.T) {
+			requireAgentBin(t)
+			if b == backendLegacy {
+				enableNfLogAllNetns(t)
+			}
+			tp := newTopo(t, b)
+			a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--duration", "60s")
+			a.waitReady(10 * time.Second)
+			const runs = 8
+			for i := range runs {
+				if i > 0 {
+					a.signal(syscall.SIGSTOP)
+				}
+				if err := tp.dial(t, "tcp", tp.svc4()); err != nil {
+					a.signal(syscall.SIGCONT)
+					t.Fatalf("connect to the Service: %v", err)
+				}
+				if i > 0 {
+					time.Sleep(300 * time.Millisecond)
+					a.signal(syscall.SIGCONT)
+				}
+				waitRecord(a, record.TypePacket, 10*time.Second, func(record.Packet) bool {
+					return len(recordsOf[record.Packet](a, record.TypePacket)) > i
+				})
+			}
+			time.Sleep(500 * time.Millisecond) // a cut packet's second part
+			pkts := recordsOf[record.Packet](a, record.TypePacket)
+			var hops []int
+			for _, p := range pkts {
+				hops = append(hops, len(p.Hops))
+			}
+			if len(pkts) != runs || slices.Min(hops) != slices.Max(hops) {
+				t.Errorf("%d packets of %v hops for %d connections (the first one unstarved), want %d of the same length", len(pkts), hops, runs, runs)
+				for _, p := range pkts {
+					var hs []string
+					for _, h := range p.Hops {
+						hs = append(hs, h.Table+":"+h.Chain+":"+h.Kind)
+					}
+					t.Logf("%s %s: %s", p.Verdict, p.Flags, strings.Join(hs, " "))
+				}
+				t.Logf("agent stderr:\n%s", a.stderr.String())
+			}
+		})
+	}
+}

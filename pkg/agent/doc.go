@@ -21,6 +21,13 @@
 // backends hold kube-proxy rules, both sources run and a packet is reported
 // once per backend.
 //
+// A packet the Grouper cannot see end completes after a quiet window of
+// 100 ms without records. The window starts at the record's arrival
+// (GroupOptions.Clock), and it is only measured while the source has read
+// everything queued (kernel.ReadGate): on a node short of CPU the agent
+// may be held up for longer than the window, and the rest of a packet's
+// records then wait in the kernel's queue.
+//
 // Losses are never silent. /dev/kmsg numbers its records: a sequence gap is
 // an exact count of records lost. Netlink reports only that its buffer
 // overflowed (ENOBUFS); the number of traced packets whose trace never

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/svctrace/kubectl-svctrace/pkg/kernel"
 	"github.com/svctrace/kubectl-svctrace/pkg/trace"
 )
 
@@ -22,6 +23,8 @@ type kmsgSource struct {
 	Path string
 
 	f      *os.File
+	raw    syscall.RawConn // f's, set by Open (Drained)
+	gate   kernel.ReadGate
 	dec    *trace.Decoder
 	epipes uint64
 }
@@ -45,7 +48,12 @@ func (s *kmsgSource) Open() error {
 		f.Close()
 		return fmt.Errorf("seek to the end of %s: %w", s.Path, err)
 	}
-	s.f = f
+	raw, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("read %s: %w", s.Path, err)
+	}
+	s.f, s.raw = f, raw
 	s.dec = trace.NewDecoder(trace.FormatKmsg)
 	return nil
 }
@@ -64,11 +72,28 @@ func (s *kmsgSource) Run(ctx context.Context, emit func(*trace.Event), lost func
 	buf := make([]byte, kmsgRecordMax)
 	var ev trace.Event
 	for {
-		n, err := s.f.Read(buf)
+		var n int
+		var rerr error
+		err := s.raw.Read(func(fd uintptr) bool {
+			n, rerr = syscall.Read(int(fd), buf)
+			if rerr == syscall.EAGAIN {
+				s.gate.Empty()
+				return false
+			}
+			if rerr == nil {
+				s.gate.Read()
+			}
+			return true
+		})
+		if err == nil {
+			err = rerr
+		}
 		if err != nil {
 			switch {
 			case ctx.Err() != nil:
 				return nil
+			case errors.Is(err, syscall.EINTR):
+				continue
 			case errors.Is(err, syscall.EPIPE):
 				// The ring buffer overwrote records we had not read;
 				// the next read returns the oldest one left, and the
@@ -89,6 +114,10 @@ func (s *kmsgSource) Run(ctx context.Context, emit func(*trace.Event), lost func
 		}
 	}
 }
+
+// Drained reports whether Run waits with no record queued and none read
+// but not handed to emit (kernel.ReadGate).
+func (s *kmsgSource) Drained() bool { return s.raw == nil || s.gate.Drained(s.raw) }
 
 // Close implements source.
 func (s *kmsgSource) Close() error {

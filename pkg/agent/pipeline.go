@@ -309,8 +309,14 @@ func (s *session) tickLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			for _, p := range s.pipes {
+				// Read before asking: a record queued after Drained
+				// answered came after this time.
+				mono := kernel.Monotonic()
+				if d, ok := p.src.(drainer); ok && !d.Drained() {
+					continue // the reader is behind: the pause is not the kernel's
+				}
 				p.mu.Lock()
-				p.g.Tick(kernel.Monotonic())
+				p.g.Tick(mono)
 				p.mu.Unlock()
 			}
 			// Lost records at most once a second: a flood must not

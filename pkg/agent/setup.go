@@ -122,7 +122,7 @@ func (s *session) begin(ctx context.Context, sources []source) error {
 			s.indexGen[p.backend] = &atomic.Uint64{}
 		}
 		p.ending = &snapshotEnding{ix: s.index[p.backend], foreign: &s.nftForeign, pending: explain.PendingEnding(s.det.ModeName() == modeNftables)}
-		p.g = trace.NewGrouper(trace.GroupOptions{Quiet: s.cfg.Quiet, Emit: p.emitPacket, Ending: p.ending.ending, HookTables: p.ending.hookTables})
+		p.g = trace.NewGrouper(trace.GroupOptions{Quiet: s.cfg.Quiet, Clock: kernel.Monotonic, ReadTimes: src.Name() == SourceNftrace, Emit: p.emitPacket, Ending: p.ending.ending, HookTables: p.ending.hookTables})
 		if err := src.Open(); err != nil {
 			return err
 		}
@@ -178,6 +178,18 @@ func (s *session) chooseSources() ([]source, error) {
 	}
 	nftrace := func() source {
 		n := &nftraceSource{}
+		n.BaseChain = func(family uint8, table, chain string) (bool, bool) {
+			if family == 0 {
+				// An event without the packet's header: kube-proxy's
+				// and iptables' ip and ip6 tables have the same chains.
+				family = rules.FamilyIPv4
+			}
+			var ix *rules.Index
+			if p := s.index[backendNft]; p != nil {
+				ix = p.Load()
+			}
+			return ix.BaseChain(family, table, chain)
+		}
 		n.RcvBuf = s.cfg.NetlinkRcvBuf
 		if s.opts.NftRcvBuf != 0 {
 			n.RcvBuf = s.opts.NftRcvBuf

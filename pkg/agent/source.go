@@ -27,6 +27,12 @@ type source interface {
 	Close() error
 }
 
+// drainer is a source that tells whether it has read, and handed to emit,
+// every record queued (kernel.ReadGate): a packet is left to its quiet
+// window only then, so a reader starved of CPU does not cut one in two.
+// The kern.log source cannot tell.
+type drainer interface{ Drained() bool }
+
 // nftraceSource is the nftables trace socket (package kernel) as a source.
 type nftraceSource struct{ kernel.TraceSocket }
 

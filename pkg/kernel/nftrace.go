@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -69,8 +70,15 @@ func (c *LinkNames) close() error {
 type TraceSocket struct {
 	// RcvBuf is the socket receive buffer in bytes (0: 32 MiB).
 	RcvBuf int
+	// BaseChain, when set, says whether a chain is a base chain and whether
+	// that is known (rules.Index.BaseChain; family 0 when the event
+	// carries no header): the end of a user chain is then a return at once,
+	// and a base chain's end waits for its policy event.
+	BaseChain func(family uint8, table, chain string) (base, known bool)
 
 	conn  *netlink.Conn
+	raw   syscall.RawConn // conn's, set by Open (Drained)
+	gate  ReadGate
 	dec   *trace.NetlinkDecoder
 	names LinkNames
 }
@@ -101,7 +109,13 @@ func (s *TraceSocket) Open() error {
 		c.Close()
 		return fmt.Errorf("name interfaces: %w", err)
 	}
-	s.conn = c
+	raw, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		r.Close()
+		return fmt.Errorf("read nftables trace events: %w", err)
+	}
+	s.conn, s.raw = c, raw
 	s.names.r = r
 	s.dec = trace.NewNetlinkDecoder(s.names.Name)
 	return nil
@@ -115,23 +129,28 @@ func (s *TraceSocket) Run(ctx context.Context, emit func(*trace.Event), lost fun
 	}
 	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetReadDeadline(time.Now()) })
 	defer stop()
-	raw, err := s.conn.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("read nftables trace events: %w", err)
-	}
 	buf := make([]byte, 256<<10)
 	var ev trace.Event
 	var fold trace.EndFolder
+	if s.BaseChain != nil {
+		fold.Base = func(ev *trace.Event) (bool, bool) { return s.BaseChain(ev.Header.Family, ev.Table, ev.Chain) }
+	}
 	for {
 		var n int
 		var rerr error
-		err := raw.Read(func(fd uintptr) bool {
+		err := s.raw.Read(func(fd uintptr) bool {
 			n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
 			if rerr == unix.EAGAIN {
-				// Nothing queued: a held end event has no policy
-				// event coming after it.
-				fold.Flush(emit)
+				// Nothing queued: a held end event may have no
+				// policy event coming after it.
+				fold.Idle(emit)
+				if !fold.Held() {
+					s.gate.Empty()
+				}
 				return false
+			}
+			if rerr == nil {
+				s.gate.Read()
 			}
 			return true
 		})
@@ -172,6 +191,10 @@ func forMessages(b []byte, fn func(typ uint16, payload []byte)) {
 		b = b[min((l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1), len(b)):]
 	}
 }
+
+// Drained reports whether Run waits with no trace event queued and none
+// read but not handed to emit (ReadGate). Safe beside Run.
+func (s *TraceSocket) Drained() bool { return s.raw == nil || s.gate.Drained(s.raw) }
 
 // Close releases the sockets; it unblocks Run.
 func (s *TraceSocket) Close() error {

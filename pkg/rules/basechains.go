@@ -109,3 +109,23 @@ func (ix *Index) HookTables(family uint8, hook string) []HookChain {
 	slices.SortFunc(out, func(a, b HookChain) int { return strings.Compare(a.Table, b.Table) })
 	return out
 }
+
+// BaseChain reports whether table/chain is a base chain (one a hook
+// enters) and whether that is known: from the snapshot when it lists the
+// chain, else from iptables' convention for its own tables (a built-in
+// chain is named after its hook, a user chain never is).
+func (ix *Index) BaseChain(family uint8, table, chain string) (base, known bool) {
+	if ix != nil {
+		ix.mu.RLock()
+		_, cd := ix.views(family, table).find(chain)
+		ix.mu.RUnlock()
+		if cd != nil {
+			return cd.policy != "", true
+		}
+	}
+	switch table {
+	case "raw", "mangle", "nat", "filter", "security":
+		return builtinHook(chain) != "", true
+	}
+	return false, false
+}

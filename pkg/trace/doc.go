@@ -21,7 +21,9 @@
 // On Linux, NetlinkDecoder decodes the binary nftables trace events
 // (NFT_MSG_TRACE) the agent reads from netlink, the same way, and
 // EndFolder turns their end-of-chain events into the returns and policies
-// the text formats show.
+// the text formats show (told which chains are base chains, it never takes
+// a base chain's end for a return because its policy event was not queued
+// yet).
 //
 // # Grouping
 //
@@ -36,8 +38,10 @@
 // each hop's hook (Hop.Hook), and emits a packet
 // as soon as it can produce no more records (a drop, or the end of the last
 // table of the last hook it can reach), after a quiet window on the kernel
-// clock or on the clock given to Grouper.Tick, or at Grouper.Flush. Memory
-// is bounded (GroupOptions.MaxInFlight, MaxHops, MaxHopsInFlight).
+// clock or on the clock given to Grouper.Tick, or at Grouper.Flush. Records
+// stamped when they were read (GroupOptions.ReadTimes) count on Tick's clock
+// alone, so a reader held up mid-packet does not cut the packet in two.
+// Memory is bounded (GroupOptions.MaxInFlight, MaxHops, MaxHopsInFlight).
 //
 // Legacy traces do not say which target a matched rule ran: without help the
 // Grouper treats policies as ACCEPT and rules as non-terminating, and a

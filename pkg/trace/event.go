@@ -78,7 +78,8 @@ type Header struct {
 type Event struct {
 	// Seq is the kernel log sequence number (kmsg), 0 when the container has none.
 	Seq uint64
-	// Time is the kernel timestamp (time since boot) when the record has one.
+	// Time is the kernel timestamp (time since boot) when the record has
+	// one; a netlink trace event has none and is stamped when it is read.
 	Time time.Duration
 	// TraceID is the nftables trace id (HasID reports whether there is one).
 	TraceID uint32

@@ -47,6 +47,15 @@ type GroupOptions struct {
 	// emitted as it is (default DefaultQuiet). It is measured on the
 	// records' kernel timestamps and on the clock given to Tick.
 	Quiet time.Duration
+	// Clock, when set, reads the clock given to Tick: a packet's quiet
+	// window on it then starts when its last record was added, not at the
+	// Tick before (up to a tick period earlier, which shortens the window).
+	Clock func() time.Duration
+	// ReadTimes says the records' Time is when the reader got them (nft
+	// trace events carry none), not when the kernel wrote them: a reader
+	// held up between two records of one packet opens a gap that is not
+	// the packet's, so the quiet window runs on Tick's clock alone.
+	ReadTimes bool
 	// MaxInFlight caps the packets held at once (default DefaultMaxInFlight);
 	// past it the oldest is emitted early and counted as evicted.
 	MaxInFlight int
@@ -274,7 +283,9 @@ func (g *Grouper) InFlight() int { return g.inflight }
 
 // Add adds one record. The Grouper copies what it needs: ev may be reused.
 func (g *Grouper) Add(ev *Event) {
-	g.advance(ev.Time)
+	if !g.opts.ReadTimes {
+		g.advance(ev.Time)
+	}
 	key := keyOf(ev)
 	hash := key.hash()
 	var f *flight
@@ -366,6 +377,16 @@ func (g *Grouper) Tick(now time.Duration) {
 	g.expire()
 }
 
+// stamp is the wall time a record added now counts its quiet window from.
+func (g *Grouper) stamp() time.Duration {
+	if g.opts.Clock != nil && g.wallSet {
+		if now := g.opts.Clock(); now > g.wall {
+			return now
+		}
+	}
+	return g.wall
+}
+
 // Flush emits every packet still being assembled, oldest first (end of
 // input).
 func (g *Grouper) Flush() {
@@ -438,7 +459,7 @@ func (g *Grouper) matchLegacy(key flowKey, hash uint64, ev *Event) (f *flight, d
 // splitsID reports whether a record with f's trace id belongs to a new
 // packet: nft reuses trace ids for the packets of a flow.
 func (g *Grouper) splitsID(f *flight, ev *Event) bool {
-	if ev.Time != 0 && f.pkt.End != 0 && ev.Time-f.pkt.End >= g.quiet {
+	if !g.opts.ReadTimes && ev.Time != 0 && f.pkt.End != 0 && ev.Time-f.pkt.End >= g.quiet {
 		return true
 	}
 	if hasHeader(ev) && f.hasHdr && !sameIdentity(&f.cur, &ev.Header) {
@@ -653,7 +674,7 @@ func (g *Grouper) start(key flowKey, hash uint64, ev *Event) *flight {
 	f.hook, f.rank = hookNone, rankUnknown
 	f.pkt.TraceID, f.pkt.HasID = ev.TraceID, ev.HasID
 	f.live = true
-	f.wall = g.wall
+	f.wall = g.stamp()
 	g.table.insert(f)
 	g.inflight++
 	g.lruPushBack(f)
@@ -723,7 +744,7 @@ func (g *Grouper) appendHop(f *flight, ev *Event) {
 	if ev.Seq != 0 {
 		f.lastSeq = ev.Seq
 	}
-	f.wall = g.wall
+	f.wall = g.stamp()
 	g.lruMoveToBack(f)
 
 	if r != rankUnknown {

@@ -457,6 +457,72 @@ func TestGroupTick(t *testing.T) {
 	}
 }
 
+// TestGroupClock: with a Clock, a packet's quiet window starts when its
+// last record was added, not at the Tick before it: a record added just
+// before a Tick is not cut off by the next one.
+func TestGroupClock(t *testing.T) {
+	for _, clock := range []bool{false, true} {
+		t.Run(fmt.Sprintf("clock=%v", clock), func(t *testing.T) {
+			lines := captureLines(t, "node-to-svc.nft.nftmon.txt")[:8] // stops inside nat OUTPUT
+			var got []*Packet
+			now := 10 * time.Second
+			opts := GroupOptions{Quiet: 100 * time.Millisecond, Emit: func(p *Packet) { got = append(got, p.Clone()) }}
+			if clock {
+				opts.Clock = func() time.Duration { return now }
+			}
+			g := NewGrouper(opts)
+			d := NewDecoder(FormatNftMonitor)
+			var ev Event
+			g.Tick(now)
+			for i, l := range lines {
+				if i == 4 {
+					now += 90 * time.Millisecond // the reader gets the rest 90 ms after the last Tick
+				}
+				if d.Decode([]byte(l), &ev) == ResultEvent {
+					g.Add(&ev)
+				}
+			}
+			g.Tick(10*time.Second + 150*time.Millisecond) // 60 ms after the last record
+			if want := map[bool]int{false: 1, true: 0}[clock]; len(got) != want {
+				t.Fatalf("%d packets emitted 60 ms after the last record, want %d", len(got), want)
+			}
+			if clock {
+				g.Tick(10*time.Second + 190*time.Millisecond)
+				if len(got) != 1 || len(got[0].Hops) != 6 {
+					t.Fatalf("100 ms after the last record: %d packets, want 1 of 6 hops", len(got))
+				}
+			}
+		})
+	}
+}
+
+// TestGroupReadTimes: records stamped when they were read (netlink trace
+// events) 300 ms apart, because the reader was held up, are one packet
+// with ReadTimes; as kernel timestamps the gap splits it.
+func TestGroupReadTimes(t *testing.T) {
+	for _, readTimes := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ReadTimes=%v", readTimes), func(t *testing.T) {
+			var got []*Packet
+			g := NewGrouper(GroupOptions{Quiet: 100 * time.Millisecond, ReadTimes: readTimes, Emit: func(p *Packet) { got = append(got, p.Clone()) }})
+			d := NewDecoder(FormatNftMonitor)
+			var ev Event
+			for i, l := range captureLines(t, "node-to-svc.nft.nftmon.txt")[:8] {
+				if d.Decode([]byte(l), &ev) == ResultEvent {
+					ev.Time = time.Second
+					if i >= 4 {
+						ev.Time += 300 * time.Millisecond
+					}
+					g.Add(&ev)
+				}
+			}
+			g.Flush()
+			if want := map[bool]int{false: 2, true: 1}[readTimes]; len(got) != want {
+				t.Errorf("%d packets, want %d", len(got), want)
+			}
+		})
+	}
+}
+
 const nftPacketFmt = `trace id %s ip %s %s packet: oif "eth0" ip saddr 10.0.0.1 ip daddr 10.0.0.2 ip id %d ip length 60 tcp sport 1000 tcp dport 80 tcp flags == syn `
 
 // TestGroupIDReuse: nft reuses a trace id for a flow's later packets.

@@ -271,6 +271,13 @@ func trimNUL(v []byte) []byte {
 // dropped. For a user chain it means the packet went back to the calling
 // chain: it becomes a KindReturn event, as a legacy "return" record.
 type EndFolder struct {
+	// Base, when set, says whether the event's chain is a base chain and
+	// whether that is known (rules.Index.BaseChain). A user chain's end is
+	// then a return at once; a base chain's is held until its policy event,
+	// which the kernel sends right after it but may not have queued yet
+	// when the reader finds the queue empty.
+	Base func(ev *Event) (base, known bool)
+
 	pending Event
 	has     bool
 }
@@ -293,20 +300,48 @@ func (f *EndFolder) Push(ev *Event, emit func(*Event)) {
 		f.has = false
 	}
 	if isImplicitEnd(ev) {
+		if f.Base != nil {
+			if base, known := f.Base(ev); known && !base {
+				asReturn(ev)
+				emit(ev)
+				return
+			}
+		}
 		f.pending, f.has = *ev, true
 		return
 	}
 	emit(ev)
 }
 
-// Flush emits a held end event as a return: call it when nothing more is
-// queued (no policy event can follow).
+// Idle is told that nothing more is queued: a held end event of a chain not
+// known as a base chain has no policy event coming and is emitted as a
+// return.
+func (f *EndFolder) Idle(emit func(*Event)) {
+	if !f.has {
+		return
+	}
+	if f.Base != nil {
+		if base, known := f.Base(&f.pending); known && base {
+			return // its policy event is on its way
+		}
+	}
+	f.Flush(emit)
+}
+
+// Held reports whether an end event is held (read, not emitted yet).
+func (f *EndFolder) Held() bool { return f.has }
+
+func asReturn(ev *Event) {
+	ev.Kind = KindReturn
+	ev.Verdict = "RETURN"
+}
+
+// Flush emits a held end event as a return (no policy event follows it).
 func (f *EndFolder) Flush(emit func(*Event)) {
 	if !f.has {
 		return
 	}
 	f.has = false
-	f.pending.Kind = KindReturn
-	f.pending.Verdict = "RETURN"
+	asReturn(&f.pending)
 	emit(&f.pending)
 }

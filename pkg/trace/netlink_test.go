@@ -5,6 +5,7 @@ package trace
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -244,6 +245,42 @@ func TestEndFolder(t *testing.T) {
 	f.Flush(emit)
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("folded events (-want +got):\n%s", diff)
+	}
+}
+
+// TestEndFolderIdle: with base-chain knowledge, a user chain's end is a
+// return at once, and a base chain's end found with the queue empty waits
+// for its policy event (the kernel sends it right after, but the reader
+// can be quicker): emitted as a return, it cut the packet in two.
+func TestEndFolderIdle(t *testing.T) {
+	ev := func(table, chain string, kind Kind, verdict string) Event {
+		return Event{TraceID: 1, HasID: true, Table: table, Chain: chain, Kind: kind, Verdict: verdict}
+	}
+	base := func(e *Event) (bool, bool) { return e.Chain == "OUTPUT", e.Chain != "UNKNOWN" }
+	var got []string
+	emit := func(e *Event) { got = append(got, e.Chain+":"+e.Verdict) }
+	f := EndFolder{Base: base}
+	push := func(e Event) { f.Push(&e, emit) }
+
+	push(ev("nat", "KUBE-MARK-MASQ", KindRule, "CONTINUE")) // a user chain's end: no wait
+	if want := []string{"KUBE-MARK-MASQ:RETURN"}; !slices.Equal(got, want) || f.Held() {
+		t.Fatalf("after a user chain's end: %q (held %v), want %q", got, f.Held(), want)
+	}
+	got = nil
+	push(ev("raw", "OUTPUT", KindRule, "CONTINUE"))
+	f.Idle(emit) // the policy event is not queued yet
+	if len(got) != 0 || !f.Held() {
+		t.Fatalf("a base chain's end went out on an empty queue: %q", got)
+	}
+	push(ev("raw", "OUTPUT", KindPolicy, "ACCEPT"))
+	if want := []string{"OUTPUT:ACCEPT"}; !slices.Equal(got, want) {
+		t.Fatalf("base chain end then policy: %q, want %q", got, want)
+	}
+	got = nil
+	push(ev("x", "UNKNOWN", KindRule, "CONTINUE")) // not known: the queue decides
+	f.Idle(emit)
+	if want := []string{"UNKNOWN:RETURN"}; !slices.Equal(got, want) || f.Held() {
+		t.Fatalf("an unknown chain's end on an empty queue: %q, want %q", got, want)
 	}
 }
 
