@@ -69,6 +69,9 @@ func WithCluster(rec *record.Packet, c Cluster) {
 		}
 		masq := hasSourceNAT(rec)
 		switch {
+		case ex.Retransmit:
+			// The nat table skipped it: its rules say nothing of its source.
+			ex.Notes = append(ex.Notes, fmt.Sprintf("conntrack gave this retransmission the first SYN's translation, so the endpoint on %s sees %s", rec.EndpointNode, observed))
 		case external && masq && entry != rec.EndpointNode:
 			ex.Notes = append(ex.Notes, fmt.Sprintf("external traffic entering %s was forwarded to the endpoint on %s (externalTrafficPolicy: Cluster) and source-NATed to %s's address %s, so the reply returns through %s: the endpoint sees %s, not the client %s; externalTrafficPolicy: Local would keep the client's address but serve only on %s",
 				entry, rec.EndpointNode, entry, observed, entry, observed, src, nodeList(c.EndpointNodes)))

@@ -56,6 +56,21 @@ func TestWithCluster(t *testing.T) {
 			},
 		},
 		{
+			name: "a SYN retransmission from node1: its NAT is conntrack's, the rules say nothing of its source",
+			c:    cluster,
+			rec: record.Packet{Node: "node1", Nodes: []string{"node1", "node2"}, Src: "10.199.0.2:5000", Dst: "10.96.0.10:80", Flags: "SYN", Endpoint: "10.244.1.5:80", EndpointNode: "node2",
+				Verdict: "ACCEPT", Hops: append([]record.Hop{{Table: "raw", Chain: "OUTPUT", Node: "node1"}, {Table: "filter", Chain: "OUTPUT", Node: "node1", Dst: "10.244.1.5:80"}}, hops("10.199.0.2:5000")[2:]...),
+				Crossings: crossed,
+				NAT:       []record.NAT{{Kind: "DNAT", To: "10.244.1.5:80", Inferred: true}},
+				Explain:   &record.Explain{Summary: "SYN retransmission: translated 10.96.0.10:80 -> 10.244.1.5:80 by conntrack (the nat table saw the connection's first SYN); ACCEPT", Retransmit: true}},
+			want: record.Explain{
+				Summary:              "SYN retransmission: translated 10.96.0.10:80 -> 10.244.1.5:80 by conntrack (the nat table saw the connection's first SYN); left node1 via eth0 for 10.199.0.3 (route 10.244.1.0/24 via 10.199.0.3 dev eth0) and arrived at node2 on eth0; ACCEPT on node2",
+				Retransmit:           true,
+				SourceSeenByEndpoint: "10.199.0.2",
+				Notes:                []string{"conntrack gave this retransmission the first SYN's translation, so the endpoint on node2 sees 10.199.0.2"},
+			},
+		},
+		{
 			name: "observed and predicted differ",
 			c:    cluster,
 			rec: record.Packet{Node: "node1", Nodes: []string{"node1", "node2"}, Src: "10.244.0.7:5000", Dst: "10.96.0.10:80", Endpoint: "10.244.1.5:80", EndpointNode: "node2",

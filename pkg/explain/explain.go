@@ -29,7 +29,12 @@ func (a *annotator) explain() *record.Explain {
 			}
 		}
 	}
-	if dnat != nil && dnat.Chain == "" {
+	if dnat != nil && dnat.Chain == "" && rec.Proto == "tcp" && connectionOpening(rec.Flags) {
+		// A SYN conntrack already tracks: the client's kernel sent it again.
+		ex.Retransmit = true
+		sum.part("SYN retransmission: translated ", rec.Dst, " -> ", orUnknown(dnat.To), " by conntrack (the nat table saw the connection's first SYN)")
+		ex.Notes = append(ex.Notes, "the client sent this SYN again: its first SYN or the answer to it was lost or late (the first SYN's trace names the endpoint chosen)")
+	} else if dnat != nil && dnat.Chain == "" {
 		sum.part("translated ", rec.Dst, " -> ", orUnknown(dnat.To), " by conntrack (an existing connection: the nat table sees only its first packet)")
 	} else if dnat != nil {
 		sum.part("DNAT ", rec.Dst, " -> ", orUnknown(dnat.To), " in ", dnat.Chain)
@@ -71,6 +76,17 @@ func (a *annotator) explain() *record.Explain {
 		ex.Notes = append(ex.Notes, liveNotes(rec.Live)...)
 	}
 	return ex
+}
+
+// connectionOpening reports whether TCP flags ("SYN", "SYN ECE CWR") are a
+// connection's first packet's: SYN without ACK.
+func connectionOpening(flags string) bool {
+	syn, ack := false, false
+	for f := range strings.FieldsSeq(flags) {
+		syn = syn || f == "SYN"
+		ack = ack || f == "ACK"
+	}
+	return syn && !ack
 }
 
 // summary writes a packet's summary: its parts with "; " between them.

@@ -53,6 +53,7 @@ var goldenCases = []goldenCase{
 	// kube-proxy v1.33 nftables-mode rule shapes in network namespaces (netns-v133.sh).
 	{"netns-v133", "netns-v133.nftmon.txt", []string{"netns-v133.ruleset.txt"}},
 	{"local-node-to-udp.legacy", "local-node-to-udp.legacy.kmsg.txt", []string{"local-node-to-udp.legacy.rules.txt"}},
+	{"local-node-syn-retransmit.legacy", "local-node-syn-retransmit.legacy.kmsg.txt", []string{"local-node-syn-retransmit.legacy.rules.txt"}},
 }
 
 // AnnotateCapture runs the engine over one capture: what analyze does.
@@ -412,6 +413,29 @@ func TestKeyFacts(t *testing.T) {
 		nft := byName["local-pod-to-noendpoints.nft.nftmon"]
 		if len(nft) != 2 || nft[0].Verdict != "REJECT" || nft[0].Hops[0].Chain != "PREROUTING" {
 			t.Errorf("nft monitor: %d packets, first %+v", len(nft), nft[0])
+		}
+	})
+
+	t.Run("SYN retransmissions: conntrack's translation, no new connection", func(t *testing.T) {
+		ps := byName["local-node-syn-retransmit.legacy"]
+		if len(ps) != 3 {
+			t.Fatalf("%d packets, want the SYN and its 2 retransmissions", len(ps))
+		}
+		if ps[0].Explain.Retransmit || !newConnection(&ps[0]) {
+			t.Errorf("first SYN: retransmit %v, nat %+v: want the nat table's DNAT", ps[0].Explain.Retransmit, ps[0].NAT)
+		}
+		for _, p := range ps[1:] {
+			if !p.Explain.Retransmit || newConnection(&p) || p.Endpoint != ps[0].Endpoint || p.TCPSeq != ps[0].TCPSeq ||
+				!strings.HasPrefix(p.Explain.Summary, "SYN retransmission: translated 10.96.194.95:80 -> 10.244.0.4:80 by conntrack") {
+				t.Errorf("retransmission: retransmit %v endpoint %s seq %d summary %q", p.Explain.Retransmit, p.Endpoint, p.TCPSeq, p.Explain.Summary)
+			}
+		}
+		s := NewSummarizer("")
+		for i := range ps {
+			s.Add(&ps[i])
+		}
+		if sum := s.Summary(); sum.Retransmits != 2 || len(sum.Endpoints) != 1 || sum.Endpoints[0].Count != 1 {
+			t.Errorf("summary %+v: want 2 retransmissions and 1 new connection", sum)
 		}
 	})
 

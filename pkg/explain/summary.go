@@ -8,18 +8,20 @@ import (
 
 // Summarizer aggregates packet records into a session summary.
 type Summarizer struct {
-	node      string
-	packets   int
-	verdicts  map[string]int
-	snat      int
-	lost      uint64
-	drops     map[string]int
-	endpoints map[[2]string]*record.EndpointShare // (service, endpoint)
-	known     map[string][]string                 // service -> all its endpoints
-	pods      map[string]string                   // endpoint -> pod
-	shares    map[[2]string]float64               // (service, endpoint) -> share the rules give it
-	policy    policyDrops
-	nodes     map[string]string // endpoint IP -> node
+	node     string
+	packets  int
+	verdicts map[string]int
+	snat     int
+	// retransmits counts SYN retransmissions (Explain.Retransmit).
+	retransmits int
+	lost        uint64
+	drops       map[string]int
+	endpoints   map[[2]string]*record.EndpointShare // (service, endpoint)
+	known       map[string][]string                 // service -> all its endpoints
+	pods        map[string]string                   // endpoint -> pod
+	shares      map[[2]string]float64               // (service, endpoint) -> share the rules give it
+	policy      policyDrops
+	nodes       map[string]string // endpoint IP -> node
 }
 
 // NewSummarizer returns an empty summary for node ("" offline).
@@ -77,6 +79,9 @@ func (s *Summarizer) Add(p *record.Packet) {
 			break
 		}
 	}
+	if p.Explain != nil && p.Explain.Retransmit {
+		s.retransmits++
+	}
 	if p.Endpoint != "" && newConnection(p) {
 		e := s.share(p.Service, p.Endpoint)
 		e.Count++
@@ -107,14 +112,15 @@ func (s *Summarizer) AddLost(n uint64) { s.lost += n }
 // Summary returns the summary so far, in a stable order.
 func (s *Summarizer) Summary() record.Summary {
 	sum := record.Summary{
-		Type:      record.TypeSummary,
-		Node:      s.node,
-		Packets:   s.packets,
-		Verdicts:  s.verdicts,
-		SNAT:      s.snat,
-		Lost:      s.lost,
-		Endpoints: []record.EndpointShare{},
-		Drops:     []record.Count{},
+		Type:        record.TypeSummary,
+		Node:        s.node,
+		Packets:     s.packets,
+		Verdicts:    s.verdicts,
+		SNAT:        s.snat,
+		Retransmits: s.retransmits,
+		Lost:        s.lost,
+		Endpoints:   []record.EndpointShare{},
+		Drops:       []record.Count{},
 	}
 	perService := map[string]int{}
 	for k, e := range s.endpoints {

@@ -270,6 +270,9 @@ type Explain struct {
 	Summary string `json:"summary"`
 	// Reason says why the packet ended as it did (drops, rejects, routing).
 	Reason string `json:"reason,omitempty"`
+	// Retransmit: a TCP SYN of a connection conntrack already tracked,
+	// sent again because the first SYN or its answer was lost or late.
+	Retransmit bool `json:"retransmit,omitempty"`
 	// SourceSeenByEndpoint is the source address the endpoint sees.
 	// It is what the endpoint's node observed when that node was traced,
 	// else what the rules on the way predict.
@@ -406,6 +409,9 @@ type Summary struct {
 	Nodes []NodeShare `json:"nodes,omitempty"`
 	// SNAT counts packets whose source was rewritten (SNAT or MASQUERADE).
 	SNAT int `json:"snat"`
+	// Retransmits counts SYN retransmissions (Explain.Retransmit): not new
+	// connections, but a sign that packets are lost on the way.
+	Retransmits int `json:"retransmits,omitempty"`
 	// Drops counts dropped and rejected packets by reason.
 	Drops []Count `json:"drops"`
 	// PolicyDrops counts refused packets by the policies that selected

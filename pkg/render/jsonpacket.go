@@ -131,6 +131,10 @@ func appendExplain(dst []byte, e *record.Explain) []byte {
 	o := object{b: append(dst, '{')}
 	o.str("summary", e.Summary)
 	o.strOmit("reason", e.Reason)
+	if e.Retransmit {
+		o.key("retransmit")
+		o.b = append(o.b, "true"...)
+	}
 	o.strOmit("source_seen_by_endpoint", e.SourceSeenByEndpoint)
 	o.strOmit("source_predicted", e.SourcePredicted)
 	if len(e.Notes) > 0 {

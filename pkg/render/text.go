@@ -128,7 +128,11 @@ func (t *Text) header(b *strings.Builder, p *record.Packet) {
 	if len(where) > 0 {
 		b.WriteString(" (" + strings.Join(where, ", ") + ")")
 	}
-	b.WriteString(": " + t.style(p.Verdict, verdictStyle(p.Verdict)+bold) + "\n")
+	b.WriteString(": " + t.style(p.Verdict, verdictStyle(p.Verdict)+bold))
+	if p.Explain != nil && p.Explain.Retransmit {
+		b.WriteString(" (SYN retransmission)")
+	}
+	b.WriteString("\n")
 	pkt := fmt.Sprintf("  %s %s -> %s", p.Proto, p.Src, p.Dst)
 	if p.Flags != "" {
 		pkt += " [" + p.Flags + "]"
@@ -439,7 +443,11 @@ func (t *Text) Summary(s *record.Summary) error {
 	for _, v := range verdicts {
 		fmt.Fprintf(&b, ", %d %s", s.Verdicts[v], t.style(v, verdictStyle(v)))
 	}
-	fmt.Fprintf(&b, "; %d source-NATed; %s lost\n", s.SNAT, plural64(s.Lost, "record"))
+	fmt.Fprintf(&b, "; %d source-NATed", s.SNAT)
+	if s.Retransmits > 0 {
+		fmt.Fprintf(&b, "; %s", plural(s.Retransmits, "SYN retransmission"))
+	}
+	fmt.Fprintf(&b, "; %s lost\n", plural64(s.Lost, "record"))
 	if len(s.Endpoints) > 0 {
 		rows := [][]string{{"SERVICE", "ENDPOINT", "POD", "PACKETS", "SHARE", "EXPECTED"}}
 		for _, e := range s.Endpoints {

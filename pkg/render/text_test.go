@@ -53,6 +53,7 @@ var textCases = []textCase{
 	{name: "gw-to-lb.nftmode.txt", trace: "local-nftmode-gw-to-lb.nftmon.txt", rules: "local-nftmode-gw-to-lb.ruleset.txt"},
 	{name: "gw-to-nodeport.legacy.txt", trace: "local-gw-to-nodeport.legacy.kmsg.txt", rules: "local-gw-to-nodeport.legacy.rules.txt"},
 	{name: "pod-to-noendpoints.legacy.txt", trace: "local-pod-to-noendpoints.legacy.kmsg.txt", rules: "local-pod-to-noendpoints.legacy.rules.txt"},
+	{name: "node-syn-retransmit.legacy.txt", trace: "local-node-syn-retransmit.legacy.kmsg.txt", rules: "local-node-syn-retransmit.legacy.rules.txt"},
 	{name: "rpfilter-drop.kernlog.txt", trace: "seed-001-kernlog.txt", route: &record.RouteCheck{
 		RouteLookup: record.RouteLookup{Src: "192.168.235.13", Dst: "10.0.1.12", In: "enp5s0", Error: "invalid cross-device link", Errno: "EXDEV"},
 		RPFilter:    map[string]int{"all": 1, "enp5s0": 0},
@@ -268,9 +269,16 @@ func TestPlurals(t *testing.T) {
 	if err := out.Summary(&record.Summary{Packets: 2, Verdicts: map[string]int{"ACCEPT": 2}, Lost: 0}); err != nil {
 		t.Fatal(err)
 	}
+	for _, n := range []int{1, 2} {
+		if err := out.Summary(&record.Summary{Packets: 3, Verdicts: map[string]int{"ACCEPT": 3}, SNAT: 3, Retransmits: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	want := "\nSummary: 1 packet, 1 ACCEPT; 0 source-NATed; 1 record lost\n" +
 		"! 1 trace record lost: some paths may be incomplete\n" +
-		"\nSummary: 2 packets, 2 ACCEPT; 0 source-NATed; 0 records lost\n"
+		"\nSummary: 2 packets, 2 ACCEPT; 0 source-NATed; 0 records lost\n" +
+		"\nSummary: 3 packets, 3 ACCEPT; 3 source-NATed; 1 SYN retransmission; 0 records lost\n" +
+		"\nSummary: 3 packets, 3 ACCEPT; 3 source-NATed; 2 SYN retransmissions; 0 records lost\n"
 	if diff := cmp.Diff(want, buf.String()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}

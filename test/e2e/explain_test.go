@@ -379,3 +379,64 @@ func TestExplainFromPod(t *testing.T) {
 	}
 	env.AssertNoLeftovers(t)
 }
+
+// TestExplainSynRetransmit drops the SYN-ACKs arriving at the node for 1.5 s, so the node's
+// kernel sends its SYN again. svctrace tells the retransmission for what it is (conntrack
+// already tracks the connection, so the nat table saw only the first SYN, whose trace chose
+// the endpoint) and counts it apart from new connections.
+func TestExplainSynRetransmit(t *testing.T) {
+	env.RequireExec(t)
+	ipt := "iptables-nft"
+	if env.Backend == "legacy" {
+		ipt = "iptables-legacy"
+	}
+	drop := []string{"INPUT", "-p", "tcp", "--sport", "80", "--tcp-flags", "SYN,ACK", "SYN,ACK", "-m", "comment", "--comment", "e2e-drop-synack", "-j", "DROP"}
+	myapp := env.GetService(t, "myapp").Spec.ClusterIP
+	send := func(t *testing.T) {
+		if res := env.InCluster(t, append([]string{ipt, "-w", "-I"}, drop...)...); res.ExitCode != 0 {
+			t.Fatalf("drop the SYN-ACKs:\n%s", res)
+		}
+		// Deleted by the script below; this one is for a test that stops before.
+		atCleanup(t, env.Exec, "sh", "-c", fmt.Sprintf("%s -w -D %s 2>/dev/null; true", ipt, strings.Join(drop, " ")))
+		script := fmt.Sprintf("(sleep 1.5; %s -w -D %s) & curl -s -m 8 -o /dev/null http://%s/svctrace-e2e-retransmit; wait", ipt, strings.Join(drop, " "), myapp)
+		if res := env.InCluster(t, "sh", "-c", script); res.ExitCode != 0 {
+			t.Errorf("curl:\n%s", res)
+		}
+	}
+	res := traceWithTraffic(t, send, "svc/myapp", "--node", nodeName, "--count", "2", "--timeout", "60s", "-o", "json")
+	if res.ExitCode != 0 {
+		t.Fatalf("trace failed:\n%s", res)
+	}
+	pkts, _ := records(t, res.Stdout)
+	if len(pkts) != 2 {
+		t.Fatalf("%d packets, want the SYN and its retransmission:\n%s", len(pkts), res)
+	}
+	first, again := pkts[0], pkts[1]
+	if first.Explain == nil || first.Explain.Retransmit || !newConnectionDNAT(first) {
+		t.Errorf("the first SYN: want the nat table's DNAT and no retransmission, got nat %+v explain %+v", first.NAT, first.Explain)
+	}
+	if again.Explain == nil || !again.Explain.Retransmit || !strings.Contains(again.Explain.Summary, "SYN retransmission: translated ") ||
+		again.Endpoint != first.Endpoint || again.TCPSeq != first.TCPSeq {
+		t.Errorf("the second SYN: want a retransmission to the first one's endpoint %s with its sequence number %d, got endpoint %s seq %d explain %+v",
+			first.Endpoint, first.TCPSeq, again.Endpoint, again.TCPSeq, again.Explain)
+	}
+	sum := summaryOf(t, res.Stdout)
+	total := 0
+	for _, e := range sum.Endpoints {
+		total += e.Count
+	}
+	if sum.Packets != 2 || sum.Retransmits != 1 || total != 1 {
+		t.Errorf("summary %+v: want 2 packets, 1 retransmission, 1 new connection", sum)
+	}
+	env.AssertNoLeftovers(t)
+}
+
+// newConnectionDNAT reports whether the nat table translated p (a rule's DNAT, not conntrack's).
+func newConnectionDNAT(p record.Packet) bool {
+	for _, n := range p.NAT {
+		if n.Kind == record.NATDNAT && n.Chain != "" {
+			return true
+		}
+	}
+	return false
+}
