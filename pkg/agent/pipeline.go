@@ -303,17 +303,25 @@ func (s *session) tickLoop(ctx context.Context) {
 	t := time.NewTicker(tickEvery)
 	defer t.Stop()
 	lastLost := time.Time{}
+	behind := make([]time.Time, len(s.pipes)) // since when each reader is behind
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			for _, p := range s.pipes {
+			for i, p := range s.pipes {
 				// Read before asking: a record queued after Drained
 				// answered came after this time.
 				mono := kernel.Monotonic()
 				if d, ok := p.src.(drainer); ok && !d.Drained() {
-					continue // the reader is behind: the pause is not the kernel's
+					if behind[i].IsZero() {
+						behind[i] = now
+					}
+					if now.Sub(behind[i]) < behindMax {
+						continue // the reader is behind: the pause is not the kernel's
+					}
+				} else {
+					behind[i] = time.Time{}
 				}
 				p.mu.Lock()
 				p.g.Tick(mono)

@@ -61,6 +61,10 @@ const (
 	probeTimeout     = 2 * time.Second
 	cleanupTimeout   = 30 * time.Second
 	packetQueueDepth = 4096
+	// behindMax bounds how long Ticks wait for a reader that is behind
+	// (drainer): past it the quiet window runs anyway, so a record the
+	// kernel never completes (a lost policy event) holds nothing for good.
+	behindMax = time.Second
 )
 
 // Run traces until cfg.Duration, cfg.MaxPackets, SIGINT/SIGTERM, stdin EOF
