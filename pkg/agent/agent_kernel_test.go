@@ -46,10 +46,7 @@ func TestAgentTracesClusterIP(t *testing.T) {
 	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		for _, fam := range []uint8{4, 6} {
 			t.Run(fmt.Sprintf("%s/IPv%d", b, fam), func(t *testing.T) {
-				requireAgentBin(t)
-				if b == backendLegacy {
-					enableNfLogAllNetns(t)
-				}
+				requireAgent(t, b)
 				tp := newTopo(t, b)
 				svc, ep := tp.svc4(), netip.AddrPortFrom(tp.epIP4(), 8080)
 				if fam == 6 {
@@ -130,10 +127,7 @@ func TestAgentTracesClusterIP(t *testing.T) {
 func TestAgentTracesNodePortFromOutside(t *testing.T) {
 	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
-			requireAgentBin(t)
-			if b == backendLegacy {
-				enableNfLogAllNetns(t)
-			}
+			requireAgent(t, b)
 			tp := newTopo(t, b)
 			before := tp.node.ruleset(t)
 			a := startAgent(t, tp.node, "--nodeport", fmt.Sprint(testNodePort), "--max-packets", "1", "--duration", "30s")
@@ -201,10 +195,7 @@ func TestAgentStops(t *testing.T) {
 	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		for _, c := range cases {
 			t.Run(string(b)+"/"+c.name, func(t *testing.T) {
-				requireAgentBin(t)
-				if b == backendLegacy {
-					enableNfLogAllNetns(t)
-				}
+				requireAgent(t, b)
 				tp := newTopo(t, b)
 				before := tp.node.ruleset(t)
 				args := append([]string{"--dst", tp.svc4().String() + "," + tp.svc6().String(), "--nodeport", fmt.Sprint(testNodePort)}, c.args...)
@@ -242,10 +233,7 @@ func TestAgentStops(t *testing.T) {
 func TestAgentSurvivesRawRestore(t *testing.T) {
 	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
-			requireAgentBin(t)
-			if b == backendLegacy {
-				enableNfLogAllNetns(t)
-			}
+			requireAgent(t, b)
 			tp := newTopo(t, b)
 			before := tp.node.ruleset(t)
 			a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--duration", "60s", "--watch-interval", "200ms")
@@ -295,10 +283,7 @@ func TestAgentSweepsKilledSession(t *testing.T) {
 	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		for _, how := range []string{"next session", "agent --cleanup"} {
 			t.Run(string(b)+"/"+how, func(t *testing.T) {
-				requireAgentBin(t)
-				if b == backendLegacy {
-					enableNfLogAllNetns(t)
-				}
+				requireAgent(t, b)
 				tp := newTopo(t, b)
 				before := tp.node.ruleset(t)
 				// Two sessions running at once, then both killed: every
@@ -375,8 +360,7 @@ func TestAgentLeavesLiveSessionAlone(t *testing.T) {
 // TestAgentBindsLogger: a namespace whose IPv4 logger is unbound gets it
 // bound for the session and unbound after.
 func TestAgentBindsLogger(t *testing.T) {
-	requireAgentBin(t)
-	enableNfLogAllNetns(t)
+	requireAgent(t, backendLegacy)
 	tp := newTopo(t, backendLegacy)
 	tp.node.mustRun(t, "sh", "-c", "echo NONE > /proc/sys/net/netfilter/nf_log/2")
 	logger := func() string {
@@ -504,10 +488,7 @@ func TestAgentNftablesMode(t *testing.T) {
 func TestAgentTracesUDP(t *testing.T) {
 	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
-			requireAgentBin(t)
-			if b == backendLegacy {
-				enableNfLogAllNetns(t)
-			}
+			requireAgent(t, b)
 			tp := newTopoProto(t, b, "udp")
 			before := tp.node.ruleset(t)
 			// --probe sends one datagram: UDP has no connection
@@ -584,8 +565,7 @@ func TestAgentProbeTo(t *testing.T) {
 // iptables-nft (a node mid-migration): both are traced, each through its
 // own source.
 func TestAgentBothBackends(t *testing.T) {
-	requireAgentBin(t)
-	enableNfLogAllNetns(t)
+	requireAgent(t, backendLegacy)
 	tp := newTopo(t, backendLegacy)
 	tp.node.mustRestore(t, tp.kubeProxyRules(4), "iptables-nft-restore")
 	before := tp.node.ruleset(t)
@@ -623,10 +603,7 @@ func TestAgentBothBackends(t *testing.T) {
 func TestAgentFollowsRulesetChange(t *testing.T) {
 	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
-			requireAgentBin(t)
-			if b == backendLegacy {
-				enableNfLogAllNetns(t)
-			}
+			requireAgent(t, b)
 			tp := newTopo(t, b)
 			before := tp.node.ruleset(t)
 			watch := "200ms"
@@ -903,10 +880,7 @@ func TestForeignTables(t *testing.T) {
 func TestAgentStarvedKeepsPacketsWhole(t *testing.T) {
 	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
-			requireAgentBin(t)
-			if b == backendLegacy {
-				enableNfLogAllNetns(t)
-			}
+			requireAgent(t, b)
 			tp := newTopo(t, b)
 			a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--duration", "60s")
 			a.waitReady(10 * time.Second)

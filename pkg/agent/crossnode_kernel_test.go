@@ -28,10 +28,7 @@ import (
 func TestAgentsAcrossNodes(t *testing.T) {
 	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
-			requireAgentBin(t)
-			if b == backendLegacy {
-				enableNfLogAllNetns(t)
-			}
+			requireAgent(t, b)
 			x := 10 + int(topoSeq.Add(1))%200
 			n1, n2, ep := newNetns(t, "n1"), newNetns(t, "n2"), newNetns(t, "ep")
 			link := func(a *netns, an string, z *netns, zn string) {

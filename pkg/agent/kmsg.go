@@ -72,22 +72,7 @@ func (s *kmsgSource) Run(ctx context.Context, emit func(*trace.Event), lost func
 	buf := make([]byte, kmsgRecordMax)
 	var ev trace.Event
 	for {
-		var n int
-		var rerr error
-		err := s.raw.Read(func(fd uintptr) bool {
-			n, rerr = syscall.Read(int(fd), buf)
-			if rerr == syscall.EAGAIN {
-				s.gate.Empty()
-				return false
-			}
-			if rerr == nil {
-				s.gate.Read()
-			}
-			return true
-		})
-		if err == nil {
-			err = rerr
-		}
+		n, err := s.gate.ReadFrom(s.raw, func(fd int) (int, error) { return syscall.Read(fd, buf) }, nil)
 		if err != nil {
 			switch {
 			case ctx.Err() != nil:

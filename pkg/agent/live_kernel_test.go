@@ -280,10 +280,7 @@ func TestAgentExplainsReversePathDrop(t *testing.T) {
 	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		for _, rpf := range []int{1, 2} {
 			t.Run(fmt.Sprintf("%s/rp_filter=%d", b, rpf), func(t *testing.T) {
-				requireAgentBin(t)
-				if b == backendLegacy {
-					enableNfLogAllNetns(t)
-				}
+				requireAgent(t, b)
 				tp := newTopo(t, b)
 				client, other := rpTopo(t, tp, rpf)
 				a := startAgent(t, tp.node, "--nodeport", fmt.Sprint(testNodePort), "--max-packets", "1", "--duration", "30s")
@@ -357,10 +354,7 @@ func TestAgentExplainsReversePathDrop(t *testing.T) {
 func TestAgentProbeFromPod(t *testing.T) {
 	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
-			requireAgentBin(t)
-			if b == backendLegacy {
-				enableNfLogAllNetns(t)
-			}
+			requireAgent(t, b)
 			tp := newTopo(t, b)
 			// The "pod": the endpoint namespace, with a route to the
 			// Service range and a process living in it, as a pod's

@@ -88,6 +88,17 @@ func requireAgentBin(t testing.TB) {
 	}
 }
 
+// requireAgent skips or fails a test of the built agent on backend b like
+// requireAgentBin, and for iptables-legacy makes the kernel log TRACE
+// records from every network namespace.
+func requireAgent(t testing.TB, b ipBackend) {
+	t.Helper()
+	requireAgentBin(t)
+	if b == backendLegacy {
+		enableNfLogAllNetns(t)
+	}
+}
+
 // agentProc is a running agent in a test namespace.
 type agentProc struct {
 	t      testing.TB

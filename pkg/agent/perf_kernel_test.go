@@ -102,10 +102,7 @@ func TestAgentFlood(t *testing.T) {
 	const floodFor = 2 * time.Second
 	for _, c := range cases {
 		t.Run(string(c.b)+"/"+c.name, func(t *testing.T) {
-			requireAgentBin(t)
-			if c.b == backendLegacy {
-				enableNfLogAllNetns(t)
-			}
+			requireAgent(t, c.b)
 			tp := newTopo(t, c.b)
 			before := tp.node.ruleset(t)
 			a := startAgent(t, tp.node, append([]string{"--dst", tp.svc4().String(), "--duration", "60s"}, c.extra...)...)
@@ -257,10 +254,7 @@ func TestAgentPerf10k(t *testing.T) {
 	}
 	for _, b := range []ipBackend{backendLegacy, backendNft} {
 		t.Run(string(b), func(t *testing.T) {
-			requireAgentBin(t)
-			if b == backendLegacy {
-				enableNfLogAllNetns(t)
-			}
+			requireAgent(t, b)
 			tp := newTopo(t, b)
 			t0 := time.Now()
 			tp.node.mustRestore(t, tp.kubeProxyRulesN(4, bulkServices(4, 10000)), b.Binary(4)+"-restore", "-w")

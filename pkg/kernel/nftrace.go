@@ -136,27 +136,15 @@ func (s *TraceSocket) Run(ctx context.Context, emit func(*trace.Event), lost fun
 		fold.Base = func(ev *trace.Event) (bool, bool) { return s.BaseChain(ev.Header.Family, ev.Table, ev.Chain) }
 	}
 	for {
-		var n int
-		var rerr error
-		err := s.raw.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
-			if rerr == unix.EAGAIN {
-				// Nothing queued: a held end event may have no
-				// policy event coming after it.
-				fold.Idle(emit)
-				if !fold.Held() {
-					s.gate.Empty()
-				}
-				return false
-			}
-			if rerr == nil {
-				s.gate.Read()
-			}
-			return true
+		n, err := s.gate.ReadFrom(s.raw, func(fd int) (int, error) {
+			n, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
+			return n, err
+		}, func() bool {
+			// Nothing queued: a held end event may have no policy
+			// event coming after it.
+			fold.Idle(emit)
+			return !fold.Held()
 		})
-		if err == nil {
-			err = rerr
-		}
 		if err != nil {
 			switch {
 			case ctx.Err() != nil:

@@ -30,20 +30,44 @@ func (g *ReadGate) Read() {
 // was handed on, and it waits for more.
 func (g *ReadGate) Empty() { g.idle.Store(true) }
 
+// ReadFrom reads once from the non-blocking file behind rc with read, waiting
+// until it is readable, and keeps the gate: a read that finds nothing queued
+// calls idle, whose true means nothing is held back (nil: always), and then
+// notes the reader idle. It returns read's count and error (never EAGAIN).
+func (g *ReadGate) ReadFrom(rc syscall.RawConn, read func(fd int) (int, error), idle func() bool) (int, error) {
+	var n int
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		n, rerr = read(int(fd))
+		if rerr == unix.EAGAIN {
+			if idle == nil || idle() {
+				g.Empty()
+			}
+			return false
+		}
+		if rerr == nil {
+			g.Read()
+		}
+		return true
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, rerr
+}
+
 // Drained reports whether the reader waits with nothing queued on the
 // file behind rc: it is idle since its last read and a poll finds nothing
 // to read. A record queued once Drained returned came after the call.
 func (g *ReadGate) Drained(rc syscall.RawConn) bool {
 	n := g.reads.Load()
-	if !g.idle.Load() {
-		return false
-	}
+	idle := g.idle.Load()
 	queued := true
 	if err := rc.Control(func(fd uintptr) { queued = readable(fd) }); err != nil {
 		// Closed: nothing more will be read.
 		return true
 	}
-	return !queued && g.reads.Load() == n
+	return idle && !queued && g.reads.Load() == n
 }
 
 // readable polls fd without waiting (true on a poll error: ask again).

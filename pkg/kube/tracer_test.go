@@ -60,24 +60,18 @@ func newFakeIO(scripts map[string]script) *fakeIO {
 }
 
 // helloRead is closed once the pod's stdin got its first line.
-func (f *fakeIO) helloRead(pod string) chan struct{} {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	c, ok := f.hello[pod]
-	if !ok {
-		c = make(chan struct{})
-		f.hello[pod] = c
-	}
-	return c
-}
+func (f *fakeIO) helloRead(pod string) chan struct{} { return f.chanOf(f.hello, pod) }
 
-func (f *fakeIO) stdinClosed(pod string) chan struct{} {
+func (f *fakeIO) stdinClosed(pod string) chan struct{} { return f.chanOf(f.closed, pod) }
+
+// chanOf returns the pod's channel of m, made on first use.
+func (f *fakeIO) chanOf(m map[string]chan struct{}, pod string) chan struct{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c, ok := f.closed[pod]
+	c, ok := m[pod]
 	if !ok {
 		c = make(chan struct{})
-		f.closed[pod] = c
+		m[pod] = c
 	}
 	return c
 }
@@ -171,14 +165,7 @@ func (f *fakeIO) HoldStdin(ctx context.Context, ns, pod string, stdin io.Reader)
 				f.onLine(pod, sc.Text())
 			}
 		}
-		f.mu.Lock()
-		c, ok := f.closed[pod]
-		if !ok {
-			c = make(chan struct{})
-			f.closed[pod] = c
-		}
-		f.mu.Unlock()
-		close(c)
+		close(f.stdinClosed(pod))
 		close(done)
 	}()
 	select {
