@@ -29,7 +29,7 @@ func (a *annotator) explain() *record.Explain {
 			}
 		}
 	}
-	if dnat != nil && dnat.Chain == "" && rec.Proto == "tcp" && connectionOpening(rec.Flags) {
+	if dnat != nil && dnat.Chain == "" && connectionOpening(&a.p.First) {
 		// A SYN conntrack already tracks: the client's kernel sent it again.
 		ex.Retransmit = true
 		sum.part("SYN retransmission: translated ", rec.Dst, " -> ", orUnknown(dnat.To), " by conntrack (the nat table saw the connection's first SYN)")
@@ -78,15 +78,10 @@ func (a *annotator) explain() *record.Explain {
 	return ex
 }
 
-// connectionOpening reports whether TCP flags ("SYN", "SYN ECE CWR") are a
-// connection's first packet's: SYN without ACK.
-func connectionOpening(flags string) bool {
-	syn, ack := false, false
-	for f := range strings.FieldsSeq(flags) {
-		syn = syn || f == "SYN"
-		ack = ack || f == "ACK"
-	}
-	return syn && !ack
+// connectionOpening reports whether h is a TCP connection's first packet:
+// SYN without ACK.
+func connectionOpening(h *trace.Header) bool {
+	return h.Proto == trace.ProtoTCP && h.TCPFlags&(trace.TCPSyn|trace.TCPAck) == trace.TCPSyn
 }
 
 // summary writes a packet's summary: its parts with "; " between them.
