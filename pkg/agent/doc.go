@@ -29,7 +29,9 @@
 // records then wait in the kernel's queue.
 //
 // Losses are never silent. /dev/kmsg numbers its records: a sequence gap is
-// an exact count of records lost. Netlink reports only that its buffer
+// an exact count of records lost, counted from the last record logged
+// before the session (read at open), so a ring overwritten before the
+// agent's first read is counted too. Netlink reports only that its buffer
 // overflowed (ENOBUFS); the number of traced packets whose trace never
 // arrived is then counted at the end from the TRACE rules' packet counters
 // (every traced packet starts at one of them).

@@ -35,8 +35,11 @@ func newKmsgSource() *kmsgSource { return &kmsgSource{Path: "/dev/kmsg"} }
 // Name implements source.
 func (s *kmsgSource) Name() string { return SourceKmsg }
 
-// Open implements source: it opens the device and seeks to its end, so only
-// records written from now on are read.
+// Open implements source: it opens the device and reads the records already
+// logged, so only records written from now on are decoded. The last one's
+// sequence number is where counting gaps starts: records the ring buffer
+// overwrites before Run's first read are counted as lost, which a seek to
+// the end (no number to count from) would leave silent.
 func (s *kmsgSource) Open() error {
 	// O_NONBLOCK makes the file pollable: Close and read deadlines then
 	// unblock a pending Read.
@@ -44,16 +47,57 @@ func (s *kmsgSource) Open() error {
 	if err != nil {
 		return fmt.Errorf("open %s (the agent pod must mount it and run privileged): %w", s.Path, err)
 	}
-	if _, err := f.Seek(0, io.SeekEnd); err != nil {
-		f.Close()
-		return fmt.Errorf("seek to the end of %s: %w", s.Path, err)
-	}
 	raw, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("read %s: %w", s.Path, err)
 	}
 	s.f, s.raw = f, raw
+	s.dec = trace.NewDecoder(trace.FormatKmsg)
+	if err := s.readToEnd(); err != nil {
+		f.Close()
+		s.f, s.raw = nil, nil
+		return fmt.Errorf("read %s to its end: %w", s.Path, err)
+	}
+	return nil
+}
+
+// kmsgBacklogMax bounds the records readToEnd reads: far more than any
+// ring buffer holds, so only a log written faster than it is read reaches
+// it.
+const kmsgBacklogMax = 1 << 20
+
+// readToEnd reads the records already logged, each a Baseline for the
+// decoder. A log that does not run dry within kmsgBacklogMax records is
+// sought to its end instead, and its gaps are counted from the first record
+// Run reads.
+func (s *kmsgSource) readToEnd() error {
+	buf := make([]byte, kmsgRecordMax)
+	var rerr error
+	dry := false
+	err := s.raw.Control(func(fd uintptr) {
+		for range kmsgBacklogMax {
+			n, err := syscall.Read(int(fd), buf)
+			switch {
+			case err == nil:
+				s.dec.Baseline(buf[:n])
+			case errors.Is(err, syscall.EAGAIN):
+				dry = true
+				return
+			case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.EINTR):
+				// Overwritten while read, or interrupted: read on.
+			default:
+				rerr = err
+				return
+			}
+		}
+	})
+	if err := errors.Join(err, rerr); err != nil || dry {
+		return err
+	}
+	if _, err := s.f.Seek(0, io.SeekEnd); err != nil {
+		return err
+	}
 	s.dec = trace.NewDecoder(trace.FormatKmsg)
 	return nil
 }

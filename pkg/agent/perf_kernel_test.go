@@ -176,7 +176,7 @@ func TestAgentFlood(t *testing.T) {
 				// in bye.foreign_records, reported too, not silent.
 				t.Logf("kmsg: %d records received, %d reported lost, %d left out as another namespace's; %d connections x %d records each = %d", sumHops, lostSum, bye.ForeignRecords, conns, perSYN, conns*perSYN)
 				if uint64(sumHops)+lostSum+bye.ForeignRecords < uint64(conns*perSYN) {
-					t.Errorf("%d records received + %d lost + %d foreign < %d expected: a silent gap", sumHops, lostSum, bye.ForeignRecords, conns*perSYN)
+					t.Errorf("%d records received + %d lost + %d foreign < %d expected: a silent gap; agent stderr:\n%s", sumHops, lostSum, bye.ForeignRecords, conns*perSYN, a.stderr.String())
 				}
 			}
 			if len(c.extra) > 0 && c.b == backendNft {

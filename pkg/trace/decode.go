@@ -212,6 +212,19 @@ func (d *Decoder) decodeLegacy(f Format, line []byte, ev *Event) Result {
 	return ResultEvent
 }
 
+// Baseline notes a kmsg record read only to learn where the kernel log
+// stands, not to be decoded: a reader that starts at the log's end reads the
+// records already there first. The last one's sequence number is where gap
+// counting starts, so records lost before the first decoded one are counted
+// too. Nothing else is counted. It reports whether line was a kmsg record.
+func (d *Decoder) Baseline(line []byte) bool {
+	seq, _, _, ok := splitKmsg(trimEOL(line))
+	if ok {
+		d.haveSeq, d.lastSeq = true, seq
+	}
+	return ok
+}
+
 // noteSeq records a kmsg sequence number and counts the gap before it. A
 // sequence going backwards (the reader reopened /dev/kmsg, inputs were
 // concatenated) restarts the count rather than reporting a loss.

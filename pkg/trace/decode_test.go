@@ -291,6 +291,29 @@ func TestKmsgGaps(t *testing.T) {
 	}
 }
 
+// TestKmsgBaseline: records read only to find the log's end set where gaps
+// are counted from, so a loss before the first decoded record is counted.
+func TestKmsgBaseline(t *testing.T) {
+	d := NewDecoder(FormatKmsg)
+	for _, l := range []string{"6,98,900,-;eth0: link up", " SUBSYSTEM=net", "6,99,901,-;eth0: carrier on\n"} {
+		d.Baseline([]byte(l))
+	}
+	if d.Baseline([]byte("[  1.000000] eth0: link up")) {
+		t.Error("Baseline took a dmesg line for a kmsg record")
+	}
+	if got := d.Stats(); got != (DecodeStats{}) {
+		t.Errorf("stats after Baseline = %+v, want none counted", got)
+	}
+	var ev Event
+	line := "4,104,1000,-;TRACE: raw:OUTPUT:policy:2 IN= OUT=lo SRC=127.0.0.1 DST=127.0.0.1 LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=1 PROTO=47 "
+	if r := d.Decode([]byte(line), &ev); r != ResultEvent {
+		t.Fatalf("Decode = %v, want an event", r)
+	}
+	if d.Gap() != 4 || d.Lost() != 4 {
+		t.Errorf("gap %d, lost %d before the first decoded record, want 4 and 4 (100-103)", d.Gap(), d.Lost())
+	}
+}
+
 func itoa(n int) string {
 	if n == 0 {
 		return "0"
