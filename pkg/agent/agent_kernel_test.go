@@ -720,7 +720,7 @@ func TestAgentProbeWaitsForSettledRules(t *testing.T) {
 	gen := func(n int) string { return fmt.Sprintf("KUBE-POD-FW-GEN%d", n) }
 	jump := func(n int) []string {
 		// After the nat OUTPUT hook: the packet is DNATed by then.
-		return []string{"OUTPUT", "-p", "tcp", "-m", "comment", "--comment", "svctest generation", "-j", gen(n)}
+		return []string{"OUTPUT", "-p", "tcp", "-m", "comment", "--comment", "svctest-generation", "-j", gen(n)}
 	}
 	ipt("-N", gen(0))
 	ipt("-A", gen(0), "-j", "RETURN")
@@ -738,15 +738,15 @@ func TestAgentProbeWaitsForSettledRules(t *testing.T) {
 	})
 	a := startAgent(t, tp.node, "--dst", tp.svc4().String(), "--probe", "--max-packets", "1", "--duration", "30s")
 	a.waitReady(10 * time.Second)
-	// The plugin's syncs: a new generation every 100 ms for 1.2 s.
-	for n := 1; n <= 12; n++ {
+	// The plugin's syncs: a new generation every 100 ms for 1.2 s, each
+	// one iptables-restore transaction as kube-router writes them. Bounded
+	// by the clock, not a count, so that slow commands on a loaded machine
+	// do not stretch the changes past the agent's settle limit (3 s).
+	for start := time.Now(); time.Since(start) < 1200*time.Millisecond; {
 		time.Sleep(100 * time.Millisecond)
-		ipt("-N", gen(n))
-		ipt("-A", gen(n), "-j", "RETURN")
-		ipt(append([]string{"-I"}, jump(n)...)...)
-		ipt("-D", "OUTPUT", "2") // the previous generation's jump, below the new one
-		ipt("-F", gen(n-1))
-		ipt("-X", gen(n-1))
+		n := last + 1
+		tp.node.mustRestore(t, fmt.Sprintf("*filter\n:%s - [0:0]\n-A %s -j RETURN\n-I %s\n-D OUTPUT 2\n-F %s\n-X %s\nCOMMIT\n",
+			gen(n), gen(n), strings.Join(jump(n), " "), gen(n-1), gen(n-1)), "iptables-nft-restore", "-w", "--noflush")
 		last = n
 	}
 	if code := a.wait(30 * time.Second); code != 0 {
