@@ -26,7 +26,10 @@
 // (GroupOptions.Clock), and it is only measured while the source has read
 // everything queued (kernel.ReadGate): on a node short of CPU the agent
 // may be held up for longer than the window, and the rest of a packet's
-// records then wait in the kernel's queue.
+// records then wait in the kernel's queue. A packet whose last record
+// leaves it inside a chain waits 1 s (GroupOptions.StallQuiet): the kernel
+// goes on with the chain at once, so only a stalled CPU on the sender's
+// side (a vCPU its host descheduled) makes that pause.
 //
 // Losses are never silent. /dev/kmsg numbers its records: a sequence gap is
 // an exact count of records lost, counted from the last record logged

@@ -96,7 +96,10 @@ func (s *session) traceLive(ctx context.Context) (removed int, err error) {
 	for _, p := range s.pipes {
 		p.mu.Lock()
 		p.g.Flush()
+		st := p.g.Stats()
 		p.mu.Unlock()
+		s.log.Printf("%s: %d packet(s) grouped: %d complete, %d after the quiet window, %d split, %d evicted, %d truncated, %d at the end",
+			p.src.Name(), st.Packets, st.Complete, st.Quiet, st.Split, st.Evicted, st.Truncated, st.Flushed)
 	}
 	close(s.packets)
 	writerWG.Wait()

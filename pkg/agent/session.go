@@ -65,6 +65,11 @@ const (
 	// (drainer): past it the quiet window runs anyway, so a record the
 	// kernel never completes (a lost policy event) holds nothing for good.
 	behindMax = time.Second
+	// stallQuiet is the quiet window of a packet whose last record leaves
+	// it inside a chain (trace.GroupOptions.StallQuiet): only a stalled
+	// CPU holds it there, and on a loaded node (a vCPU descheduled by its
+	// host) that outlasts the 100 ms window.
+	stallQuiet = time.Second
 )
 
 // Run traces until cfg.Duration, cfg.MaxPackets, SIGINT/SIGTERM, stdin EOF

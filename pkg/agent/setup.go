@@ -122,7 +122,7 @@ func (s *session) begin(ctx context.Context, sources []source) error {
 			s.indexGen[p.backend] = &atomic.Uint64{}
 		}
 		p.ending = &snapshotEnding{ix: s.index[p.backend], foreign: &s.nftForeign, pending: explain.PendingEnding(s.det.ModeName() == modeNftables)}
-		p.g = trace.NewGrouper(trace.GroupOptions{Quiet: s.cfg.Quiet, Clock: kernel.Monotonic, ReadTimes: src.Name() == SourceNftrace, Emit: p.emitPacket, Ending: p.ending.ending, HookTables: p.ending.hookTables})
+		p.g = trace.NewGrouper(trace.GroupOptions{Quiet: s.cfg.Quiet, StallQuiet: stallQuiet, Clock: kernel.Monotonic, ReadTimes: src.Name() == SourceNftrace, Emit: p.emitPacket, Ending: p.ending.ending, HookTables: p.ending.hookTables})
 		if err := src.Open(); err != nil {
 			return err
 		}

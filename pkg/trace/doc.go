@@ -40,7 +40,9 @@
 // table of the last hook it can reach), after a quiet window on the kernel
 // clock or on the clock given to Grouper.Tick, or at Grouper.Flush. Records
 // stamped when they were read (GroupOptions.ReadTimes) count on Tick's clock
-// alone, so a reader held up mid-packet does not cut the packet in two.
+// alone, so a reader held up mid-packet does not cut the packet in two; a
+// packet whose trace leaves it inside a chain can get a longer window
+// (GroupOptions.StallQuiet), so a sender held up mid-packet does not either.
 // Memory is bounded (GroupOptions.MaxInFlight, MaxHops, MaxHopsInFlight).
 //
 // Legacy traces do not say which target a matched rule ran: without help the

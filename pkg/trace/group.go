@@ -56,6 +56,16 @@ type GroupOptions struct {
 	// held up between two records of one packet opens a gap that is not
 	// the packet's, so the quiet window runs on Tick's clock alone.
 	ReadTimes bool
+	// StallQuiet, when longer than Quiet, is the quiet window of a packet
+	// whose last record leaves it inside a chain's traversal: an nft
+	// verdict that goes on (continue, jump, goto, return, break), a return
+	// to the calling chain, or a rule Ending says goes on (EndNone). The
+	// kernel evaluates the rest of the chain at once, so only a stalled
+	// CPU (a vCPU its hypervisor descheduled, a long interrupt) keeps the
+	// next record away; the short window would cut the packet in two.
+	// Packets between tables or hooks, where a packet can vanish (a
+	// routing drop, rp_filter), keep Quiet.
+	StallQuiet time.Duration
 	// MaxInFlight caps the packets held at once (default DefaultMaxInFlight);
 	// past it the oldest is emitted early and counted as evicted.
 	MaxInFlight int
@@ -219,6 +229,7 @@ type flight struct {
 
 	lastSeq uint64
 	wall    time.Duration
+	inChain bool // the last record leaves it inside a chain (StallQuiet)
 
 	live     bool // in the table and the LRU list
 	complete bool // Ordered: finished, waiting for older packets
@@ -413,15 +424,31 @@ func (g *Grouper) advance(t time.Duration) {
 	}
 }
 
+// expire emits the packets quiet for their window. The LRU list is in order
+// of last activity, so the first packet within the short window ends the
+// walk; packets within their StallQuiet are passed over.
 func (g *Grouper) expire() {
-	for f := g.lruH; f != nil; f = g.lruH {
-		byTime := f.pkt.End != 0 && g.now-f.pkt.End >= g.quiet
-		byWall := g.wallSet && g.wall-f.wall >= g.quiet
-		if !byTime && !byWall {
+	for f := g.lruH; f != nil; {
+		next := f.lnext
+		q := g.quietOf(f)
+		byTime := f.pkt.End != 0 && g.now-f.pkt.End >= q
+		byWall := g.wallSet && g.wall-f.wall >= q
+		switch {
+		case byTime || byWall:
+			g.finish(f, reasonQuiet)
+		case q == g.quiet:
 			return
 		}
-		g.finish(f, reasonQuiet)
+		f = next
 	}
+}
+
+// quietOf is f's quiet window: StallQuiet inside a chain, else Quiet.
+func (g *Grouper) quietOf(f *flight) time.Duration {
+	if f.inChain && g.opts.StallQuiet > g.quiet {
+		return g.opts.StallQuiet
+	}
+	return g.quiet
 }
 
 // matchLegacy finds the in-flight packet a record without trace id belongs
@@ -459,7 +486,7 @@ func (g *Grouper) matchLegacy(key flowKey, hash uint64, ev *Event) (f *flight, d
 // splitsID reports whether a record with f's trace id belongs to a new
 // packet: nft reuses trace ids for the packets of a flow.
 func (g *Grouper) splitsID(f *flight, ev *Event) bool {
-	if !g.opts.ReadTimes && ev.Time != 0 && f.pkt.End != 0 && ev.Time-f.pkt.End >= g.quiet {
+	if !g.opts.ReadTimes && ev.Time != 0 && f.pkt.End != 0 && ev.Time-f.pkt.End >= g.quietOf(f) {
 		return true
 	}
 	if hasHeader(ev) && f.hasHdr && !sameIdentity(&f.cur, &ev.Header) {
@@ -762,6 +789,7 @@ func (g *Grouper) appendHop(f *flight, ev *Event) {
 	if g.opts.Ending != nil {
 		end = g.opts.Ending(ev)
 	}
+	f.inChain = end == EndNone || goesOn(ev)
 	if end == EndUnknown {
 		end = defaultEnding(ev)
 	}
@@ -842,6 +870,20 @@ func defaultEnding(ev *Event) Ending {
 		}
 	}
 	return EndNone
+}
+
+// goesOn reports whether the traversal goes on in the kernel at once after
+// ev, as its trace says (StallQuiet): a return to the calling chain, or an
+// nft verdict that continues it.
+func goesOn(ev *Event) bool {
+	if ev.Kind == KindReturn {
+		return true
+	}
+	switch ev.Verdict {
+	case "CONTINUE", "JUMP", "GOTO", "RETURN", "BREAK":
+		return true
+	}
+	return false
 }
 
 // finish stops assembling f and emits it (under Ordered, once every older

@@ -1390,3 +1390,84 @@ func TestGroupHookTables(t *testing.T) {
 		t.Errorf("stats %+v, want 1 complete", st)
 	}
 }
+
+// TestGroupStallQuiet: a packet whose last record leaves it inside a chain
+// waits StallQuiet for the rest (the CPU sending it was stalled), one
+// between tables keeps the short window.
+func TestGroupStallQuiet(t *testing.T) {
+	const ms = time.Millisecond
+	inChain := []string{
+		fmt.Sprintf(nftPacketFmt, "0000aaaa", "raw", "OUTPUT", 1),
+		"trace id 0000aaaa ip raw OUTPUT rule meta nftrace set 1 (verdict continue)",
+	}
+	betweenTables := []string{
+		fmt.Sprintf(nftPacketFmt, "0000bbbb", "raw", "OUTPUT", 2),
+		"trace id 0000bbbb ip raw OUTPUT policy accept",
+	}
+	rest := []string{"trace id 0000aaaa ip raw OUTPUT policy accept"}
+	type step struct {
+		at    time.Duration
+		lines []string // added at at, else a Tick at at
+		// emitted is how many packets must have been emitted once the
+		// step is done.
+		emitted int
+	}
+	tests := []struct {
+		name       string
+		stallQuiet time.Duration
+		steps      []step
+		want       [][]string // hops of each packet, in emission order
+	}{
+		{
+			name:       "stalled mid-chain: one packet",
+			stallQuiet: time.Second,
+			steps:      []step{{10 * ms, append(inChain, betweenTables...), 0}, {150 * ms, nil, 1}, {900 * ms, nil, 1}, {950 * ms, rest, 1}, {1100 * ms, nil, 2}},
+			want:       [][]string{{"raw:OUTPUT:policy"}, {"raw:OUTPUT:rule", "raw:OUTPUT:policy"}},
+		},
+		{
+			name:  "without StallQuiet: cut in two",
+			steps: []step{{10 * ms, append(inChain, betweenTables...), 0}, {150 * ms, nil, 2}, {900 * ms, nil, 2}, {950 * ms, rest, 2}, {1100 * ms, nil, 3}},
+			want:  [][]string{{"raw:OUTPUT:rule"}, {"raw:OUTPUT:policy"}, {"raw:OUTPUT:policy"}},
+		},
+		{
+			name:       "stuck mid-chain: emitted after StallQuiet",
+			stallQuiet: time.Second,
+			steps:      []step{{10 * ms, inChain, 0}, {900 * ms, nil, 0}, {1050 * ms, nil, 1}},
+			want:       [][]string{{"raw:OUTPUT:rule"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var now time.Duration
+			var got [][]string
+			g := NewGrouper(GroupOptions{Quiet: 100 * ms, StallQuiet: tt.stallQuiet, ReadTimes: true, Clock: func() time.Duration { return now },
+				Emit: func(p *Packet) {
+					var hops []string
+					for _, h := range p.Hops {
+						hops = append(hops, h.Table+":"+h.Chain+":"+h.Kind.String())
+					}
+					got = append(got, hops)
+				}})
+			g.Tick(0)
+			d := NewDecoder(FormatNftMonitor)
+			var ev Event
+			for _, s := range tt.steps {
+				now = s.at
+				if s.lines == nil {
+					g.Tick(now)
+				}
+				for _, l := range s.lines {
+					if d.Decode([]byte(l), &ev) == ResultEvent {
+						g.Add(&ev)
+					}
+				}
+				if len(got) != s.emitted {
+					t.Errorf("at %s: %d packets emitted, want %d", s.at, len(got), s.emitted)
+				}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("packets (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

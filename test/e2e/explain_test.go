@@ -290,7 +290,8 @@ func TestExplainSummary(t *testing.T) {
 		env.AssertNoLeftovers(t)
 	})
 	t.Run("text", func(t *testing.T) {
-		res := traceWithTraffic(t, send, "svc/myapp", "--node", nodeName, "--count", strconv.Itoa(n), "--timeout", "60s", "--summary")
+		// --agent-log: a failure shows how each agent grouped the packets.
+		res := traceWithTraffic(t, send, "svc/myapp", "--node", nodeName, "--count", strconv.Itoa(n), "--timeout", "60s", "--summary", "--agent-log")
 		if res.ExitCode != 0 {
 			t.Fatalf("trace failed:\n%s", res)
 		}
