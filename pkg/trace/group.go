@@ -59,7 +59,8 @@ type GroupOptions struct {
 	// StallQuiet, when longer than Quiet, is the quiet window of a packet
 	// whose last record leaves it inside a chain's traversal: an nft
 	// verdict that goes on (continue, jump, goto, return, break), a return
-	// to the calling chain, or a rule Ending says goes on (EndNone). The
+	// to the calling chain, or a legacy rule (no verdict in its record)
+	// Ending says goes on (EndNone). The
 	// kernel evaluates the rest of the chain at once, so only a stalled
 	// CPU (a vCPU its hypervisor descheduled, a long interrupt) keeps the
 	// next record away; the short window would cut the packet in two.
@@ -789,7 +790,7 @@ func (g *Grouper) appendHop(f *flight, ev *Event) {
 	if g.opts.Ending != nil {
 		end = g.opts.Ending(ev)
 	}
-	f.inChain = end == EndNone || goesOn(ev)
+	f.inChain = goesOn(ev, end)
 	if end == EndUnknown {
 		end = defaultEnding(ev)
 	}
@@ -873,15 +874,19 @@ func defaultEnding(ev *Event) Ending {
 }
 
 // goesOn reports whether the traversal goes on in the kernel at once after
-// ev, as its trace says (StallQuiet): a return to the calling chain, or an
-// nft verdict that continues it.
-func goesOn(ev *Event) bool {
+// ev (StallQuiet): a return to the calling chain, an nft verdict that
+// continues it, or, for a legacy record (which carries no verdict), a rule
+// the caller's Ending says goes on. An nft record's own verdict outranks
+// Ending.
+func goesOn(ev *Event, caller Ending) bool {
 	if ev.Kind == KindReturn {
 		return true
 	}
 	switch ev.Verdict {
 	case "CONTINUE", "JUMP", "GOTO", "RETURN", "BREAK":
 		return true
+	case "":
+		return ev.Kind == KindRule && caller == EndNone
 	}
 	return false
 }

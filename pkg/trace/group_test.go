@@ -1415,6 +1415,7 @@ func TestGroupStallQuiet(t *testing.T) {
 	tests := []struct {
 		name       string
 		stallQuiet time.Duration
+		ending     func(*Event) Ending
 		steps      []step
 		want       [][]string // hops of each packet, in emission order
 	}{
@@ -1435,12 +1436,22 @@ func TestGroupStallQuiet(t *testing.T) {
 			steps:      []step{{10 * ms, inChain, 0}, {900 * ms, nil, 0}, {1050 * ms, nil, 1}},
 			want:       [][]string{{"raw:OUTPUT:rule"}},
 		},
+		{
+			// kube-proxy's nftables table hangs off the hook after it:
+			// Ending says the traversal goes on, but the packet's own
+			// verdict (accept) says it left the chain.
+			name:       "accepted, more tables may follow: the short window",
+			stallQuiet: time.Second,
+			ending:     func(*Event) Ending { return EndNone },
+			steps:      []step{{10 * ms, betweenTables, 0}, {150 * ms, nil, 1}},
+			want:       [][]string{{"raw:OUTPUT:policy"}},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var now time.Duration
 			var got [][]string
-			g := NewGrouper(GroupOptions{Quiet: 100 * ms, StallQuiet: tt.stallQuiet, ReadTimes: true, Clock: func() time.Duration { return now },
+			g := NewGrouper(GroupOptions{Quiet: 100 * ms, StallQuiet: tt.stallQuiet, Ending: tt.ending, ReadTimes: true, Clock: func() time.Duration { return now },
 				Emit: func(p *Packet) {
 					var hops []string
 					for _, h := range p.Hops {

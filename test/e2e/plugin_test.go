@@ -586,6 +586,8 @@ func TestMeasureLatency(t *testing.T) {
 		Run(t, env.Exec, "sh", "-c", script)
 	}()
 	var lat []float64
+	var slowest string // the slowest packet's path, to tell what it waited for
+	slowestMs := 0.0
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 0, 1<<20), 16<<20)
 	for sc.Scan() {
@@ -598,7 +600,16 @@ func TestMeasureLatency(t *testing.T) {
 		if err != nil {
 			t.Fatalf("packet time %q: %v", p.Time, err)
 		}
-		lat = append(lat, arrived.Sub(first).Seconds()*1000)
+		ms := arrived.Sub(first).Seconds() * 1000
+		lat = append(lat, ms)
+		if ms > slowestMs {
+			slowestMs = ms
+			var hops []string
+			for _, h := range p.Hops {
+				hops = append(hops, h.Node+":"+h.Table+":"+h.Chain+":"+h.Kind+" "+h.Verdict)
+			}
+			slowest = fmt.Sprintf("%s %s -> %s, %s: %s", p.Verdict, p.Src, p.Dst, p.Flags, strings.Join(hops, " | "))
+		}
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("trace failed: %v", err)
@@ -609,6 +620,7 @@ func TestMeasureLatency(t *testing.T) {
 	sort.Float64s(lat)
 	t.Logf("MEASURE latency first hop -> stdout line over %d packets: p50 %.1f ms, p99 %.1f ms, max %.1f ms",
 		len(lat), percentile(lat, 50), percentile(lat, 99), lat[len(lat)-1])
+	t.Logf("MEASURE latency: the slowest packet (%.1f ms): %s", slowestMs, slowest)
 	env.AssertNoLeftovers(t)
 }
 
