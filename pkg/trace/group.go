@@ -60,12 +60,11 @@ type GroupOptions struct {
 	// whose last record leaves it inside a chain's traversal: an nft
 	// verdict that goes on (continue, jump, goto, return, break), a return
 	// to the calling chain, or a legacy rule (no verdict in its record)
-	// Ending says goes on (EndNone). The
-	// kernel evaluates the rest of the chain at once, so only a stalled
-	// CPU (a vCPU its hypervisor descheduled, a long interrupt) keeps the
-	// next record away; the short window would cut the packet in two.
-	// Packets between tables or hooks, where a packet can vanish (a
-	// routing drop, rp_filter), keep Quiet.
+	// that Ending says goes on (EndNone). The kernel evaluates the rest of
+	// the chain at once, so only a stalled CPU (a vCPU its hypervisor
+	// descheduled, a long interrupt) keeps the next record away; the short
+	// window would cut the packet in two. Packets between tables or hooks,
+	// where a packet can vanish (a routing drop, rp_filter), keep Quiet.
 	StallQuiet time.Duration
 	// MaxInFlight caps the packets held at once (default DefaultMaxInFlight);
 	// past it the oldest is emitted early and counted as evicted.
