@@ -29,13 +29,15 @@ func (a *annotator) explain() *record.Explain {
 			}
 		}
 	}
-	if dnat != nil && dnat.Chain == "" && connectionOpening(&a.p.First) {
-		// A SYN conntrack already tracks: the client's kernel sent it again.
-		ex.Retransmit = true
-		sum.part("SYN retransmission: translated ", rec.Dst, " -> ", orUnknown(dnat.To), " by conntrack (the nat table saw the connection's first SYN)")
-		ex.Notes = append(ex.Notes, "the client sent this SYN again: its first SYN or the answer to it was lost or late (the first SYN's trace names the endpoint chosen)")
-	} else if dnat != nil && dnat.Chain == "" {
-		sum.part("translated ", rec.Dst, " -> ", orUnknown(dnat.To), " by conntrack (an existing connection: the nat table sees only its first packet)")
+	if dnat != nil && dnat.Chain == "" {
+		if connectionOpening(&a.p.First) {
+			// A SYN conntrack already tracks: the client's kernel sent it again.
+			ex.Retransmit = true
+			sum.part("SYN retransmission: translated ", rec.Dst, " -> ", orUnknown(dnat.To), " by conntrack (the nat table saw the connection's first SYN)")
+			ex.Notes = append(ex.Notes, "the client sent this SYN again: its first SYN or the answer to it was lost or late (the first SYN's trace names the endpoint chosen)")
+		} else {
+			sum.part("translated ", rec.Dst, " -> ", orUnknown(dnat.To), " by conntrack (an existing connection: the nat table sees only its first packet)")
+		}
 	} else if dnat != nil {
 		sum.part("DNAT ", rec.Dst, " -> ", orUnknown(dnat.To), " in ", dnat.Chain)
 		if why := facts.choiceText(dnat.Chain); why != "" {

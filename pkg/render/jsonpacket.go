@@ -60,10 +60,7 @@ func AppendPacket(dst []byte, p *record.Packet) []byte {
 		o.key("crossings")
 		o.b = appendJSON(o.b, p.Crossings)
 	}
-	if p.DirectToEndpoint {
-		o.key("direct_to_endpoint")
-		o.b = append(o.b, "true"...)
-	}
+	o.trueOmit("direct_to_endpoint", p.DirectToEndpoint)
 	if p.Live != nil {
 		o.key("live")
 		o.b = appendJSON(o.b, p.Live)
@@ -120,10 +117,7 @@ func appendNAT(dst []byte, n *record.NAT) []byte {
 	o.strOmit("table", n.Table)
 	o.intOmit("rule", int64(n.Rule))
 	o.strOmit("to", n.To)
-	if n.Inferred {
-		o.key("inferred")
-		o.b = append(o.b, "true"...)
-	}
+	o.trueOmit("inferred", n.Inferred)
 	return append(o.b, '}')
 }
 
@@ -131,10 +125,7 @@ func appendExplain(dst []byte, e *record.Explain) []byte {
 	o := object{b: append(dst, '{')}
 	o.str("summary", e.Summary)
 	o.strOmit("reason", e.Reason)
-	if e.Retransmit {
-		o.key("retransmit")
-		o.b = append(o.b, "true"...)
-	}
+	o.trueOmit("retransmit", e.Retransmit)
 	o.strOmit("source_seen_by_endpoint", e.SourceSeenByEndpoint)
 	o.strOmit("source_predicted", e.SourcePredicted)
 	if len(e.Notes) > 0 {
@@ -176,6 +167,14 @@ func (o *object) str(k, v string) {
 func (o *object) strOmit(k, v string) {
 	if v != "" {
 		o.str(k, v)
+	}
+}
+
+// trueOmit writes k: true, nothing when v is false.
+func (o *object) trueOmit(k string, v bool) {
+	if v {
+		o.key(k)
+		o.b = append(o.b, "true"...)
 	}
 }
 
